@@ -1,0 +1,1 @@
+"""waka: a self-hosted Heroku built on an append-only release ledger."""

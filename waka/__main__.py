@@ -1,0 +1,3 @@
+from waka.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""The Platform API as one Starlette application."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from waka.api.errors import ENDPOINT_NOT_FOUND
+from waka.api.routes import (
+    account,
+    apps,
+    collaborators,
+    config_vars,
+    dynos,
+    formation,
+    releases,
+)
+from waka.bootstrap import Platform
+
+log = logging.getLogger("waka.api")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9\-_.]{1,200}$")
+
+
+class RequestIdMiddleware:
+    """Every response carries a Request-Id (the client's, if it sent a sane one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers") or []).get(b"request-id", b"").decode("latin-1")
+        request_id = sent if _REQUEST_ID.match(sent) else str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"request-id"]
+                headers.append((b"request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _error(status: int, error_id: str, message: str) -> Response:
+    return Response(
+        orjson.dumps({"id": error_id, "message": message}), status, media_type="application/json"
+    )
+
+
+async def _not_found(request: Request, exc: Any) -> Response:
+    return _error(404, "not_found", ENDPOINT_NOT_FOUND)
+
+
+async def _not_allowed(request: Request, exc: Any) -> Response:
+    return _error(405, "method_not_allowed", ENDPOINT_NOT_FOUND)
+
+
+async def _crashed(request: Request, exc: Exception) -> Response:
+    # The trace goes to the operator's log, never to the user.
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(
+        500, "internal_server_error", "Internal server error: the operator's log has the details."
+    )
+
+
+def create_api(platform: Platform) -> Starlette:
+    routes = [
+        *account.routes(platform),
+        *apps.routes(platform),
+        *config_vars.routes(platform),
+        *releases.routes(platform),
+        *formation.routes(platform),
+        *dynos.routes(platform),
+        *collaborators.routes(platform),
+    ]
+    api = Starlette(
+        routes=routes,
+        exception_handlers={404: _not_found, 405: _not_allowed, Exception: _crashed},
+    )
+    api.add_middleware(RequestIdMiddleware)
+    return api

@@ -1,0 +1,160 @@
+"""The glue of every API route: read the body, authenticate, run the sync handler off the
+event loop, and render JSON or an error in Heroku's shape.
+
+Handlers are plain functions `handler(ctx) -> Reply` that parse, authorize, call one ledger
+command or projection query, and render.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from waka.api.errors import ApiError, bad_request, not_found, unauthorized
+from waka.bootstrap import Platform
+from waka.domain.account import hash_api_key
+from waka.domain.actors import Actor
+from waka.domain.errors import DomainError
+from waka.projections.accounts import account_by_key_hash
+from waka.projections.apps import find_app
+from waka.projections.store import Row
+
+MAX_BODY = 1024 * 1024  # JSON bodies; config vars total 32 kB, nothing legitimate is bigger
+
+T = TypeVar("T")
+
+
+@dataclass
+class Reply:
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Ctx:
+    platform: Platform
+    request: Request
+    user: Row
+    body: Any
+
+    @property
+    def actor(self) -> Actor:
+        return {"id": self.user["id"], "email": self.user["email"]}
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+    def command(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a ledger command, then bring the read models up to it (read-your-writes)."""
+        result = fn(*args)
+        self.platform.projector.catch_up()
+        return result
+
+    def app(self) -> Row:
+        """The app named in the path, which the user must be allowed to see."""
+        ident = self.param("app")
+        row = find_app(self.platform.store, ident)
+        if row is None:
+            raise not_found("Couldn't find that app.")
+        if row["owner_id"] != self.user["id"]:
+            raise ApiError(403, "forbidden", f"You do not have access to the app {row['name']}.")
+        return row
+
+    def app_id(self, row: Row) -> UUID:
+        return UUID(row["id"])
+
+    def object_body(self) -> dict[str, Any]:
+        if not isinstance(self.body, dict):
+            raise ApiError(422, "invalid_params", "Request body must be a JSON object.")
+        return self.body
+
+
+def json_response(reply: Reply, request_id: str) -> Response:
+    return Response(
+        orjson.dumps(reply.body),
+        status_code=reply.status,
+        media_type="application/json",
+        headers={**reply.headers, "Request-Id": request_id},
+    )
+
+
+def error_reply(error: ApiError) -> Reply:
+    return Reply({"id": error.error_id, "message": error.message}, error.status)
+
+
+async def read_json(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, "request_entity_too_large", f"Request body is over {MAX_BODY} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApiError(
+                413, "request_entity_too_large", f"Request body is over {MAX_BODY} bytes."
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise bad_request(f"Request body is not valid JSON: {error}.") from None
+
+
+def api_key_of(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise unauthorized("Malformed Basic credentials.") from None
+        return decoded.partition(":")[2] or None  # any user name; the API key is the password
+    return None
+
+
+def authenticate(platform: Platform, request: Request) -> Row:
+    key = api_key_of(request)
+    if key is None:
+        raise unauthorized("Authentication required: send your API key as a Bearer token.")
+    user = account_by_key_hash(platform.store, hash_api_key(key))
+    if user is None:
+        raise unauthorized("Invalid credentials provided.")
+    return user
+
+
+def endpoint(
+    platform: Platform, handler: Callable[[Ctx], Reply]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        request_id = request.state.request_id
+        try:
+            body = await read_json(request) if request.method in ("POST", "PATCH", "PUT") else None
+            reply = await run_in_threadpool(_run, platform, handler, request, body)
+        except ApiError as error:
+            reply = error_reply(error)
+        return json_response(reply, request_id)
+
+    return route
+
+
+def _run(platform: Platform, handler: Callable[[Ctx], Reply], request: Request, body: Any) -> Reply:
+    user = authenticate(platform, request)
+    try:
+        return handler(Ctx(platform=platform, request=request, user=user, body=body))
+    except DomainError as error:
+        raise ApiError.from_domain(error) from None

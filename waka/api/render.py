@@ -1,0 +1,121 @@
+"""Heroku Platform API v3 JSON shapes, rendered from read-model rows."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import NAMESPACE_URL, uuid5
+
+from waka.config import Settings
+from waka.projections.store import Row
+
+_NS = uuid5(NAMESPACE_URL, "https://waka.invalid/catalogue")
+
+
+def catalogue_id(kind: str, name: str) -> str:
+    """Stable ids for things that are names here (regions, stacks, dyno sizes)."""
+    return str(uuid5(_NS, f"{kind}:{name}"))
+
+
+def named(kind: str, name: str) -> dict[str, str]:
+    return {"id": catalogue_id(kind, name), "name": name}
+
+
+def app(row: Row, settings: Settings) -> dict[str, Any]:
+    name = row["name"]
+    return {
+        "acm": False,
+        "archived_at": None,
+        "buildpack_provided_description": None,
+        "build_stack": named("stack", row["stack"]),
+        "created_at": row["created_at"],
+        "create_status": "complete",
+        "generation": named("generation", "cedar"),
+        "git_url": f"http://{settings.public_host}:{settings.api_port}/{name}.git",
+        "id": row["id"],
+        "internal_routing": None,
+        "locked": False,
+        "maintenance": bool(row["maintenance"]),
+        "name": name,
+        "owner": {"email": row["owner_email"], "id": row["owner_id"]},
+        "process_tier": "production",
+        "organization": None,
+        "team": None,
+        "region": named("region", row["region"]),
+        "released_at": row["released_at"],
+        "repo_size": None,
+        "slug_size": None,
+        "space": None,
+        "stack": named("stack", row["stack"]),
+        "updated_at": row["updated_at"],
+        "web_url": f"http://{name}.{settings.public_host}:{settings.router_port}/",
+    }
+
+
+def release(row: Row, app_row: Row) -> dict[str, Any]:
+    slug = {"id": row["slug_id"]} if row["slug_id"] else None
+    return {
+        "addon_plan_names": [],
+        "artifacts": [{"type": "slug", "id": row["slug_id"]}] if row["slug_id"] else [],
+        "app": {"id": app_row["id"], "name": app_row["name"]},
+        "created_at": row["created_at"],
+        "description": row["description"],
+        "id": row["id"],
+        "updated_at": row["updated_at"],
+        "slug": slug,
+        "status": row["status"],
+        "user": {"id": row["user_id"], "email": row["user_email"]},
+        "version": row["version"],
+        "current": row["version"] == app_row["current_release"],
+        "output_stream_url": None,
+        "eligible_for_rollback": True,
+    }
+
+
+def formation(row: Row, app_row: Row) -> dict[str, Any]:
+    return {
+        "app": {"id": app_row["id"], "name": app_row["name"]},
+        "command": row["command"],
+        "created_at": row["created_at"],
+        "dyno_size": named("dyno-size", row["size"]),
+        "id": row["id"],
+        "quantity": row["quantity"],
+        "size": row["size"],
+        "type": row["type"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def account(row: Row) -> dict[str, Any]:
+    return {
+        "allow_tracking": False,
+        "beta": False,
+        "created_at": row["created_at"],
+        "email": row["email"],
+        "federated": False,
+        "id": row["id"],
+        "identity_provider": None,
+        "last_login": None,
+        "name": row["name"] or None,
+        "sms_number": None,
+        "suspended_at": None,
+        "delinquent_at": None,
+        "two_factor_authentication": False,
+        "updated_at": row["updated_at"],
+        "verified": True,
+        "country_of_residence": None,
+        "default_organization": None,
+        "default_team": None,
+    }
+
+
+def collaborator(app_row: Row) -> dict[str, Any]:
+    """The owner, as Heroku lists it among an app's collaborators."""
+    return {
+        "app": {"id": app_row["id"], "name": app_row["name"]},
+        "created_at": app_row["created_at"],
+        "id": catalogue_id("collaborator", f"{app_row['id']}:{app_row['owner_id']}"),
+        "permissions": [],
+        "role": "owner",
+        "updated_at": app_row["created_at"],
+        "user": {"email": app_row["owner_email"], "federated": False, "id": app_row["owner_id"]},
+    }

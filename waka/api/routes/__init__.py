@@ -1,0 +1,1 @@
+"""One module per Heroku resource; each exports `routes(platform)`."""

@@ -1,0 +1,103 @@
+"""Apps: create, list, info, update (name, maintenance), delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.routing import Route
+
+from waka.api import render
+from waka.api.endpoint import Ctx, Reply, endpoint
+from waka.api.errors import ApiError, not_found
+from waka.api.ranges import paginate
+from waka.bootstrap import Platform
+from waka.projections.apps import apps_owned_by, find_app
+
+RANGE_FIELDS = {
+    "id": lambda a: a["id"],
+    "name": lambda a: a["name"],
+    "updated_at": lambda a: a["updated_at"],
+}
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, dict):  # region/stack may be given as {"name": ...}
+        value = value.get("name")
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_params", f"{key} must be a string.")
+    return value
+
+
+def create_app(ctx: Ctx) -> Reply:
+    body = ctx.object_body()
+    created = ctx.command(
+        ctx.platform.ledger.create_app,
+        ctx.actor,
+        _optional_str(body, "name"),
+        _optional_str(body, "region"),
+        _optional_str(body, "stack"),
+    )
+    row = find_app(ctx.platform.store, str(created.id))
+    assert row is not None  # the projector has just caught up with the creation
+    return Reply(render.app(row, ctx.platform.settings), 201)
+
+
+def list_apps(ctx: Ctx) -> Reply:
+    apps = [
+        render.app(r, ctx.platform.settings)
+        for r in apps_owned_by(ctx.platform.store, ctx.user["id"])
+    ]
+    status, page, headers = paginate(apps, ctx.request.headers.get("range"), RANGE_FIELDS)
+    return Reply(page, status, headers)
+
+
+def list_user_apps(ctx: Ctx) -> Reply:
+    if ctx.param("user") not in ("~", ctx.user["id"], ctx.user["email"]):
+        raise not_found("Couldn't find that user.")
+    return list_apps(ctx)
+
+
+def show_app(ctx: Ctx) -> Reply:
+    return Reply(render.app(ctx.app(), ctx.platform.settings))
+
+
+def update_app(ctx: Ctx) -> Reply:
+    row = ctx.app()
+    body = ctx.object_body()
+    unknown = set(body) - {"name", "maintenance", "build_stack"}
+    if unknown:
+        raise ApiError(
+            422, "invalid_params", f"Unknown app attributes: {', '.join(sorted(unknown))}."
+        )
+    app_id, ledger = ctx.app_id(row), ctx.platform.ledger
+    if "build_stack" in body:
+        stack = _optional_str(body, "build_stack")
+        if stack != row["stack"]:
+            raise ApiError(422, "invalid_params", f"Couldn't find that stack: {stack}.")
+    if "maintenance" in body:
+        ctx.command(ledger.set_maintenance, ctx.actor, app_id, body["maintenance"])
+    if "name" in body:
+        ctx.command(ledger.rename_app, ctx.actor, app_id, body["name"])
+    updated = find_app(ctx.platform.store, row["id"])
+    assert updated is not None
+    return Reply(render.app(updated, ctx.platform.settings))
+
+
+def delete_app(ctx: Ctx) -> Reply:
+    row = ctx.app()
+    ctx.command(ctx.platform.ledger.destroy_app, ctx.actor, ctx.app_id(row))
+    return Reply(render.app(row, ctx.platform.settings))
+
+
+def routes(platform: Platform) -> list[Route]:
+    return [
+        Route("/apps", endpoint(platform, list_apps), methods=["GET"]),
+        Route("/apps", endpoint(platform, create_app), methods=["POST"]),
+        Route("/users/{user}/apps", endpoint(platform, list_user_apps), methods=["GET"]),
+        Route("/apps/{app}", endpoint(platform, show_app), methods=["GET"]),
+        Route("/apps/{app}", endpoint(platform, update_app), methods=["PATCH"]),
+        Route("/apps/{app}", endpoint(platform, delete_app), methods=["DELETE"]),
+    ]

@@ -1,0 +1,110 @@
+"""The audit log: a query over the ledger itself, never a copy of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.application import Application
+
+from waka.domain.account import Account
+from waka.domain.app import App, describe_config_change
+from waka.projections.base import iso
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime
+    actor: str
+    app: str  # the app's name when it happened; "" for account events
+    app_id: str
+    action: str
+    renamed_to: str = ""
+
+    def line(self) -> str:
+        return f"{iso(self.at)}  {self.actor:<28} {self.app or '-':<30} {self.action}"
+
+
+def describe(event: Any) -> str | None:
+    """What an event means to a person; None for bookkeeping events (the name index)."""
+    match event:
+        case App.Created():
+            return f"Create app {event.name}"
+        case App.Released():
+            return f"Release v{event.version}: {event.description}"
+        case App.ConfigChanged():
+            return describe_config_change(event.changes)
+        case App.RolledBack():
+            return f"Roll back to v{event.target_version}"
+        case App.FormationChanged():
+            parts = []
+            for u in event.updates:
+                size = f":{u['size']}" if "size" in u else ""
+                quantity = u.get("quantity", "")
+                parts.append(f"{u['type']}={quantity}{size}")
+            return f"Scale {' '.join(parts)}"
+        case App.Renamed():
+            return f"Rename {event.old_name} to {event.new_name}"
+        case App.MaintenanceChanged():
+            return f"Maintenance {'on' if event.enabled else 'off'}"
+        case App.Destroyed():
+            return f"Destroy app {event.name}"
+        case Account.Registered():
+            return f"Register user {event.email}"
+        case Account.ApiKeyRegenerated():
+            return "Regenerate API key"
+    return None
+
+
+def entries(ledger: Application) -> Iterator[Entry]:
+    names: dict[str, str] = {}  # app id -> its name at this point of the ledger
+    start = 0
+    while True:
+        batch = ledger.recorder.select_notifications(
+            start=start, limit=BATCH, inclusive_of_start=False
+        )
+        for notification in batch:
+            event = ledger.mapper.to_domain_event(notification)
+            action = describe(event)
+            if action is None:
+                continue
+            app_id = str(event.originator_id) if isinstance(event, App.Event) else ""
+            if isinstance(event, App.Created):
+                names[app_id] = event.name
+            name = names.get(app_id, "")
+            renamed_to = ""
+            if isinstance(event, App.Renamed):
+                names[app_id] = renamed_to = event.new_name
+            yield Entry(
+                at=event.timestamp,
+                actor=event.actor.get("email", ""),
+                app=name,
+                app_id=app_id,
+                action=action,
+                renamed_to=renamed_to,
+            )
+        if len(batch) < BATCH:
+            return
+        start = batch[-1].id
+
+
+def query(
+    ledger: Application,
+    app: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+) -> list[Entry]:
+    """Entries in ledger order. `app` matches any name the app has ever had."""
+    found = list(entries(ledger))
+    if app:
+        ids = {e.app_id for e in found if app in (e.app, e.renamed_to)}
+        found = [e for e in found if e.app_id in ids]
+    if actor:
+        found = [e for e in found if e.actor == actor.lower()]
+    if since:
+        found = [e for e in found if e.at >= since]
+    return found

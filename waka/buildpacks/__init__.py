@@ -1,0 +1,1 @@
+"""Buildpacks (the Heroku v2 contract) arrive with the build issue."""

@@ -1,0 +1,206 @@
+"""`waka`: the operator's command line. Start the platform, manage users, read the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from datetime import UTC, datetime
+
+from waka.config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="waka", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start the platform in one process")
+    up.add_argument("--api-port", type=int, default=None, help="Platform API port (5000)")
+    up.add_argument(
+        "--router-port", type=int, default=None, help="router port used in apps' web URLs (8080)"
+    )
+    up.add_argument("--host", default="localhost", help="address to listen on (localhost)")
+
+    create = commands.add_parser("users:create", help="create a user; prints its API key last")
+    create.add_argument("email")
+    create.add_argument("--name", default="")
+
+    regenerate = commands.add_parser("users:regenerate-key", help="give a user a new API key")
+    regenerate.add_argument("email")
+
+    audit = commands.add_parser("audit", help="what happened, read from the ledger")
+    audit.add_argument("--app", help="only this app (any name it has had)")
+    audit.add_argument("--actor", help="only what this user did (email)")
+    audit.add_argument("--since", help="only from this time on (ISO 8601)")
+
+    projections = commands.add_parser("projections", help="manage the read models")
+    projections.add_argument("action", choices=["rebuild"])
+
+    commands.add_parser("cipher-key", help="print a new key for WAKA_CIPHER_KEY")
+
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    overrides = {}
+    if getattr(args, "api_port", None):
+        overrides["api_port"] = args.api_port
+    if getattr(args, "router_port", None):
+        overrides["router_port"] = args.router_port
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)
+    return settings
+
+
+def _bootstrap(args: argparse.Namespace):
+    from waka.bootstrap import bootstrap
+
+    return bootstrap(_settings(args))
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from waka.domain.errors import DomainError
+
+    platform = _bootstrap(args)
+    try:
+        account, key = platform.ledger.register_user(args.email, args.name)
+    except DomainError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    platform.projector.catch_up()
+    print(f"Created user {account.email} ({account.id}). API key:")
+    print(key)
+    return 0
+
+
+def cmd_users_regenerate(args: argparse.Namespace) -> int:
+    from waka.domain.errors import DomainError
+
+    platform = _bootstrap(args)
+    try:
+        account, key = platform.ledger.regenerate_api_key(args.email)
+    except DomainError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    platform.projector.catch_up()
+    print(f"New API key for {account.email}; the old one no longer works:")
+    print(key)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from waka import audit
+
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            print(f"error: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr)
+            return 2
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    platform = _bootstrap(args)
+    for entry in audit.query(platform.ledger, app=args.app, actor=args.actor, since=since):
+        print(entry.line())
+    return 0
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    platform = _bootstrap(args)
+    count = platform.projector.rebuild()
+    print(f"Rebuilt the read models from {count} ledger events.")
+    return 0
+
+
+def cmd_cipher_key(args: argparse.Namespace) -> int:
+    from eventsourcing.cipher import AESCipher
+
+    print(AESCipher.create_key(num_bytes=32))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    platform = _bootstrap(args)
+    settings = platform.settings
+    where = (settings.database_url and "PostgreSQL") or f"SQLite under {settings.home}"
+    print(f"waka: ledger on {where}", flush=True)
+    try:
+        asyncio.run(_serve(platform, args.host))
+    finally:
+        platform.close()
+    print("waka: stopped", flush=True)
+    return 0
+
+
+async def _serve(platform, host: str) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from waka.api.app import create_api
+
+    config = Config()
+    config.bind = _binds(host, platform.settings.api_port)
+    config.accesslog = None
+    config.errorlog = logging.getLogger("waka.http")  # one handler (ours), not hypercorn's too
+    config.graceful_timeout = 5
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def follow_ledger() -> None:
+        # Other processes (the `waka` CLI, a second API) write too: keep the read models current.
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(platform.projector.catch_up)
+            except Exception:
+                logging.getLogger("waka.projector").exception("catch-up failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    follower = asyncio.create_task(follow_ledger())
+    print(f"waka: API on http://{host}:{platform.settings.api_port}", flush=True)
+    await serve(create_api(platform), config, shutdown_trigger=stop.wait)
+    stop.set()
+    await follower
+
+
+def _binds(host: str, port: int) -> list[str]:
+    """`localhost` means both loopback families: clients may resolve it to ::1 or 127.0.0.1."""
+    if host != "localhost":
+        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    binds = [f"127.0.0.1:{port}"]
+    if socket.has_ipv6:
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+                probe.bind(("::1", 0))
+            binds.append(f"[::1]:{port}")
+        except OSError:
+            pass
+    return binds
+
+
+_COMMANDS = {
+    "up": cmd_up,
+    "users:create": cmd_users_create,
+    "users:regenerate-key": cmd_users_regenerate,
+    "audit": cmd_audit,
+    "projections": cmd_projections,
+    "cipher-key": cmd_cipher_key,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Settings, read once from the environment by the composition root."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None = None  # PostgreSQL; None means the embedded SQLite files
+    database_schema: str = "public"
+    cipher_key: str | None = None  # base64 AES key: stored events are encrypted when set
+    api_port: int = 5000
+    router_port: int = 8080
+    public_host: str = "localhost"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("WAKA_HOME") or Path.home() / ".local" / "share" / "waka")
+        return cls(
+            home=home,
+            database_url=env.get("WAKA_DATABASE_URL") or None,
+            database_schema=env.get("WAKA_DATABASE_SCHEMA") or "public",
+            cipher_key=env.get("WAKA_CIPHER_KEY") or None,
+            api_port=int(env.get("WAKA_API_PORT") or 5000),
+            router_port=int(env.get("WAKA_ROUTER_PORT") or 8080),
+        )
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url is not None
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The eventsourcing library's settings for the ledger's event store."""
+        env: dict[str, str] = {"COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"}
+        if self.cipher_key:
+            env["CIPHER_TOPIC"] = "eventsourcing.cipher:AESCipher"
+            env["CIPHER_KEY"] = self.cipher_key
+        if self.database_url:
+            url = urlparse(self.database_url)
+            if url.scheme not in ("postgres", "postgresql"):
+                raise ValueError("WAKA_DATABASE_URL must be a postgresql:// URL")
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.postgres",
+                POSTGRES_DBNAME=unquote(url.path.lstrip("/")) or "postgres",
+                POSTGRES_HOST=url.hostname or "localhost",
+                POSTGRES_PORT=str(url.port or 5432),
+                POSTGRES_USER=unquote(url.username or ""),
+                POSTGRES_PASSWORD=unquote(url.password or ""),
+                POSTGRES_SCHEMA=self.database_schema,
+                POSTGRES_POOL_SIZE="10",
+                POSTGRES_MAX_OVERFLOW="20",
+            )
+        else:
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.sqlite",
+                SQLITE_DBNAME=str(self.home / "ledger.sqlite"),
+                SQLITE_LOCK_TIMEOUT="30",
+            )
+        return env

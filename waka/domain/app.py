@@ -1,0 +1,217 @@
+"""The App aggregate. Its event stream is the app's release ledger.
+
+Every event carries the actor ({"id", "email"}) who caused it; eventsourcing stamps the time.
+Deploys, config changes and rollbacks append a `Released` event after their cause; formation,
+maintenance and renames do not make releases (Heroku semantics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from waka.domain import rules
+from waka.domain.actors import Actor
+from waka.domain.errors import Forbidden, InvalidParams, NotFound
+
+
+def release_id(app_id: UUID, version: int) -> UUID:
+    """Release ids are derived, so the ledger need not store them."""
+    return uuid5(app_id, f"release:{version}")
+
+
+def formation_id(app_id: UUID, process_type: str) -> UUID:
+    return uuid5(app_id, f"formation:{process_type}")
+
+
+def describe_config_change(changes: dict[str, str | None]) -> str:
+    """Heroku's release description for a config change."""
+    set_keys = [k for k, v in changes.items() if v is not None]
+    removed = [k for k, v in changes.items() if v is None]
+    parts = []
+    if set_keys:
+        parts.append(f"Set {', '.join(set_keys)} config vars")
+    if removed:
+        verb = "remove" if parts else "Remove"
+        parts.append(f"{verb} {', '.join(removed)} config vars")
+    return " and ".join(parts)
+
+
+class App(Aggregate):
+    @event("Created")
+    def __init__(self, name: str, owner: Actor, region: str, stack: str, actor: Actor) -> None:
+        self.name = name
+        self.owner = owner
+        self.region = region
+        self.stack = stack
+        self.maintenance = False
+        self.destroyed = False
+        self.config: dict[str, str] = {}
+        self.slug_id: str | None = None
+        self.process_types: dict[str, str] = {}
+        self.formation: dict[str, dict[str, Any]] = {}
+        # Aggregate version of each Released event (index = release version - 1); rollback
+        # replays the ledger to it. A list, not a dict: snapshots go through JSON.
+        self.release_positions: list[int] = []
+        self.current_release = 0
+
+    @classmethod
+    def create(cls, name: str, owner: Actor, region: str, stack: str) -> App:
+        app = cls(name=name, owner=owner, region=region, stack=stack, actor=owner)
+        app._release(version=1, description="Initial release", slug_id=None, actor=owner)
+        return app
+
+    # --- releases -------------------------------------------------------------------------
+
+    @property
+    def latest_release(self) -> int:
+        return len(self.release_positions)
+
+    @event("Released")
+    def _release(self, version: int, description: str, slug_id: str | None, actor: Actor) -> None:
+        # Applied before the aggregate's version is bumped: this event is version + 1.
+        self.release_positions.append(self.version + 1)
+        self.current_release = version
+
+    def set_config(self, changes: dict[str, str | None], actor: Actor) -> int:
+        """Apply a config-vars patch (None unsets) and make a release. Returns its version."""
+        self._check_live()
+        changes = rules.check_config_changes(changes)
+        if not changes:
+            return self.current_release
+        merged = {k: v for k, v in self.config.items() if changes.get(k, v) is not None}
+        merged.update({k: v for k, v in changes.items() if v is not None})
+        rules.check_config_size(merged)
+        self._change_config(changes=changes, actor=actor)
+        version = self.latest_release + 1
+        self._release(
+            version=version,
+            description=describe_config_change(changes),
+            slug_id=self.slug_id,
+            actor=actor,
+        )
+        return version
+
+    @event("ConfigChanged")
+    def _change_config(self, changes: dict[str, str | None], actor: Actor) -> None:
+        for key, value in changes.items():
+            if value is None:
+                self.config.pop(key, None)
+            else:
+                self.config[key] = value
+
+    def aggregate_version_of(self, release_version: int) -> int:
+        if not 1 <= release_version <= len(self.release_positions):
+            raise NotFound(f"Couldn't find that release (v{release_version}).")
+        return self.release_positions[release_version - 1]
+
+    def rollback(self, target: App, target_version: int, actor: Actor) -> int:
+        """Make a new release with the slug and config vars of `target`, this app as it stood
+        at release `target_version` (a replay of the ledger)."""
+        self._check_live()
+        if target.id != self.id or target.current_release != target_version:
+            raise InvalidParams("Rollback target is not a release of this app.")
+        self._roll_back(
+            target_version=target_version,
+            slug_id=target.slug_id,
+            process_types=dict(target.process_types),
+            config=dict(target.config),
+            actor=actor,
+        )
+        version = self.latest_release + 1
+        self._release(
+            version=version,
+            description=f"Rollback to v{target_version}",
+            slug_id=target.slug_id,
+            actor=actor,
+        )
+        return version
+
+    @event("RolledBack")
+    def _roll_back(
+        self,
+        target_version: int,
+        slug_id: str | None,
+        process_types: dict[str, str],
+        config: dict[str, str],
+        actor: Actor,
+    ) -> None:
+        self.slug_id = slug_id
+        self.process_types = process_types
+        self.config = config
+
+    # --- formation ------------------------------------------------------------------------
+
+    def scale(self, updates: list[dict[str, Any]], actor: Actor) -> list[str]:
+        """Change quantity and/or size of process types. Makes no release. Returns the types."""
+        self._check_live()
+        if not isinstance(updates, list) or not updates:
+            raise InvalidParams("Formation updates must be a non-empty list.")
+        checked: list[dict[str, Any]] = []
+        for update in updates:
+            if not isinstance(update, dict):
+                raise InvalidParams("Each formation update must be an object.")
+            process_type = rules.check_process_type(update.get("type"))
+            if self.process_types and process_type not in self.process_types:
+                raise NotFound(f"Couldn't find that process type ({process_type}).")
+            item: dict[str, Any] = {"type": process_type}
+            if update.get("quantity") is not None:
+                current = self.formation.get(process_type, {}).get("quantity", 0)
+                item["quantity"] = rules.check_quantity(update["quantity"], current)
+            if update.get("size") is not None:
+                item["size"] = rules.check_size(update["size"])
+            if len(item) == 1:
+                raise InvalidParams(f"Give a quantity or a size for process type {process_type}.")
+            checked.append(item)
+        self._change_formation(updates=checked, actor=actor)
+        return [u["type"] for u in checked]
+
+    @event("FormationChanged")
+    def _change_formation(self, updates: list[dict[str, Any]], actor: Actor) -> None:
+        for update in updates:
+            current = self.formation.setdefault(
+                update["type"], {"quantity": 0, "size": rules.DEFAULT_SIZE}
+            )
+            current.update({k: v for k, v in update.items() if k != "type"})
+
+    # --- app settings ---------------------------------------------------------------------
+
+    def rename(self, new_name: str, actor: Actor) -> None:
+        self._check_live()
+        rules.check_app_name(new_name)
+        if new_name != self.name:
+            self._rename(old_name=self.name, new_name=new_name, actor=actor)
+
+    @event("Renamed")
+    def _rename(self, old_name: str, new_name: str, actor: Actor) -> None:
+        self.name = new_name
+
+    def set_maintenance(self, enabled: bool, actor: Actor) -> None:
+        self._check_live()
+        if not isinstance(enabled, bool):
+            raise InvalidParams("Maintenance must be true or false.")
+        if enabled != self.maintenance:
+            self._set_maintenance(enabled=enabled, actor=actor)
+
+    @event("MaintenanceChanged")
+    def _set_maintenance(self, enabled: bool, actor: Actor) -> None:
+        self.maintenance = enabled
+
+    def destroy(self, actor: Actor) -> None:
+        self._check_live()
+        self._destroy(name=self.name, actor=actor)
+
+    @event("Destroyed")
+    def _destroy(self, name: str, actor: Actor) -> None:
+        self.destroyed = True
+
+    def check_access(self, actor: Actor) -> None:
+        """Only the owner may act on an app (collaborators come with their own issue)."""
+        if actor["id"] != self.owner["id"]:
+            raise Forbidden(f"You do not have access to the app {self.name}.")
+
+    def _check_live(self) -> None:
+        if self.destroyed:
+            raise NotFound("Couldn't find that app.")

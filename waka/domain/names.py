@@ -1,0 +1,43 @@
+"""AppName: an index aggregate, one per name, that makes app names unique.
+
+Its id is derived from the name, so two creators of one name collide on the same stream and
+optimistic concurrency lets only one win. A destroyed or renamed app frees its name again.
+"""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from waka.domain.errors import NameTaken
+
+NAMESPACE = uuid5(NAMESPACE_URL, "https://waka.invalid/app-names")
+
+
+class AppName(Aggregate):
+    @staticmethod
+    def create_id(name: str, app_id: UUID) -> UUID:  # type: ignore[override]
+        return AppName.id_for(name)
+
+    @staticmethod
+    def id_for(name: str) -> UUID:
+        return uuid5(NAMESPACE, name)
+
+    @event("Claimed")
+    def __init__(self, name: str, app_id: UUID) -> None:
+        self.name = name
+        self.app_id: UUID | None = app_id
+
+    def claim(self, app_id: UUID) -> None:
+        if self.app_id is not None and self.app_id != app_id:
+            raise NameTaken(f"Name {self.name} is already taken")
+        self._claim(app_id=app_id)
+
+    @event("Reclaimed")
+    def _claim(self, app_id: UUID) -> None:
+        self.app_id = app_id
+
+    @event("Freed")
+    def free(self) -> None:
+        self.app_id = None

@@ -1,0 +1,121 @@
+"""Heroku's naming and size rules, as pure checks that raise clear domain errors."""
+
+import re
+
+from waka.domain.errors import InvalidParams
+
+APP_NAME = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
+CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PROCESS_TYPE = re.compile(r"^[-\w]{1,128}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+CONFIG_TOTAL_LIMIT = 32 * 1024  # bytes of all keys and values together, as on Heroku
+CONFIG_KEY_LIMIT = 256
+MAX_QUANTITY = 100
+
+# Heroku's dyno sizes, in the spelling the API returns.
+DYNO_SIZES = (
+    "Eco",
+    "Basic",
+    "Standard-1X",
+    "Standard-2X",
+    "Performance-M",
+    "Performance-L",
+    "Performance-L-RAM",
+)
+DEFAULT_SIZE = "Standard-1X"
+DEFAULT_REGION = "local"
+REGIONS = ("local",)
+DEFAULT_STACK = "waka-bookworm"
+STACKS = ("waka-bookworm",)
+
+
+def check_app_name(name: object) -> str:
+    if not isinstance(name, str) or not APP_NAME.match(name):
+        raise InvalidParams(
+            "Name must start with a letter, end with a letter or digit and can only contain "
+            "lowercase letters, digits, and dashes; it must be 3 to 30 characters long."
+        )
+    return name
+
+
+def check_config_changes(changes: object) -> dict[str, str | None]:
+    """Validate a config-vars patch: keys by Heroku's pattern, values strings or null."""
+    if not isinstance(changes, dict):
+        raise InvalidParams("Config vars must be a JSON object of names to string values.")
+    checked: dict[str, str | None] = {}
+    for key, value in changes.items():
+        if not CONFIG_KEY.match(key) or len(key) > CONFIG_KEY_LIMIT:
+            raise InvalidParams(
+                f"Invalid config var name {key!r}: names must start with a letter or underscore, "
+                f"contain only letters, digits and underscores, and be at most "
+                f"{CONFIG_KEY_LIMIT} characters."
+            )
+        if value is not None and not isinstance(value, str):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidParams(
+                    f"Invalid value for config var {key}: expected a string or null."
+                )
+            value = str(value)  # Heroku coerces numbers to strings
+        checked[key] = value
+    return checked
+
+
+def check_config_size(config: dict[str, str]) -> None:
+    total = sum(len(k.encode()) + len(v.encode()) for k, v in config.items())
+    if total > CONFIG_TOTAL_LIMIT:
+        raise InvalidParams(
+            f"Config vars would total {total} bytes; the limit is {CONFIG_TOTAL_LIMIT} bytes "
+            "for all names and values together."
+        )
+
+
+def check_process_type(process_type: object) -> str:
+    if not isinstance(process_type, str) or not PROCESS_TYPE.match(process_type):
+        raise InvalidParams(
+            f"Invalid process type {process_type!r}: use letters, digits, dashes and "
+            "underscores (at most 128)."
+        )
+    return process_type
+
+
+QUANTITY = re.compile(r"^[+-]?\d{1,6}$")
+
+
+def check_quantity(quantity: object, current: int = 0) -> int:
+    """A whole number, or a string of one; "+N"/"-N" change the current quantity (the Heroku
+    CLI sends `ps:scale web+1` that way)."""
+    if isinstance(quantity, str) and QUANTITY.match(quantity.strip()):
+        text = quantity.strip()
+        quantity = current + int(text) if text[0] in "+-" else int(text)
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise InvalidParams(f"Invalid quantity {quantity!r}: give a whole number like 2 or +1.")
+    if not 0 <= quantity <= MAX_QUANTITY:
+        raise InvalidParams(f"Quantity must be between 0 and {MAX_QUANTITY}.")
+    return quantity
+
+
+def check_size(size: object) -> str:
+    if isinstance(size, str):
+        for known in DYNO_SIZES:
+            if known.lower() == size.lower():
+                return known
+    raise InvalidParams(f"Invalid dyno size {size!r}; choose one of: {', '.join(DYNO_SIZES)}.")
+
+
+def check_region(region: object) -> str:
+    if region not in REGIONS:
+        raise InvalidParams(f"Couldn't find that region. Regions here: {', '.join(REGIONS)}.")
+    return str(region)
+
+
+def check_stack(stack: object) -> str:
+    if stack not in STACKS:
+        raise InvalidParams(f"Couldn't find that stack. Stacks here: {', '.join(STACKS)}.")
+    return str(stack)
+
+
+def check_email(email: object) -> str:
+    if not isinstance(email, str) or not EMAIL.match(email) or len(email) > 254:
+        raise InvalidParams(f"Invalid email address {email!r}.")
+    return email.lower()

@@ -1,0 +1,232 @@
+"""The ledger: an eventsourcing Application holding the App, AppName and Account aggregates.
+
+Commands load aggregates, call domain methods and save; a concurrent writer on the same
+stream makes the save fail with a conflict, and the command is retried on fresh state, so
+no update is ever lost. Reads go to the projections, not here.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import RecordConflictError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from waka.domain import rules
+from waka.domain.account import Account, hash_api_key
+from waka.domain.actors import OPERATOR, Actor
+from waka.domain.app import App
+from waka.domain.errors import Conflict, NameTaken, NotFound
+from waka.domain.names import AppName
+
+T = TypeVar("T")
+
+SNAPSHOT_INTERVAL = 100
+
+# Concurrent commands on one stream: retry on a version conflict, with jitter so that
+# parallel writers spread out. 20 tries at <=0.2 s covers dozens of writers on one app.
+retry_on_conflict = retry(
+    retry=retry_if_exception_type(RecordConflictError),
+    stop=stop_after_attempt(20),
+    wait=wait_random_exponential(multiplier=0.005, max=0.2),
+    reraise=True,
+)
+
+_ADJECTIVES = (
+    "amber",
+    "brave",
+    "calm",
+    "dapper",
+    "eager",
+    "fancy",
+    "gentle",
+    "hidden",
+    "icy",
+    "jolly",
+    "keen",
+    "lively",
+    "mellow",
+    "nimble",
+    "polar",
+    "quiet",
+    "rapid",
+    "shiny",
+    "tidy",
+    "vast",
+)
+_NOUNS = (
+    "anchor",
+    "brook",
+    "cliff",
+    "dune",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "island",
+    "jungle",
+    "kettle",
+    "lagoon",
+    "meadow",
+    "nebula",
+    "oasis",
+    "peak",
+    "quartz",
+    "river",
+    "summit",
+    "tundra",
+)
+
+
+class Ledger(Application[UUID]):
+    name = "waka"
+    snapshotting_intervals: ClassVar = {App: SNAPSHOT_INTERVAL}
+
+    # --- accounts -------------------------------------------------------------------------
+
+    def register_user(
+        self, email: str, name: str = "", actor: Actor = OPERATOR
+    ) -> tuple[Account, str]:
+        """Create a user and return it with its API key (shown once, stored only hashed)."""
+        email = rules.check_email(email)
+        key = new_api_key()
+        account = Account(email=email, name=name or "", key_hash=hash_api_key(key), actor=actor)
+        try:
+            self.save(account)
+        except RecordConflictError:
+            raise Conflict(f"A user with email {email} already exists.") from None
+        return account, key
+
+    @retry_on_conflict
+    def regenerate_api_key(self, email: str, actor: Actor = OPERATOR) -> tuple[Account, str]:
+        account = self.get_account(email)
+        key = new_api_key()
+        account.regenerate_key(key_hash=hash_api_key(key), actor=actor)
+        self.save(account)
+        return account, key
+
+    def get_account(self, email: str) -> Account:
+        try:
+            return self.repository.get(Account.id_for(email))
+        except AggregateNotFoundError:
+            raise NotFound(f"Couldn't find a user with email {email}.") from None
+
+    # --- apps -----------------------------------------------------------------------------
+
+    @retry_on_conflict
+    def create_app(
+        self,
+        actor: Actor,
+        name: str | None = None,
+        region: str | None = None,
+        stack: str | None = None,
+    ) -> App:
+        region = rules.check_region(region or rules.DEFAULT_REGION)
+        stack = rules.check_stack(stack or rules.DEFAULT_STACK)
+        if name is None:
+            return self._create_with_generated_name(actor, region, stack)
+        rules.check_app_name(name)
+        app = App.create(name=name, owner=actor, region=region, stack=stack)
+        self.save(self._claim_name(name, app.id), app)
+        return app
+
+    def _create_with_generated_name(self, actor: Actor, region: str, stack: str) -> App:
+        for _ in range(20):
+            name = (
+                f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-"
+                f"{secrets.randbelow(90000) + 10000}"
+            )
+            try:
+                return self.create_app(actor, name, region, stack)
+            except NameTaken:
+                continue
+        raise Conflict("Could not find a free app name; please choose one.")
+
+    def _claim_name(self, name: str, app_id: UUID) -> AppName:
+        try:
+            index: AppName = self.repository.get(AppName.id_for(name))
+        except AggregateNotFoundError:
+            return AppName(name=name, app_id=app_id)
+        index.claim(app_id)
+        return index
+
+    def get_app(self, app_id: UUID, version: int | None = None) -> App:
+        try:
+            app: App = self.repository.get(app_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound("Couldn't find that app.") from None
+        if not isinstance(app, App):
+            raise NotFound("Couldn't find that app.")
+        return app
+
+    def _command(self, app_id: UUID, actor: Actor, action: Callable[[App], T]) -> tuple[App, T]:
+        app = self.get_app(app_id)
+        if app.destroyed:
+            raise NotFound("Couldn't find that app.")
+        app.check_access(actor)
+        result = action(app)
+        self.save(app)
+        return app, result
+
+    @retry_on_conflict
+    def set_config(self, actor: Actor, app_id: UUID, changes: dict[str, Any]) -> App:
+        return self._command(app_id, actor, lambda app: app.set_config(changes, actor))[0]
+
+    @retry_on_conflict
+    def scale(self, actor: Actor, app_id: UUID, updates: list[dict[str, Any]]) -> App:
+        return self._command(app_id, actor, lambda app: app.scale(updates, actor))[0]
+
+    @retry_on_conflict
+    def set_maintenance(self, actor: Actor, app_id: UUID, enabled: bool) -> App:
+        return self._command(app_id, actor, lambda app: app.set_maintenance(enabled, actor))[0]
+
+    @retry_on_conflict
+    def rollback(self, actor: Actor, app_id: UUID, release_version: int) -> App:
+        """Replay the ledger to release vN and append "Rollback to vN" with its slug and config."""
+        app = self.get_app(app_id)
+        if app.destroyed:
+            raise NotFound("Couldn't find that app.")
+        app.check_access(actor)
+        target = self.get_app(app_id, version=app.aggregate_version_of(release_version))
+        app.rollback(target, release_version, actor)
+        self.save(app)
+        return app
+
+    def config_at_release(self, app_id: UUID, release_version: int) -> dict[str, str]:
+        app = self.get_app(app_id)
+        return dict(self.get_app(app_id, version=app.aggregate_version_of(release_version)).config)
+
+    @retry_on_conflict
+    def rename_app(self, actor: Actor, app_id: UUID, new_name: str) -> App:
+        app = self.get_app(app_id)
+        if app.destroyed:
+            raise NotFound("Couldn't find that app.")
+        app.check_access(actor)
+        old_name = app.name
+        app.rename(new_name, actor)
+        if app.name == old_name:
+            return app
+        old_index: AppName = self.repository.get(AppName.id_for(old_name))
+        old_index.free()
+        self.save(app, old_index, self._claim_name(new_name, app.id))
+        return app
+
+    @retry_on_conflict
+    def destroy_app(self, actor: Actor, app_id: UUID) -> App:
+        app = self.get_app(app_id)
+        if app.destroyed:
+            raise NotFound("Couldn't find that app.")
+        app.check_access(actor)
+        app.destroy(actor)
+        index: AppName = self.repository.get(AppName.id_for(app.name))
+        index.free()
+        self.save(app, index)
+        return app
+
+
+def new_api_key() -> str:
+    return "HRKU-" + secrets.token_urlsafe(32)

@@ -1,0 +1,48 @@
+"""The config-vars read model: the current config of every live app."""
+
+from __future__ import annotations
+
+from waka.domain.app import App
+from waka.projections.base import Projection
+from waka.projections.store import Cursor, ReadStore
+
+
+class ConfigVarsProjection(Projection):
+    name = "config_vars"
+    tables = {
+        "waka_config_vars": """CREATE TABLE IF NOT EXISTS waka_config_vars (
+            app_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (app_id, key))""",
+    }
+
+    def changed(self, cur: Cursor, e: App.ConfigChanged) -> None:
+        for key, value in e.changes.items():
+            self._put(cur, str(e.originator_id), key, value)
+
+    def rolled_back(self, cur: Cursor, e: App.RolledBack) -> None:
+        cur.execute("DELETE FROM waka_config_vars WHERE app_id = ?", (str(e.originator_id),))
+        for key, value in e.config.items():
+            self._put(cur, str(e.originator_id), key, value)
+
+    def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
+        cur.execute("DELETE FROM waka_config_vars WHERE app_id = ?", (str(e.originator_id),))
+
+    @staticmethod
+    def _put(cur: Cursor, app_id: str, key: str, value: str | None) -> None:
+        if value is None:
+            cur.execute("DELETE FROM waka_config_vars WHERE app_id = ? AND key = ?", (app_id, key))
+        else:
+            cur.execute(
+                "INSERT INTO waka_config_vars (app_id, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (app_id, key) DO UPDATE SET value = excluded.value",
+                (app_id, key, value),
+            )
+
+    handlers = {App.ConfigChanged: changed, App.RolledBack: rolled_back, App.Destroyed: destroyed}
+
+
+def config_of(store: ReadStore, app_id: str) -> dict[str, str]:
+    rows = store.query(
+        "SELECT key, value FROM waka_config_vars WHERE app_id = ? ORDER BY key", (app_id,)
+    )
+    return {r["key"]: r["value"] for r in rows}

@@ -1,0 +1,59 @@
+"""The releases read model: every release of every live app."""
+
+from __future__ import annotations
+
+from waka.domain.app import App, release_id
+from waka.projections.base import Projection, iso
+from waka.projections.store import Cursor, ReadStore, Row
+
+
+class ReleasesProjection(Projection):
+    name = "releases"
+    tables = {
+        "waka_releases": """CREATE TABLE IF NOT EXISTS waka_releases (
+            id TEXT PRIMARY KEY, app_id TEXT NOT NULL, version INTEGER NOT NULL,
+            description TEXT NOT NULL, slug_id TEXT, status TEXT NOT NULL,
+            user_id TEXT NOT NULL, user_email TEXT NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            UNIQUE (app_id, version))""",
+    }
+
+    def released(self, cur: Cursor, e: App.Released) -> None:
+        cur.execute(
+            "INSERT INTO waka_releases (id, app_id, version, description, slug_id, status,"
+            " user_id, user_email, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 'succeeded', ?, ?, ?, ?)",
+            (
+                str(release_id(e.originator_id, e.version)),
+                str(e.originator_id),
+                e.version,
+                e.description,
+                e.slug_id,
+                e.actor["id"],
+                e.actor["email"],
+                iso(e.timestamp),
+                iso(e.timestamp),
+            ),
+        )
+
+    def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
+        cur.execute("DELETE FROM waka_releases WHERE app_id = ?", (str(e.originator_id),))
+
+    handlers = {App.Released: released, App.Destroyed: destroyed}
+
+
+def releases_of(store: ReadStore, app_id: str) -> list[Row]:
+    return store.query("SELECT * FROM waka_releases WHERE app_id = ? ORDER BY version", (app_id,))
+
+
+def find_release(store: ReadStore, app_id: str, id_or_version: str) -> Row | None:
+    version = id_or_version.lower().removeprefix("v")
+    if version.isdigit():
+        rows = store.query(
+            "SELECT * FROM waka_releases WHERE app_id = ? AND version = ?", (app_id, int(version))
+        )
+    else:
+        rows = store.query(
+            "SELECT * FROM waka_releases WHERE app_id = ? AND id = ?", (app_id, id_or_version)
+        )
+    return rows[0] if rows else None

@@ -1,0 +1,129 @@
+"""ReadStore: the SQL database that holds the read models, SQLite or PostgreSQL.
+
+Queries are written once with `?` placeholders; the PostgreSQL store rewrites them to `%s`.
+`transaction()` is exclusive across processes (SQLite: BEGIN IMMEDIATE; PostgreSQL: an
+advisory lock), so two followers never apply the same events twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+
+# Any fixed number: the key of the advisory lock that serialises projection catch-ups.
+_PROJECTION_LOCK = 0x7761_6B61
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+
+class ReadStore(Protocol):
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def transaction(self) -> Any: ...  # context manager yielding a Cursor
+    def close(self) -> None: ...
+
+
+class _SqliteCursor:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql, tuple(params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = self.conn.execute(sql, tuple(params))
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+class SqliteReadStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return _SqliteCursor(self._conn).query(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteCursor]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteCursor(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _PostgresCursor:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql.replace("?", "%s"), tuple(params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self.conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall())
+
+
+class PostgresReadStore:
+    def __init__(self, url: str, schema: str = "public", max_size: int = 10) -> None:
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        def configure(conn: Any) -> None:
+            conn.row_factory = dict_row
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.commit()
+
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            configure=configure,
+            open=True,
+            kwargs={"autocommit": False},
+        )
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self.pool.connection() as conn:
+            return _PostgresCursor(conn).query(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PostgresCursor]:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PROJECTION_LOCK,))
+            yield _PostgresCursor(conn)
+
+    def close(self) -> None:
+        self.pool.close()
