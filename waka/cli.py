@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`waka audit | head`): stop quietly, like any Unix filter.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -133,8 +139,13 @@ def cmd_cipher_key(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings(args)
+    for bind in _binds(args.host, settings.api_port):
+        problem = _unbindable(bind)
+        if problem:
+            print(f"waka: cannot listen on {bind}: {problem}", file=sys.stderr)
+            return 1
     platform = _bootstrap(args)
-    settings = platform.settings
     where = (settings.database_url and "PostgreSQL") or f"SQLite under {settings.home}"
     print(f"waka: ledger on {where}", flush=True)
     try:
@@ -176,6 +187,21 @@ async def _serve(platform, host: str) -> None:
     await serve(create_api(platform), config, shutdown_trigger=stop.wait)
     stop.set()
     await follower
+
+
+def _unbindable(bind: str) -> str | None:
+    """Why the API could not listen on `bind` ("host:port" or "[v6]:port"), or None."""
+    host, _, port = bind.rpartition(":")
+    family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return f"port {port} is already in use (is another waka running?)"
+            return error.strerror or str(error)
+    return None
 
 
 def _binds(host: str, port: int) -> list[str]:

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import RecordConflictError
+from eventsourcing.utils import Environment, EnvType
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from waka.domain import rules
@@ -86,6 +87,15 @@ class Ledger(Application[UUID]):
     name = "waka"
     snapshotting_intervals: ClassVar = {App: SNAPSHOT_INTERVAL}
 
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        # Only the settings given by the composition root count. The library would also read
+        # the process environment, where `WAKA_<KEY>` (our own variables' prefix) wins over them.
+        merged = dict(type(self).env)
+        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
+            merged["IS_SNAPSHOTTING_ENABLED"] = "y"
+        merged.update(env or {})
+        return Environment(name, merged)
+
     # --- accounts -------------------------------------------------------------------------
 
     def register_user(
@@ -131,7 +141,7 @@ class Ledger(Application[UUID]):
             return self._create_with_generated_name(actor, region, stack)
         rules.check_app_name(name)
         app = App.create(name=name, owner=actor, region=region, stack=stack)
-        self.save(self._claim_name(name, app.id), app)
+        self.save(self._claim_name(name, app.id, actor), app)
         return app
 
     def _create_with_generated_name(self, actor: Actor, region: str, stack: str) -> App:
@@ -146,12 +156,12 @@ class Ledger(Application[UUID]):
                 continue
         raise Conflict("Could not find a free app name; please choose one.")
 
-    def _claim_name(self, name: str, app_id: UUID) -> AppName:
+    def _claim_name(self, name: str, app_id: UUID, actor: Actor) -> AppName:
         try:
             index: AppName = self.repository.get(AppName.id_for(name))
         except AggregateNotFoundError:
-            return AppName(name=name, app_id=app_id)
-        index.claim(app_id)
+            return AppName(name=name, app_id=app_id, actor=actor)
+        index.claim(app_id, actor)
         return index
 
     def get_app(self, app_id: UUID, version: int | None = None) -> App:
@@ -211,8 +221,8 @@ class Ledger(Application[UUID]):
         if app.name == old_name:
             return app
         old_index: AppName = self.repository.get(AppName.id_for(old_name))
-        old_index.free()
-        self.save(app, old_index, self._claim_name(new_name, app.id))
+        old_index.free(actor)
+        self.save(app, old_index, self._claim_name(new_name, app.id, actor))
         return app
 
     @retry_on_conflict
@@ -223,7 +233,7 @@ class Ledger(Application[UUID]):
         app.check_access(actor)
         app.destroy(actor)
         index: AppName = self.repository.get(AppName.id_for(app.name))
-        index.free()
+        index.free(actor)
         self.save(app, index)
         return app
 

@@ -10,6 +10,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from waka.domain.actors import Actor
 from waka.domain.errors import NameTaken
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://waka.invalid/app-names")
@@ -25,19 +26,19 @@ class AppName(Aggregate):
         return uuid5(NAMESPACE, name)
 
     @event("Claimed")
-    def __init__(self, name: str, app_id: UUID) -> None:
+    def __init__(self, name: str, app_id: UUID, actor: Actor) -> None:
         self.name = name
         self.app_id: UUID | None = app_id
 
-    def claim(self, app_id: UUID) -> None:
+    def claim(self, app_id: UUID, actor: Actor) -> None:
         if self.app_id is not None and self.app_id != app_id:
             raise NameTaken(f"Name {self.name} is already taken")
-        self._claim(app_id=app_id)
+        self._claim(app_id=app_id, actor=actor)
 
     @event("Reclaimed")
-    def _claim(self, app_id: UUID) -> None:
+    def _claim(self, app_id: UUID, actor: Actor) -> None:
         self.app_id = app_id
 
     @event("Freed")
-    def free(self) -> None:
+    def free(self, actor: Actor) -> None:
         self.app_id = None

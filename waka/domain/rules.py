@@ -31,7 +31,7 @@ STACKS = ("waka-bookworm",)
 
 
 def check_app_name(name: object) -> str:
-    if not isinstance(name, str) or not APP_NAME.match(name):
+    if not isinstance(name, str) or not APP_NAME.fullmatch(name):
         raise InvalidParams(
             "Name must start with a letter, end with a letter or digit and can only contain "
             "lowercase letters, digits, and dashes; it must be 3 to 30 characters long."
@@ -45,7 +45,7 @@ def check_config_changes(changes: object) -> dict[str, str | None]:
         raise InvalidParams("Config vars must be a JSON object of names to string values.")
     checked: dict[str, str | None] = {}
     for key, value in changes.items():
-        if not CONFIG_KEY.match(key) or len(key) > CONFIG_KEY_LIMIT:
+        if not isinstance(key, str) or not CONFIG_KEY.fullmatch(key) or len(key) > CONFIG_KEY_LIMIT:
             raise InvalidParams(
                 f"Invalid config var name {key!r}: names must start with a letter or underscore, "
                 f"contain only letters, digits and underscores, and be at most "
@@ -71,7 +71,7 @@ def check_config_size(config: dict[str, str]) -> None:
 
 
 def check_process_type(process_type: object) -> str:
-    if not isinstance(process_type, str) or not PROCESS_TYPE.match(process_type):
+    if not isinstance(process_type, str) or not PROCESS_TYPE.fullmatch(process_type):
         raise InvalidParams(
             f"Invalid process type {process_type!r}: use letters, digits, dashes and "
             "underscores (at most 128)."
@@ -85,7 +85,7 @@ QUANTITY = re.compile(r"^[+-]?\d{1,6}$")
 def check_quantity(quantity: object, current: int = 0) -> int:
     """A whole number, or a string of one; "+N"/"-N" change the current quantity (the Heroku
     CLI sends `ps:scale web+1` that way)."""
-    if isinstance(quantity, str) and QUANTITY.match(quantity.strip()):
+    if isinstance(quantity, str) and QUANTITY.fullmatch(quantity.strip()):
         text = quantity.strip()
         quantity = current + int(text) if text[0] in "+-" else int(text)
     if isinstance(quantity, bool) or not isinstance(quantity, int):
@@ -116,6 +116,6 @@ def check_stack(stack: object) -> str:
 
 
 def check_email(email: object) -> str:
-    if not isinstance(email, str) or not EMAIL.match(email) or len(email) > 254:
+    if not isinstance(email, str) or not EMAIL.fullmatch(email) or len(email) > 254:
         raise InvalidParams(f"Invalid email address {email!r}.")
     return email.lower()

@@ -49,12 +49,15 @@ class SqliteReadStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+        self._opened: list[sqlite3.Connection] = []  # every thread's, so close() closes all
+        self._opened_lock = threading.Lock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA synchronous=NORMAL")
+        with self._opened_lock:
+            self._opened.append(conn)
         return conn
 
     @property
@@ -79,10 +82,11 @@ class SqliteReadStore:
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
 
 
 class _PostgresCursor:

@@ -1,0 +1,499 @@
+"""End-to-end fixtures: a real `waka up` subprocess, driven by the official Heroku CLI.
+
+- `heroku_cli`: the Heroku CLI binary ($WAKA_HEROKU_CLI, /opt/heroku-cli, or the per-user
+  cache). Missing, it skips the tests, except under CI (env CI set), where it fails them.
+- `server` (one per test module): `python -m waka up --api-port <free port>` on its own
+  temporary WAKA_HOME, with one user whose API key the CLI uses. At the end of the module it
+  is stopped with SIGINT, and must exit 0 within 10 s (Ctrl-C stops it cleanly).
+- `make_waka`: start more servers (a restart, PostgreSQL); each is stopped the same way.
+
+A `WakaServer` runs the CLI (`heroku(...)`), `waka audit`, `waka users:create`, and opens the
+ledger in-process on the same stores (`ledger_app(...)`) for direct checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+OWNER_EMAIL = "owner@example.com"
+CLI_TIMEOUT = 60
+START_TIMEOUT = 20
+STOP_TIMEOUT = 10
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """Locally a missing service skips; under CI it fails (CI must never pass by skipping)."""
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+# --- the Heroku CLI -------------------------------------------------------------------------
+
+
+def find_heroku_cli() -> tuple[Path | None, list[Path]]:
+    """The CLI binary to use, and every place that was looked at."""
+    if os.environ.get("WAKA_HEROKU_CLI"):
+        candidates = [Path(os.environ["WAKA_HEROKU_CLI"]).expanduser()]
+    else:
+        candidates = [
+            Path("/opt/heroku-cli/node_modules/.bin/heroku"),
+            Path.home() / ".cache" / "waka-heroku-cli" / "node_modules" / ".bin" / "heroku",
+        ]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path, candidates
+    return None, candidates
+
+
+@pytest.fixture(scope="session")
+def heroku_cli() -> Path:
+    path, looked = find_heroku_cli()
+    if path is None:
+        skip_or_fail(
+            "The Heroku CLI was not found (looked at "
+            + ", ".join(str(p) for p in looked)
+            + "). Install it with `npm install --prefix ~/.cache/waka-heroku-cli heroku@11` "
+            "or set WAKA_HEROKU_CLI to its binary."
+        )
+    assert path is not None
+    return path
+
+
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def flat(text: str) -> str:
+    """CLI messages without the gutter (U+203A) and the ~80-column word wrapping."""
+    return " ".join(text.replace("\u203a", " ").split())
+
+
+def unique_name(prefix: str) -> str:
+    """A valid app name that no other test uses (3-30 characters)."""
+    return f"{prefix[:21]}-{secrets.token_hex(4)}"
+
+
+# --- output parsing -------------------------------------------------------------------------
+
+
+def section(stdout: str, header: str) -> list[str]:
+    """The non-empty lines under `=== header`, up to the next `===` header."""
+    lines = stdout.splitlines()
+    wanted = f"=== {header}"
+    for i, line in enumerate(lines):
+        if line.rstrip() == wanted:
+            body = []
+            for rest in lines[i + 1 :]:
+                if rest.startswith("=== "):
+                    break
+                if rest.strip():
+                    body.append(rest)
+            return body
+    raise AssertionError(f"no {wanted!r} header in:\n{stdout}")
+
+
+def key_values(lines: list[str]) -> dict[str, str]:
+    """`KEY: value` lines (styledObject / config output) as a dict."""
+    found = {}
+    for line in lines:
+        match = re.match(r"^([^:\s][^:]*):\s*(.*)$", line)
+        if match:
+            found[match.group(1)] = match.group(2).rstrip()
+    return found
+
+
+RELEASE_ROW = re.compile(r"^\s*v(\d+)\s{2,}(.+?)\s{2,}(\S+@\S+)\s{2,}\S")
+
+
+def release_rows(stdout: str) -> list[tuple[int, str, str]]:
+    """`heroku releases` table rows as (version, description, user email), in printed order."""
+    rows = []
+    for line in stdout.splitlines():
+        match = RELEASE_ROW.match(line)
+        if match:
+            rows.append((int(match.group(1)), match.group(2).strip(), match.group(3)))
+    return rows
+
+
+class AuditLine(NamedTuple):
+    at: str
+    actor: str
+    app: str
+    action: str
+
+
+def parse_audit(stdout: str) -> list[AuditLine]:
+    entries = []
+    for line in stdout.splitlines():
+        if line.strip():
+            parts = line.split(None, 3)
+            assert len(parts) == 4, f"unexpected audit line: {line!r}"
+            entries.append(AuditLine(*parts))
+    return entries
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+
+
+def _port_is_free(port: int) -> bool:
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((host, port))
+        except OSError as error:
+            if family == socket.AF_INET6 and error.errno in _NO_IPV6:
+                continue  # no IPv6 loopback here: `waka up` binds 127.0.0.1 only
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port free on both loopback families (`waka up` binds 127.0.0.1 and ::1)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if _port_is_free(port):
+            return port
+    raise RuntimeError("could not find a free port on loopback")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without settings that would steer waka or the CLI."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WAKA_", "HEROKU_")) and k not in ("FORCE_COLOR", "NO_COLOR")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+class WakaServer:
+    """One `waka up` process on a WAKA_HOME (and optionally a PostgreSQL schema)."""
+
+    def __init__(
+        self,
+        home: Path,
+        cli_home: Path,
+        heroku_cli: Path,
+        database_url: str | None = None,
+        database_schema: str | None = None,
+    ) -> None:
+        self.home = home
+        self.cli_home = cli_home
+        self.heroku_cli = heroku_cli
+        self.database_url = database_url
+        self.database_schema = database_schema
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = home.parent / f"{home.name}-up.log"
+        self.api_key = ""
+        self.email = OWNER_EMAIL
+        self._users: dict[str, str] = {}
+        (cli_home / ".cache" / "heroku").mkdir(parents=True, exist_ok=True)
+        (cli_home / ".cache" / "heroku" / "terms-of-service").touch()
+
+    # --- process ------------------------------------------------------------------------
+
+    def waka_env(self) -> dict[str, str]:
+        extra = {"WAKA_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        if self.database_url:
+            extra["WAKA_DATABASE_URL"] = self.database_url
+            extra["WAKA_DATABASE_SCHEMA"] = self.database_schema or "public"
+        return clean_env(**extra)
+
+    def start(self) -> None:
+        """Start `waka up` on a free port and wait until the API answers HTTP."""
+        assert self.process is None, "already running"
+        for attempt in range(3):  # another process may take the port between probe and bind
+            self.port = free_port()
+            log = self.log_path.open("ab")
+            log.write(f"--- waka up --api-port {self.port}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "waka", "up", "--api-port", str(self.port)],
+                cwd=REPO,
+                env=self.waka_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C on the test run does not reach it directly
+            )
+            log.close()
+            if self._wait_until_up():
+                return
+            code = self.process.poll()
+            self._kill()
+            if code is None or attempt == 2 or "address already in use" not in self.log().lower():
+                raise AssertionError(
+                    f"`waka up --api-port {self.port}` did not answer within {START_TIMEOUT} s "
+                    f"(exit code {code}). Its output:\n{self.log()}"
+                )
+
+    def _wait_until_up(self) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/account", timeout=2):
+                    return True
+            except urllib.error.HTTPError:
+                return True  # 401 without a key: the API is up
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C would send; returns the exit code (None-safe: fails on a hang)."""
+        assert self.process is not None, "not running"
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            return process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(
+                f"`waka up` did not stop within {STOP_TIMEOUT} s of SIGINT. Its output:\n"
+                + self.log()
+            ) from None
+
+    def stop_cleanly(self) -> None:
+        code = self.stop()
+        assert code == 0, f"`waka up` exited with {code} on SIGINT. Its output:\n{self.log()}"
+        last_run = self.log().rpartition("--- waka up --api-port")[2]
+        assert "waka: stopped" in last_run, self.log()
+
+    def _kill(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no output)"
+
+    # --- the operator CLI ---------------------------------------------------------------
+
+    def waka(self, *args: str, check: bool = True) -> CliResult:
+        done = subprocess.run(
+            [sys.executable, "-m", "waka", *args],
+            cwd=REPO,
+            env=self.waka_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        result = CliResult(done.returncode, done.stdout, done.stderr)
+        if check:
+            assert result.returncode == 0, f"waka {' '.join(args)} failed: {result}"
+        return result
+
+    def create_user(self, email: str) -> str:
+        """`waka users:create EMAIL`; the API key is the last line of its output."""
+        if email not in self._users:
+            out = self.waka("users:create", email).stdout
+            lines = out.strip().splitlines()
+            assert lines, f"users:create printed nothing: {out!r}"
+            key = lines[-1].strip()
+            assert key and " " not in key, f"last line is not an API key: {out!r}"
+            self._users[email] = key
+        return self._users[email]
+
+    def audit(self, *args: str) -> list[AuditLine]:
+        return parse_audit(self.waka("audit", *args).stdout)
+
+    # --- the Heroku CLI -----------------------------------------------------------------
+
+    def heroku_env(self, api_key: str | None = None) -> dict[str, str]:
+        url = f"http://localhost:{self.port}"
+        return clean_env(
+            HOME=str(self.cli_home),
+            HEROKU_HOST=url,
+            HEROKU_API_KEY=api_key if api_key is not None else self.api_key,
+            HEROKU_PARTICLEBOARD_URL=url,
+            DISABLE_TELEMETRY="true",
+            HEROKU_SKIP_NEW_VERSION_CHECK="true",
+            HEROKU_DISABLE_AUTOUPDATE="true",
+            TZ="UTC",
+        )
+
+    def heroku(self, *args: str, check: bool = True, api_key: str | None = None) -> CliResult:
+        """Run the Heroku CLI against this server; (returncode, stdout, stderr)."""
+        assert self.process is not None, "the server is not running"
+        try:
+            done = subprocess.run(
+                [str(self.heroku_cli), *args],
+                cwd=self.cli_home,  # not a git checkout: apps:create adds no remote
+                env=self.heroku_env(api_key),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=CLI_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise AssertionError(
+                f"heroku {' '.join(args)} took over {CLI_TIMEOUT} s; "
+                f"output: {error.stdout!r} {error.stderr!r}"
+            ) from None
+        result = CliResult(done.returncode, done.stdout, done.stderr)
+        if check:
+            assert result.returncode == 0, (
+                f"heroku {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    # --- direct ledger checks -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def platform(self) -> Iterator[Any]:
+        """The platform bootstrapped in-process on the same stores (a second reader)."""
+        from waka.bootstrap import bootstrap
+        from waka.config import Settings
+
+        settings = Settings(
+            home=self.home,
+            database_url=self.database_url,
+            database_schema=self.database_schema or "public",
+        )
+        platform = bootstrap(settings)
+        try:
+            yield platform
+        finally:
+            platform.close()
+
+    def app_ids(self, name: str) -> list[str]:
+        """Ids of every app that has ever had this name, oldest first (from `waka audit`)."""
+        with self.platform() as platform:
+            from waka import audit
+
+            ids: list[str] = []
+            for entry in audit.query(platform.ledger, app=name):
+                if entry.app_id and entry.app_id not in ids:
+                    ids.append(entry.app_id)
+            return ids
+
+    def ledger_app(self, name: str, index: int = -1) -> Any:
+        """The App aggregate, read from the ledger, of the (latest) app named `name`."""
+        ids = self.app_ids(name)
+        assert ids, f"no app named {name} in the ledger"
+        with self.platform() as platform:
+            return platform.ledger.get_app(uuid.UUID(ids[index]))
+
+
+def start_server(
+    tmp: Path, heroku_cli: Path, database_url: str | None = None, schema: str | None = None
+) -> WakaServer:
+    server = WakaServer(
+        home=tmp / "waka-home",
+        cli_home=tmp / "cli-home",
+        heroku_cli=heroku_cli,
+        database_url=database_url,
+        database_schema=schema,
+    )
+    server.home.mkdir(parents=True, exist_ok=True)
+    server.start()
+    try:
+        server.api_key = server.create_user(OWNER_EMAIL)
+    except BaseException:
+        server._kill()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WakaServer]:
+    """A running `waka up` shared by the tests of one module; stopped with SIGINT at the end."""
+    server = start_server(tmp_path_factory.mktemp("waka"), heroku_cli)
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.stop_cleanly()
+
+
+@pytest.fixture
+def make_waka(
+    heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., WakaServer]]:
+    """Start servers of a test's own; any still running at the end is stopped with SIGINT."""
+    started: list[WakaServer] = []
+
+    def make(database_url: str | None = None, schema: str | None = None) -> WakaServer:
+        server = start_server(tmp_path_factory.mktemp("waka"), heroku_cli, database_url, schema)
+        started.append(server)
+        return server
+
+    yield make
+    for server in reversed(started):
+        if server.process is not None:
+            server.stop_cleanly()
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[tuple[str, str]]:
+    """(URL, a fresh schema) on the test PostgreSQL server; the schema is dropped afterwards."""
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError as error:  # pragma: no cover - psycopg is a dependency
+        skip_or_fail(f"psycopg is not installed ({error})")
+    url = os.environ.get("WAKA_TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
+    schema = f"e2e_{uuid.uuid4().hex[:16]}"
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    except psycopg.Error as error:
+        skip_or_fail(
+            f"PostgreSQL is not reachable at WAKA_TEST_DATABASE_URL={url!r} ({error}). "
+            "Start it (see .ci/run) or point WAKA_TEST_DATABASE_URL at a server."
+        )
+    try:
+        yield url, schema
+    finally:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '30s'")
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
