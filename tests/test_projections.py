@@ -250,7 +250,7 @@ def test_positions_resume_after_a_restart(platform, make_platform, caught_up_bef
 
     restarted = make_platform()  # bootstrap again on the same home / schema; it catches up
     assert positions(restarted) == dict.fromkeys(
-        ["accounts", "apps", "config_vars", "formation", "releases"], latest_notification(restarted)
+        [p.name for p in restarted.projector.projections], latest_notification(restarted)
     )
     assert restarted.projector.catch_up() == 0
     if caught_up_before_stop:

@@ -1,17 +1,25 @@
 """The composition root: the one place that wires settings, stores and the ledger together.
 
 Tests build a platform here with their own settings (a temporary home, a PostgreSQL schema);
-nothing else constructs stores or the ledger.
+nothing else constructs stores, adapters or the ledger.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
+from waka.adapters.build_logs import BuildLogs
+from waka.adapters.sources import SourceStore
 from waka.config import Settings
 from waka.ledger import Ledger
 from waka.projections.projector import Projector
 from waka.projections.store import PostgresReadStore, ReadStore, SqliteReadStore
+
+if TYPE_CHECKING:
+    from waka.adapters.runtime import Runtime
+    from waka.reactors.builder import Builder
 
 
 @dataclass
@@ -20,6 +28,49 @@ class Platform:
     ledger: Ledger
     store: ReadStore
     projector: Projector
+    sources: SourceStore = field(init=False)
+    build_logs: BuildLogs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sources = SourceStore(self.settings.home / "sources")
+        self.build_logs = BuildLogs(self.settings.home / "builds")
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        """Docker when the engine and the stack image are there, else host processes.
+        Chosen on first use, so the API and the tests that never build never ask Docker."""
+        from waka.adapters.runtime import default_runtime
+        from waka.adapters.stack import STACK_IMAGE
+
+        return default_runtime(STACK_IMAGE)
+
+    @cached_property
+    def builder(self) -> Builder:
+        from waka.adapters.slugs import LocalSlugStore
+        from waka.reactors.builder import Builder, BuilderConfig
+
+        home = self.settings.home
+        return Builder(
+            platform=self,
+            runtime=self.runtime,
+            slugs=LocalSlugStore(home / "slugs"),
+            sources=self.sources,
+            logs=self.build_logs,
+            config=BuilderConfig(
+                work_root=home / "work",
+                cache_root=home / "cache",
+                memory_mb=self.settings.build_memory_mb,
+                web_url=self.settings.web_url,
+            ),
+        )
+
+    def wake_builder(self) -> None:
+        """A build was requested here: start it now rather than at the next poll."""
+        if "builder" in self.__dict__:
+            self.builder.wakeup.set()
+
+    def clear_build_cache(self, app_id: str) -> None:
+        self.builder.clear_cache(app_id)
 
     def close(self) -> None:
         self.store.close()

@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("cipher-key", help="print a new key for WAKA_CIPHER_KEY")
 
+    stack = commands.add_parser("stack", help="the stack image that builds and runs apps")
+    stack.add_argument(
+        "action",
+        choices=["build"],
+        help="build the image from this machine's apt mirror (or $WAKA_STACK_MIRROR)",
+    )
+    stack.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
@@ -137,6 +145,17 @@ def cmd_cipher_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stack(args: argparse.Namespace) -> int:
+    from waka.adapters import stack
+
+    try:
+        stack.build_stack(force=args.force, say=lambda line: print(line, flush=True))
+    except stack.StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings(args)
@@ -148,6 +167,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     platform = _bootstrap(args)
     where = (settings.database_url and "PostgreSQL") or f"SQLite under {settings.home}"
     print(f"waka: ledger on {where}", flush=True)
+    runtime = platform.runtime
+    if runtime.name == "docker":
+        print("waka: builds run in Docker containers of the stack image", flush=True)
+    else:
+        print(
+            "waka: builds run as processes on this host (no Docker engine or stack image;"
+            " see `waka stack build`)",
+            flush=True,
+        )
     try:
         asyncio.run(_serve(platform, args.host))
     finally:
@@ -182,11 +210,26 @@ async def _serve(platform, host: str) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
 
+    def build_forever() -> None:
+        # The builder reconciles: every pending build in the read model gets built, also
+        # the ones a crash interrupted. Woken at once by builds requested in this process.
+        builder = platform.builder
+        while not stop.is_set():
+            try:
+                builder.run_pending()
+            except Exception:
+                logging.getLogger("waka.builder").exception("builder failed; retrying")
+            builder.wakeup.wait(timeout=0.2)
+            builder.wakeup.clear()
+
     follower = asyncio.create_task(follow_ledger())
+    building = asyncio.create_task(asyncio.to_thread(build_forever))
     print(f"waka: API on http://{host}:{platform.settings.api_port}", flush=True)
     await serve(create_api(platform), config, shutdown_trigger=stop.wait)
     stop.set()
+    platform.builder.wakeup.set()
     await follower
+    await building
 
 
 def _unbindable(bind: str) -> str | None:
@@ -226,6 +269,7 @@ _COMMANDS = {
     "audit": cmd_audit,
     "projections": cmd_projections,
     "cipher-key": cmd_cipher_key,
+    "stack": cmd_stack,
 }
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ class Settings:
     api_port: int = 5000
     router_port: int = 8080
     public_host: str = "localhost"
+    build_memory_mb: int = 2048
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -29,7 +30,18 @@ class Settings:
             cipher_key=env.get("WAKA_CIPHER_KEY") or None,
             api_port=int(env.get("WAKA_API_PORT") or 5000),
             router_port=int(env.get("WAKA_ROUTER_PORT") or 8080),
+            build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
         )
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.public_host}:{self.api_port}"
+
+    def web_url(self, app_name: str) -> str:
+        return f"http://{app_name}.{self.public_host}:{self.router_port}/"
+
+    def git_url(self, app_name: str) -> str:
+        return f"{self.api_url}/{app_name}.git"
 
     @property
     def uses_postgres(self) -> bool:

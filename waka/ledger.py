@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import RecordConflictError
@@ -205,6 +205,53 @@ class Ledger(Application[UUID]):
         app.rollback(target, release_version, actor)
         self.save(app)
         return app
+
+    # --- builds ---------------------------------------------------------------------------
+
+    @retry_on_conflict
+    def request_build(
+        self, actor: Actor, app_id: UUID, source_url: str, source_version: str = ""
+    ) -> str:
+        """Queue a build of the source tarball at `source_url`; the builder picks it up."""
+        build_id = str(uuid4())
+        self._command(
+            app_id,
+            actor,
+            lambda app: app.request_build(build_id, source_url, source_version, actor),
+        )
+        return build_id
+
+    @retry_on_conflict
+    def fail_build(self, app_id: UUID, build_id: str, reason: str, actor: Actor) -> bool:
+        app = self.get_app(app_id)
+        if app.fail_build(build_id, reason, actor):
+            self.save(app)
+            return True
+        return False
+
+    @retry_on_conflict
+    def finish_build(
+        self,
+        app_id: UUID,
+        build_id: str,
+        slug: dict[str, Any],
+        release_failure: str | None,
+        actor: Actor,
+    ) -> int | None:
+        """Record a built slug and its release; idempotent for a build already finished."""
+        app = self.get_app(app_id)
+        version = app.finish_build(build_id, slug, release_failure, actor)
+        if version is not None:
+            self.save(app)
+        return version
+
+    @retry_on_conflict
+    def set_buildpacks(self, actor: Actor, app_id: UUID, buildpacks: list[str]) -> App:
+        return self._command(app_id, actor, lambda app: app.set_buildpacks(buildpacks, actor))[0]
+
+    @retry_on_conflict
+    def clear_build_cache(self, actor: Actor, app_id: UUID) -> App:
+        return self._command(app_id, actor, lambda app: app.clear_build_cache(actor))[0]
 
     def config_at_release(self, app_id: UUID, release_version: int) -> dict[str, str]:
         app = self.get_app(app_id)

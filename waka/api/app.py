@@ -7,16 +7,17 @@ import re
 import uuid
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from waka.api.errors import ENDPOINT_NOT_FOUND
+from waka.api import git
+from waka.api.errors import ENDPOINT_NOT_FOUND, error_response
 from waka.api.routes import (
     account,
     apps,
+    builds,
     collaborators,
     config_vars,
     dynos,
@@ -54,24 +55,18 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _error(status: int, error_id: str, message: str) -> Response:
-    return Response(
-        orjson.dumps({"id": error_id, "message": message}), status, media_type="application/json"
-    )
-
-
 async def _not_found(request: Request, exc: Any) -> Response:
-    return _error(404, "not_found", ENDPOINT_NOT_FOUND)
+    return error_response(404, "not_found", ENDPOINT_NOT_FOUND)
 
 
 async def _not_allowed(request: Request, exc: Any) -> Response:
-    return _error(405, "method_not_allowed", ENDPOINT_NOT_FOUND)
+    return error_response(405, "method_not_allowed", ENDPOINT_NOT_FOUND)
 
 
 async def _crashed(request: Request, exc: Exception) -> Response:
     # The trace goes to the operator's log, never to the user.
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _error(
+    return error_response(
         500, "internal_server_error", "Internal server error: the operator's log has the details."
     )
 
@@ -85,6 +80,8 @@ def create_api(platform: Platform) -> Starlette:
         *formation.routes(platform),
         *dynos.routes(platform),
         *collaborators.routes(platform),
+        *builds.routes(platform),
+        *git.routes(platform),
     ]
     api = Starlette(
         routes=routes,

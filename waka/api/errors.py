@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
+from starlette.responses import Response
+
 from waka.domain.errors import Conflict, DomainError, Forbidden, NameTaken, NotFound
 
 STATUS_OF: dict[type[DomainError], int] = {
@@ -40,3 +43,9 @@ ENDPOINT_NOT_FOUND = (
     "The requested API endpoint was not found. Are you using the right HTTP verb (e.g. `GET` "
     "vs. `POST`), and did you specify your intended version with the `Accept` header?"
 )
+
+
+def error_response(status: int, error_id: str, message: str) -> Response:
+    """An error for routes outside `endpoint()` (raw streams, uploads, routing failures)."""
+    body = orjson.dumps({"id": error_id, "message": message})
+    return Response(body, status, media_type="application/json")

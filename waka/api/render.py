@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import orjson
 
 from waka.config import Settings
+from waka.domain import rules
+from waka.domain.app import release_id
 from waka.projections.store import Row
 
 _NS = uuid5(NAMESPACE_URL, "https://waka.invalid/catalogue")
@@ -30,7 +34,7 @@ def app(row: Row, settings: Settings) -> dict[str, Any]:
         "created_at": row["created_at"],
         "create_status": "complete",
         "generation": named("generation", "cedar"),
-        "git_url": f"http://{settings.public_host}:{settings.api_port}/{name}.git",
+        "git_url": settings.git_url(name),
         "id": row["id"],
         "internal_routing": None,
         "locked": False,
@@ -47,7 +51,7 @@ def app(row: Row, settings: Settings) -> dict[str, Any]:
         "space": None,
         "stack": named("stack", row["stack"]),
         "updated_at": row["updated_at"],
-        "web_url": f"http://{name}.{settings.public_host}:{settings.router_port}/",
+        "web_url": settings.web_url(name),
     }
 
 
@@ -119,3 +123,52 @@ def collaborator(app_row: Row) -> dict[str, Any]:
         "updated_at": app_row["created_at"],
         "user": {"email": app_row["owner_email"], "federated": False, "id": app_row["owner_id"]},
     }
+
+
+def build(row: Row, app_row: Row, settings: Settings) -> dict[str, Any]:
+    buildpacks = orjson.loads(row["buildpacks"])
+    release = None
+    if row["release_version"] is not None:
+        release = {"id": str(release_id(UUID(app_row["id"]), row["release_version"]))}
+    return {
+        "app": {"id": app_row["id"]},
+        "buildpacks": [{"url": b, "name": b} for b in buildpacks] or None,
+        "created_at": row["created_at"],
+        "id": row["id"],
+        "output_stream_url": f"{settings.api_url}/builds/{row['id']}/output",
+        "source_blob": {
+            "checksum": None,
+            "url": row["source_url"],
+            "version": row["source_version"] or None,
+            "version_description": None,
+        },
+        "release": release,
+        "slug": {"id": row["slug_id"]} if row["slug_id"] else None,
+        "stack": rules.DEFAULT_STACK,
+        "status": row["status"],
+        "updated_at": row["updated_at"],
+        "user": {"id": row["user_id"], "email": row["user_email"]},
+    }
+
+
+def slug(row: Row) -> dict[str, Any]:
+    return {
+        "blob": None,  # slugs are served to dynos from the slug store, not downloaded
+        "buildpack_provided_description": row["buildpack_description"] or None,
+        "checksum": row["checksum"],
+        "commit": row["commit_sha"] or None,
+        "commit_description": None,
+        "created_at": row["created_at"],
+        "id": row["id"],
+        "process_types": orjson.loads(row["process_types"]),
+        "size": row["size"],
+        "stack": named("stack", row["stack"] or rules.DEFAULT_STACK),
+        "updated_at": row["created_at"],
+    }
+
+
+def buildpack_installations(urls: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"buildpack": {"url": url, "name": url}, "ordinal": ordinal}
+        for ordinal, url in enumerate(urls)
+    ]

@@ -52,9 +52,12 @@ class App(Aggregate):
         self.slug_id: str | None = None
         self.process_types: dict[str, str] = {}
         self.formation: dict[str, dict[str, Any]] = {}
+        self.buildpacks: list[str] = []
+        self.pending_builds: list[str] = []
         # Aggregate version of each Released event (index = release version - 1); rollback
         # replays the ledger to it. A list, not a dict: snapshots go through JSON.
         self.release_positions: list[int] = []
+        self.failed_releases: list[int] = []
         self.current_release = 0
 
     @classmethod
@@ -74,6 +77,17 @@ class App(Aggregate):
         # Applied before the aggregate's version is bumped: this event is version + 1.
         self.release_positions.append(self.version + 1)
         self.current_release = version
+
+    @event("ReleaseFailed")
+    def _fail_release(
+        self, version: int, description: str, slug_id: str, reason: str, actor: Actor
+    ) -> None:
+        """A release whose release phase failed: it takes a version but never goes live."""
+        self.release_positions.append(self.version + 1)
+        self.failed_releases.append(version)
+
+    def is_failed_release(self, version: int) -> bool:
+        return version in self.failed_releases
 
     def set_config(self, changes: dict[str, str | None], actor: Actor) -> int:
         """Apply a config-vars patch (None unsets) and make a release. Returns its version."""
@@ -111,6 +125,10 @@ class App(Aggregate):
         """Make a new release with the slug and config vars of `target`, this app as it stood
         at release `target_version` (a replay of the ledger)."""
         self._check_live()
+        if self.is_failed_release(target_version):
+            raise InvalidParams(
+                f"v{target_version} failed in its release phase; it cannot be rolled back to."
+            )
         if target.id != self.id or target.current_release != target_version:
             raise InvalidParams("Rollback target is not a release of this app.")
         self._roll_back(
@@ -141,6 +159,101 @@ class App(Aggregate):
         self.slug_id = slug_id
         self.process_types = process_types
         self.config = config
+
+    # --- builds ---------------------------------------------------------------------------
+
+    def request_build(
+        self, build_id: str, source_url: str, source_version: str, actor: Actor
+    ) -> None:
+        self._check_live()
+        self._request_build(
+            build_id=build_id,
+            source_url=source_url,
+            source_version=source_version,
+            buildpacks=list(self.buildpacks),
+            actor=actor,
+        )
+
+    @event("BuildRequested")
+    def _request_build(
+        self,
+        build_id: str,
+        source_url: str,
+        source_version: str,
+        buildpacks: list[str],
+        actor: Actor,
+    ) -> None:
+        self.pending_builds.append(build_id)
+
+    def fail_build(self, build_id: str, reason: str, actor: Actor) -> bool:
+        """Record a failed build; False (and nothing recorded) if it already finished."""
+        if build_id not in self.pending_builds:
+            return False
+        self._fail_build(build_id=build_id, reason=reason, actor=actor)
+        return True
+
+    @event("BuildFailed")
+    def _fail_build(self, build_id: str, reason: str, actor: Actor) -> None:
+        self.pending_builds.remove(build_id)
+
+    def finish_build(
+        self, build_id: str, slug: dict[str, Any], release_failure: str | None, actor: Actor
+    ) -> int | None:
+        """Record a built slug and release it (or record its failed release phase).
+        Returns the release version; None if the build had already finished (a replay)."""
+        if build_id not in self.pending_builds:
+            return None
+        self._check_live()
+        self._succeed_build(
+            build_id=build_id, slug=slug, released=release_failure is None, actor=actor
+        )
+        version = self.latest_release + 1
+        commit = str(slug.get("commit") or "")
+        description = f"Deploy {commit[:8]}" if commit else "Deploy"
+        if release_failure is not None:
+            self._fail_release(
+                version=version,
+                description=description,
+                slug_id=slug["id"],
+                reason=release_failure,
+                actor=actor,
+            )
+            return version
+        self._release(version=version, description=description, slug_id=slug["id"], actor=actor)
+        # A process type seen for the first time joins the formation; web starts with one
+        # dyno, as on Heroku.
+        new_types = [t for t in slug["process_types"] if t not in self.formation]
+        if new_types:
+            self._change_formation(
+                updates=[{"type": t, "quantity": 1 if t == "web" else 0} for t in new_types],
+                actor=actor,
+            )
+        return version
+
+    @event("BuildSucceeded")
+    def _succeed_build(
+        self, build_id: str, slug: dict[str, Any], released: bool, actor: Actor
+    ) -> None:
+        self.pending_builds.remove(build_id)
+        if released:  # a slug whose release phase failed never goes live
+            self.slug_id = slug["id"]
+            self.process_types = dict(slug["process_types"])
+
+    def set_buildpacks(self, buildpacks: list[str], actor: Actor) -> None:
+        self._check_live()
+        if not isinstance(buildpacks, list) or not all(
+            isinstance(b, str) and b.strip() for b in buildpacks
+        ):
+            raise InvalidParams("Buildpacks must be a list of names or URLs.")
+        self._set_buildpacks(buildpacks=[b.strip() for b in buildpacks], actor=actor)
+
+    @event("BuildpacksChanged")
+    def _set_buildpacks(self, buildpacks: list[str], actor: Actor) -> None:
+        self.buildpacks = buildpacks
+
+    @event("BuildCacheCleared")
+    def clear_build_cache(self, actor: Actor) -> None:
+        pass
 
     # --- formation ------------------------------------------------------------------------
 

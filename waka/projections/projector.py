@@ -16,6 +16,7 @@ from eventsourcing.application import Application
 from waka.projections.accounts import AccountsProjection
 from waka.projections.apps import AppsProjection
 from waka.projections.base import Projection
+from waka.projections.builds import BuildsProjection
 from waka.projections.config_vars import ConfigVarsProjection
 from waka.projections.formation import FormationProjection
 from waka.projections.releases import ReleasesProjection
@@ -34,6 +35,7 @@ def all_projections() -> list[Projection]:
         ConfigVarsProjection(),
         FormationProjection(),
         AccountsProjection(),
+        BuildsProjection(),
     ]
 
 

@@ -19,16 +19,24 @@ class ReleasesProjection(Projection):
     }
 
     def released(self, cur: Cursor, e: App.Released) -> None:
+        self._insert(cur, e, "succeeded")
+
+    def failed(self, cur: Cursor, e: App.ReleaseFailed) -> None:
+        self._insert(cur, e, "failed")
+
+    @staticmethod
+    def _insert(cur: Cursor, e: App.Released | App.ReleaseFailed, status: str) -> None:
         cur.execute(
             "INSERT INTO waka_releases (id, app_id, version, description, slug_id, status,"
             " user_id, user_email, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'succeeded', ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(release_id(e.originator_id, e.version)),
                 str(e.originator_id),
                 e.version,
                 e.description,
                 e.slug_id,
+                status,
                 e.actor["id"],
                 e.actor["email"],
                 iso(e.timestamp),
@@ -39,7 +47,7 @@ class ReleasesProjection(Projection):
     def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_releases WHERE app_id = ?", (str(e.originator_id),))
 
-    handlers = {App.Released: released, App.Destroyed: destroyed}
+    handlers = {App.Released: released, App.ReleaseFailed: failed, App.Destroyed: destroyed}
 
 
 def releases_of(store: ReadStore, app_id: str) -> list[Row]:

@@ -1,0 +1,229 @@
+"""The builder: a reconciler that turns pending builds into slugs and releases.
+
+Its queue is the builds read model (status pending, oldest first), so it is level-triggered:
+after a crash it finds the interrupted build still pending and runs it again from the start.
+Every step is idempotent: slugs are content-addressed, and finishing a build that the ledger
+already finished records nothing. One build runs at a time, so builds queue and never take
+the machine from running dynos.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from waka.adapters.archives import UnsafeArchive, safe_extract
+from waka.adapters.build_logs import BuildLog, BuildLogs
+from waka.adapters.runtime import Mount, Runtime, RunTimedOut
+from waka.adapters.slugs import SlugStore, SlugTooLarge
+from waka.adapters.sources import SourceError, SourceStore
+from waka.buildpacks import BuildError, compile_app
+from waka.domain import rules
+from waka.domain.actors import Actor
+from waka.domain.errors import DomainError
+from waka.projections.apps import find_app
+from waka.projections.builds import pending_builds
+from waka.projections.config_vars import config_of
+from waka.projections.store import Row
+
+log = logging.getLogger("waka.builder")
+
+SOURCE_LIMIT = 1024 * 1024 * 1024  # uncompressed source, bytes
+
+
+@dataclass
+class BuilderConfig:
+    work_root: Path  # scratch space per build, removed afterwards
+    cache_root: Path  # per-app build cache, kept between builds
+    memory_mb: int = 2048
+    release_timeout: float = 600.0
+    web_url: Callable[[str], str] = lambda name: ""
+
+
+class Builder:
+    def __init__(
+        self,
+        platform: Any,
+        runtime: Runtime,
+        slugs: SlugStore,
+        sources: SourceStore,
+        logs: BuildLogs,
+        config: BuilderConfig,
+    ) -> None:
+        self.platform = platform
+        self.runtime = runtime
+        self.slugs = slugs
+        self.sources = sources
+        self.logs = logs
+        self.config = config
+        self.wakeup = threading.Event()
+
+    def run_pending(self) -> int:
+        """Build everything pending, oldest first; return how many builds ran."""
+        self.platform.projector.catch_up()
+        done = 0
+        for row in pending_builds(self.platform.store):
+            self.build(row)
+            done += 1
+        return done
+
+    def cache_dir(self, app_id: str) -> Path:
+        return self.config.cache_root / app_id
+
+    def clear_cache(self, app_id: str) -> None:
+        shutil.rmtree(self.cache_dir(app_id), ignore_errors=True)
+
+    def build(self, row: Row) -> None:
+        build_id, app_id = row["id"], row["app_id"]
+        actor: Actor = {"id": row["user_id"], "email": row["user_email"]}
+        output = self.logs.open(build_id)
+        work = Path(tempfile.mkdtemp(prefix=f"build-{build_id[:8]}-", dir=self._work_root()))
+        ledger = self.platform.ledger
+        timer = PhaseTimer()
+        try:
+            slug, release_failure = self._build(row, output, work, timer)
+            with timer("record"):
+                version = ledger.finish_build(UUID(app_id), build_id, slug, release_failure, actor)
+            if release_failure:
+                output.error(f"Release phase failed: {release_failure}")
+                output.error(f"v{version} was not released; the previous release keeps running.")
+            else:
+                app = find_app(self.platform.store, app_id)
+                output.step("Launching...")
+                output.detail(f"Released v{version}")
+                if app:
+                    output.detail(f"{self.config.web_url(app['name'])} deployed to waka")
+        except (BuildError, UnsafeArchive, SlugTooLarge, SourceError, DomainError) as error:
+            message = getattr(error, "message", None) or str(error)
+            output.error(message)
+            output.error("Push rejected, failed to compile app.")
+            ledger.fail_build(UUID(app_id), build_id, message, actor)
+        except Exception:
+            log.exception("build %s crashed", build_id)
+            output.error("Internal error while building; the operator's log has the details.")
+            ledger.fail_build(UUID(app_id), build_id, "Internal error while building.", actor)
+        finally:
+            output.close()
+            shutil.rmtree(work, ignore_errors=True)
+            self.platform.projector.catch_up()
+            # Where the time went, for operators and bench/push_time.py.
+            log.info("build %s app=%s %s", build_id, app_id, timer.summary())
+
+    def _build(
+        self, row: Row, output: BuildLog, work: Path, timer: PhaseTimer
+    ) -> tuple[dict[str, Any], str | None]:
+        app_id = row["app_id"]
+        output.step(f"Building on the {rules.DEFAULT_STACK} stack")
+        with timer("source"):
+            source = work / "source.tgz"
+            self.sources.fetch(row["source_url"], source)
+            app_dir = work / "app"
+            app_dir.mkdir()
+            safe_extract(source, app_dir, max_bytes=SOURCE_LIMIT)
+        config = config_of(self.platform.store, app_id)
+        with timer("compile"):
+            result = compile_app(
+                build_dir=app_dir,
+                cache_dir=self.cache_dir(app_id),
+                config=config,
+                buildpacks=orjson.loads(row["buildpacks"]),
+                runtime=self.runtime,
+                output=output.line,
+                source_version=row["source_version"],
+                work_dir=work,
+                memory_mb=self.config.memory_mb,
+            )
+        output.step("Compressing...")
+        with timer("slug"):
+            slug = self.slugs.create(app_dir)
+        output.detail(f"Done: {_megabytes(slug.size)}")
+        slug_record = {
+            "id": slug.id,
+            "checksum": slug.checksum,
+            "size": slug.size,
+            "process_types": result.process_types,
+            "buildpack_description": result.description,
+            "stack": rules.DEFAULT_STACK,
+            "commit": row["source_version"],
+        }
+        release_failure = None
+        if "release" in result.process_types:
+            with timer("release_phase"):
+                release_failure = self._release_phase(
+                    result.process_types["release"], slug.id, config, output, work
+                )
+        return slug_record, release_failure
+
+    def _release_phase(
+        self, command: str, slug_id: str, config: dict[str, str], output: BuildLog, work: Path
+    ) -> str | None:
+        """Run the `release:` process once with the new slug and config; why it failed, or None."""
+        output.step("Running release command...")
+        slug_dir = work / "slug"
+        slug_dir.mkdir()
+        self.slugs.extract(slug_id, slug_dir)
+        env = {**config, "HOME": "/app", "DYNO": "release.1", "PS": "release.1"}
+        try:
+            status = self.runtime.run(
+                ["bash", "-c", f"{PROFILE}{command}"],
+                mounts=[Mount(host=slug_dir, container="/app")],
+                env=env,
+                workdir="/app",
+                memory_mb=self.config.memory_mb,
+                output=lambda data: output.write(_indent(data)),
+                timeout=self.config.release_timeout,
+            )
+        except RunTimedOut:
+            return f"release command timed out after {self.config.release_timeout:.0f} s"
+        if status != 0:
+            return f"release command exited with status {status}"
+        return None
+
+    def _work_root(self) -> Path:
+        self.config.work_root.mkdir(parents=True, exist_ok=True)
+        return self.config.work_root
+
+
+# Dynos and the release phase source the slug's .profile.d scripts first, as on Heroku.
+# $HOME (= /app), not a literal path: the host runtime rewrites env values, not shell text.
+PROFILE = 'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; '
+
+
+class PhaseTimer:
+    """Wall time per build phase."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.monotonic() - start
+
+    def summary(self) -> str:
+        parts = [f"{name}={seconds:.3f}s" for name, seconds in self.phases.items()]
+        return " ".join([*parts, f"total={time.monotonic() - self.started:.3f}s"])
+
+
+def _indent(data: bytes) -> bytes:
+    lines = data.decode(errors="replace").splitlines(keepends=True)
+    return "".join(f"       {line}" for line in lines).encode()
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f}M"
