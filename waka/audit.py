@@ -51,6 +51,22 @@ def describe(event: Any) -> str | None:
             return f"Rename {event.old_name} to {event.new_name}"
         case App.MaintenanceChanged():
             return f"Maintenance {'on' if event.enabled else 'off'}"
+        case App.ReleaseFailed():
+            return f"Release v{event.version} failed: {event.description} ({event.reason})"
+        case App.BuildRequested():
+            return f"Build {event.source_version[:8] or event.build_id[:8]} requested"
+        case App.BuildSucceeded():
+            return f"Build succeeded: slug {event.slug['id'][:8]}"
+        case App.BuildFailed():
+            return f"Build failed: {event.reason}"
+        case App.BuildpacksChanged():
+            return f"Set buildpacks: {', '.join(event.buildpacks) or '(detect)'}"
+        case App.BuildCacheCleared():
+            return "Clear build cache"
+        case App.DrainAdded():
+            return f"Add log drain {event.url}"
+        case App.DrainRemoved():
+            return "Remove a log drain"
         case App.Destroyed():
             return f"Destroy app {event.name}"
         case Account.Registered():

@@ -253,6 +253,20 @@ class Ledger(Application[UUID]):
     def clear_build_cache(self, actor: Actor, app_id: UUID) -> App:
         return self._command(app_id, actor, lambda app: app.clear_build_cache(actor))[0]
 
+    # --- log drains -----------------------------------------------------------------------
+
+    @retry_on_conflict
+    def add_drain(self, actor: Actor, app_id: UUID, url: str) -> dict[str, str]:
+        drain = {"id": str(uuid4()), "url": url, "token": f"d.{uuid4()}"}
+        self._command(
+            app_id, actor, lambda app: app.add_drain(drain["id"], url, drain["token"], actor)
+        )
+        return drain
+
+    @retry_on_conflict
+    def remove_drain(self, actor: Actor, app_id: UUID, id_or_url: str) -> dict[str, str]:
+        return self._command(app_id, actor, lambda app: app.remove_drain(id_or_url, actor))[1]
+
     def config_at_release(self, app_id: UUID, release_version: int) -> dict[str, str]:
         app = self.get_app(app_id)
         return dict(self.get_app(app_id, version=app.aggregate_version_of(release_version)).config)

@@ -18,6 +18,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -497,3 +498,201 @@ def pg_schema_url() -> Iterator[tuple[str, str]]:
         with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '30s'")
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+# --- builds: the stack image, git and the HTTP API ------------------------------------------
+#
+# For the build tests (test_git_push.py, test_builds_api.py): `stack_image` checks that Docker
+# and the stack image are there (missing: skip, or fail under CI), `app_repo` makes a git
+# repository of a fixture app, `push` runs the real git client against a server, and `Api`
+# speaks the Platform API over HTTP.
+
+STACK_IMAGE = "waka/stack:bookworm"
+FIXTURE_APPS = REPO / "tests" / "fixtures" / "apps"
+GIT_TIMEOUT = 300
+GIT_IDENTITY = ("-c", "user.email=dev@example.com", "-c", "user.name=Dev")
+
+
+@pytest.fixture(scope="session")
+def stack_image() -> str:
+    """The stack image builds run in; without Docker or the image, skip (fail under CI)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        skip_or_fail(f"The docker client is not installed, so {STACK_IMAGE} can't be checked.")
+    try:
+        done = subprocess.run(
+            [docker, "image", "inspect", "--format", "{{.Id}}", STACK_IMAGE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        skip_or_fail("`docker image inspect` did not answer within 60 s: is the engine running?")
+    if done.returncode != 0:
+        skip_or_fail(
+            f"No Docker engine with the stack image {STACK_IMAGE} "
+            f"({done.stderr.strip() or done.stdout.strip()}); build it with `waka stack build`."
+        )
+    return STACK_IMAGE
+
+
+def git_env(home: Path) -> dict[str, str]:
+    """git never prompts and reads no user or system configuration (no credential helper)."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("GIT_", "SSH_ASKPASS"))}
+    env.update(
+        HOME=str(home),
+        GIT_TERMINAL_PROMPT="0",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        LC_ALL="C",
+    )
+    return env
+
+
+class GitResult(NamedTuple):
+    returncode: int
+    output: str  # stdout and stderr together, as the user sees them
+
+    def remote(self) -> list[str]:
+        """The `remote:` lines (what the server said), without the prefix and git's padding."""
+        return [
+            line[len("remote:") :].strip()
+            for line in self.output.splitlines()
+            if line.startswith("remote:")
+        ]
+
+
+class GitRepo:
+    """A work tree driven by the real git client."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.home = path.parent / f".{path.name}-home"
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def run(self, *args: str, check: bool = True, cwd: Path | None = None) -> GitResult:
+        try:
+            done = subprocess.run(
+                ["git", *GIT_IDENTITY, *args],
+                cwd=cwd or self.path,
+                env=git_env(self.home),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=GIT_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise AssertionError(
+                f"git {' '.join(args)} took over {GIT_TIMEOUT} s; output: {error.stdout!r}"
+            ) from None
+        result = GitResult(done.returncode, done.stdout)
+        if check:
+            assert result.returncode == 0, f"git {' '.join(args)} failed:\n{result.output}"
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start a git command (e.g. a push) without waiting; output on stdout, merged."""
+        return subprocess.Popen(
+            ["git", *GIT_IDENTITY, *args],
+            cwd=self.path,
+            env=git_env(self.home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def commit_all(self, message: str) -> str:
+        self.run("add", "--all")
+        self.run("commit", "--quiet", "--allow-empty", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return self.run("rev-parse", "HEAD").output.strip()
+
+    def replace_with(self, fixture: str) -> None:
+        """Make the work tree the fixture app's files (the .git directory stays)."""
+        for entry in self.path.iterdir():
+            if entry.name != ".git":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        shutil.copytree(FIXTURE_APPS / fixture, self.path, dirs_exist_ok=True)
+
+    def push(self, url: str, *args: str) -> GitResult:
+        """`git push URL ARGS` (default: main); the result, never an assertion."""
+        return self.run("push", url, *(args or ("main",)), check=False)
+
+
+def app_repo(fixture: str, dest: Path, branch: str = "main") -> GitRepo:
+    """A new git repository at `dest` holding the fixture app `fixture`, committed once."""
+    shutil.copytree(FIXTURE_APPS / fixture, dest)
+    repo = GitRepo(dest)
+    repo.run("init", "--quiet", f"--initial-branch={branch}")
+    repo.commit_all(f"{fixture}: first commit")
+    return repo
+
+
+def git_url(server: WakaServer, app: str, api_key: str | None = None) -> str:
+    """The app's git URL with an API key as the password (`api_key=""`: no credentials)."""
+    key = server.api_key if api_key is None else api_key
+    auth = f"x:{key}@" if key else ""
+    return f"http://{auth}localhost:{server.port}/{app}.git"
+
+
+class Api:
+    """The Platform API over HTTP (httpx) with a user's key; JSON in, JSON out."""
+
+    def __init__(self, server: WakaServer, api_key: str | None = None) -> None:
+        import httpx
+
+        self.server = server
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{server.port}",
+            headers={
+                "Accept": "application/vnd.heroku+json; version=3",
+                "Authorization": f"Bearer {api_key or server.api_key}",
+            },
+            timeout=60,
+        )
+
+    def request(self, method: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
+        response = self.client.request(method, path, **kwargs)
+        wanted = expect or (201 if method == "POST" else 200)
+        assert response.status_code == wanted, (
+            f"{method} {path}: expected {wanted}, got {response.status_code}: {response.text}"
+        )
+        return response.json() if response.content else None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def create_app(self, prefix: str) -> str:
+        name = unique_name(prefix)
+        assert self.request("POST", "/apps", json={"name": name})["name"] == name
+        return name
+
+    def releases(self, app: str) -> list[dict[str, Any]]:
+        """The app's releases, oldest first."""
+        return sorted(self.get(f"/apps/{app}/releases"), key=lambda r: r["version"])
+
+    def current_release(self, app: str) -> dict[str, Any]:
+        current = [r for r in self.releases(app) if r["current"]]
+        assert len(current) == 1, f"not one current release: {self.releases(app)}"
+        return current[0]
+
+    def builds(self, app: str) -> list[dict[str, Any]]:
+        """The app's builds, oldest first."""
+        return sorted(self.get(f"/apps/{app}/builds"), key=lambda b: b["created_at"])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.fixture(scope="module")
+def api(server: WakaServer) -> Iterator[Api]:
+    """The module server's Platform API, as its owner."""
+    client = Api(server)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -76,9 +76,10 @@ def release(row: Row, app_row: Row) -> dict[str, Any]:
 
 
 def formation(row: Row, app_row: Row) -> dict[str, Any]:
+    commands = orjson.loads(app_row["process_types"])
     return {
         "app": {"id": app_row["id"], "name": app_row["name"]},
-        "command": row["command"],
+        "command": commands.get(row["type"], ""),
         "created_at": row["created_at"],
         "dyno_size": named("dyno-size", row["size"]),
         "id": row["id"],

@@ -14,7 +14,7 @@ from eventsourcing.domain import Aggregate, event
 
 from waka.domain import rules
 from waka.domain.actors import Actor
-from waka.domain.errors import Forbidden, InvalidParams, NotFound
+from waka.domain.errors import Conflict, Forbidden, InvalidParams, NotFound
 
 
 def release_id(app_id: UUID, version: int) -> UUID:
@@ -54,6 +54,7 @@ class App(Aggregate):
         self.formation: dict[str, dict[str, Any]] = {}
         self.buildpacks: list[str] = []
         self.pending_builds: list[str] = []
+        self.drains: list[dict[str, str]] = []
         # Aggregate version of each Released event (index = release version - 1); rollback
         # replays the ledger to it. A list, not a dict: snapshots go through JSON.
         self.release_positions: list[int] = []
@@ -254,6 +255,31 @@ class App(Aggregate):
     @event("BuildCacheCleared")
     def clear_build_cache(self, actor: Actor) -> None:
         pass
+
+    # --- log drains -----------------------------------------------------------------------
+
+    def add_drain(self, drain_id: str, url: str, token: str, actor: Actor) -> None:
+        self._check_live()
+        rules.check_drain_url(url)
+        if any(d["url"] == url for d in self.drains):
+            raise Conflict(f"Drain {url} is already added to {self.name}.")
+        self._add_drain(drain_id=drain_id, url=url, token=token, actor=actor)
+
+    @event("DrainAdded")
+    def _add_drain(self, drain_id: str, url: str, token: str, actor: Actor) -> None:
+        self.drains.append({"id": drain_id, "url": url, "token": token})
+
+    def remove_drain(self, id_or_url: str, actor: Actor) -> dict[str, str]:
+        self._check_live()
+        for drain in self.drains:
+            if id_or_url in (drain["id"], drain["url"], drain["token"]):
+                self._remove_drain(drain_id=drain["id"], actor=actor)
+                return drain
+        raise NotFound("Couldn't find that log drain.")
+
+    @event("DrainRemoved")
+    def _remove_drain(self, drain_id: str, actor: Actor) -> None:
+        self.drains = [d for d in self.drains if d["id"] != drain_id]
 
     # --- formation ------------------------------------------------------------------------
 

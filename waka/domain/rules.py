@@ -119,3 +119,21 @@ def check_email(email: object) -> str:
     if not isinstance(email, str) or not EMAIL.fullmatch(email) or len(email) > 254:
         raise InvalidParams(f"Invalid email address {email!r}.")
     return email.lower()
+
+
+DRAIN_SCHEMES = ("https", "http", "syslog", "syslog+tls")
+
+
+def check_drain_url(url: object) -> str:
+    """Log drains: HTTPS (Logplex's HTTP drain format) or syslog over TCP, with or without TLS."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in DRAIN_SCHEMES or not parsed.hostname:
+        raise InvalidParams(
+            f"Invalid log drain URL {url!r}: use https://host/path or syslog+tls://host:port "
+            "(also http:// and syslog://)."
+        )
+    if parsed.scheme.startswith("syslog") and not parsed.port:
+        raise InvalidParams(f"Syslog drain {url} needs a port.")
+    return url

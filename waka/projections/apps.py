@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from waka.domain.app import App
 from waka.projections.base import Projection, iso
 from waka.projections.store import Cursor, ReadStore, Row
@@ -16,14 +18,15 @@ class AppsProjection(Projection):
             id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
             owner_id TEXT NOT NULL, owner_email TEXT NOT NULL,
             region TEXT NOT NULL, stack TEXT NOT NULL, maintenance INTEGER NOT NULL,
-            current_release INTEGER NOT NULL, slug_id TEXT,
+            current_release INTEGER NOT NULL, slug_id TEXT, process_types TEXT NOT NULL,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL, released_at TEXT)""",
     }
 
     def created(self, cur: Cursor, e: App.Created) -> None:
         cur.execute(
             "INSERT INTO waka_apps (id, name, owner_id, owner_email, region, stack, maintenance,"
-            " current_release, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+            " current_release, process_types, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0, 0, '{}', ?, ?)",
             (
                 str(e.originator_id),
                 e.name,
@@ -61,6 +64,19 @@ class AppsProjection(Projection):
             (iso(e.timestamp), str(e.originator_id)),
         )
 
+    def deployed(self, cur: Cursor, e: App.BuildSucceeded | App.RolledBack) -> None:
+        """The live slug's process types, whose commands the formation shows."""
+        if isinstance(e, App.BuildSucceeded):
+            if not e.released:
+                return
+            process_types = e.slug["process_types"]
+        else:
+            process_types = e.process_types
+        cur.execute(
+            "UPDATE waka_apps SET process_types = ? WHERE id = ?",
+            (orjson.dumps(process_types).decode(), str(e.originator_id)),
+        )
+
     def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_apps WHERE id = ?", (str(e.originator_id),))
 
@@ -71,6 +87,8 @@ class AppsProjection(Projection):
         App.MaintenanceChanged: maintenance,
         App.ConfigChanged: touched,
         App.FormationChanged: touched,
+        App.BuildSucceeded: deployed,
+        App.RolledBack: deployed,
         App.Destroyed: destroyed,
     }
 

@@ -13,7 +13,7 @@ class FormationProjection(Projection):
     tables = {
         "waka_formation": """CREATE TABLE IF NOT EXISTS waka_formation (
             id TEXT NOT NULL, app_id TEXT NOT NULL, type TEXT NOT NULL,
-            quantity INTEGER NOT NULL, size TEXT NOT NULL, command TEXT NOT NULL,
+            quantity INTEGER NOT NULL, size TEXT NOT NULL,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
             PRIMARY KEY (app_id, type))""",
     }
@@ -22,8 +22,8 @@ class FormationProjection(Projection):
         app_id, at = str(e.originator_id), iso(e.timestamp)
         for update in e.updates:
             cur.execute(
-                "INSERT INTO waka_formation (id, app_id, type, quantity, size, command,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, '', ?, ?)"
+                "INSERT INTO waka_formation (id, app_id, type, quantity, size,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (app_id, type) DO NOTHING",
                 (
                     str(formation_id(e.originator_id, update["type"])),

@@ -131,6 +131,7 @@ class Builder:
             app_dir = work / "app"
             app_dir.mkdir()
             safe_extract(source, app_dir, max_bytes=SOURCE_LIMIT)
+            _hoist_single_directory(app_dir)
         config = config_of(self.platform.store, app_id)
         with timer("compile"):
             result = compile_app(
@@ -218,6 +219,18 @@ class PhaseTimer:
     def summary(self) -> str:
         parts = [f"{name}={seconds:.3f}s" for name, seconds in self.phases.items()]
         return " ".join([*parts, f"total={time.monotonic() - self.started:.3f}s"])
+
+
+def _hoist_single_directory(app_dir: Path) -> None:
+    """A tarball whose files all sit in one top-level directory (GitHub's archives do) is
+    built from inside that directory, as Heroku does."""
+    entries = list(app_dir.iterdir())
+    if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
+        return
+    top = entries[0].rename(app_dir / f".waka-top-{entries[0].name}")
+    for child in list(top.iterdir()):
+        child.rename(app_dir / child.name)
+    top.rmdir()
 
 
 def _indent(data: bytes) -> bytes:
