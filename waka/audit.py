@@ -63,6 +63,8 @@ def describe(event: Any) -> str | None:
             return f"Set buildpacks: {', '.join(event.buildpacks) or '(detect)'}"
         case App.BuildCacheCleared():
             return "Clear build cache"
+        case App.DynosRestarted():
+            return f"Restart {event.target or 'all dynos'}"
         case App.DrainAdded():
             return f"Add log drain {event.url}"
         case App.DrainRemoved():

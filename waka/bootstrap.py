@@ -6,6 +6,7 @@ nothing else constructs stores, adapters or the ledger.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -19,7 +20,11 @@ from waka.projections.store import PostgresReadStore, ReadStore, SqliteReadStore
 
 if TYPE_CHECKING:
     from waka.adapters.runtime import Runtime
+    from waka.adapters.slugs import SlugStore
     from waka.reactors.builder import Builder
+    from waka.reactors.dyno_manager import DynoManager, RouteUpdate
+
+log = logging.getLogger("waka")
 
 
 @dataclass
@@ -45,15 +50,20 @@ class Platform:
         return default_runtime(STACK_IMAGE)
 
     @cached_property
-    def builder(self) -> Builder:
+    def slugs(self) -> SlugStore:
         from waka.adapters.slugs import LocalSlugStore
+
+        return LocalSlugStore(self.settings.home / "slugs")
+
+    @cached_property
+    def builder(self) -> Builder:
         from waka.reactors.builder import Builder, BuilderConfig
 
         home = self.settings.home
         return Builder(
             platform=self,
             runtime=self.runtime,
-            slugs=LocalSlugStore(home / "slugs"),
+            slugs=self.slugs,
             sources=self.sources,
             logs=self.build_logs,
             config=BuilderConfig(
@@ -63,6 +73,42 @@ class Platform:
                 web_url=self.settings.web_url,
             ),
         )
+
+    @cached_property
+    def dyno_manager(self) -> DynoManager:
+        """Dynos run in Docker containers of the stack image (RuntimeUnavailable without)."""
+        from waka.adapters.dynos import DockerDynos
+        from waka.adapters.runtime import RuntimeUnavailable, docker_client
+        from waka.adapters.stack import STACK_IMAGE, image_exists
+        from waka.reactors.dyno_manager import DynoManager
+
+        client = docker_client()
+        if client is None or not image_exists(client, STACK_IMAGE):
+            raise RuntimeUnavailable(
+                f"dynos need a Docker engine with the image {STACK_IMAGE} (`waka stack build`)"
+            )
+        return DynoManager(
+            self.store,
+            self.slugs,
+            DockerDynos(client, STACK_IMAGE, self.settings.platform_id),
+            log_line=self.emit_log,
+            route=self.update_route,
+        )
+
+    @property
+    def dyno_manager_if_running(self) -> DynoManager | None:
+        return self.__dict__.get("dyno_manager")
+
+    def wake_dyno_manager(self) -> None:
+        manager = self.dyno_manager_if_running
+        if manager is not None:
+            manager.wakeup.set()
+
+    def emit_log(self, app_id: str, source: str, dyno: str, message: str) -> None:
+        log.info("%s %s[%s]: %s", app_id[:8], source, dyno, message)
+
+    def update_route(self, update: RouteUpdate) -> None:
+        pass
 
     def wake_builder(self) -> None:
         """A build was requested here: start it now rather than at the next poll."""

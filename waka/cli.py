@@ -224,12 +224,22 @@ async def _serve(platform, host: str) -> None:
 
     follower = asyncio.create_task(follow_ledger())
     building = asyncio.create_task(asyncio.to_thread(build_forever))
+    managing = None
+    try:
+        manager = platform.dyno_manager
+    except RuntimeError as error:  # no Docker engine or stack image
+        print(f"waka: no dynos will run: {error}", flush=True)
+    else:
+        managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
     print(f"waka: API on http://{host}:{platform.settings.api_port}", flush=True)
     await serve(create_api(platform), config, shutdown_trigger=stop.wait)
     stop.set()
     platform.builder.wakeup.set()
     await follower
     await building
+    if managing is not None:
+        platform.wake_dyno_manager()
+        await managing
 
 
 def _unbindable(bind: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,12 @@ class Settings:
             router_port=int(env.get("WAKA_ROUTER_PORT") or 8080),
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
         )
+
+    @property
+    def platform_id(self) -> str:
+        """Names this installation (its home and database) in labels of shared resources."""
+        where = f"{self.home.resolve()}|{self.database_url or ''}|{self.database_schema}"
+        return hashlib.sha256(where.encode()).hexdigest()[:12]
 
     @property
     def api_url(self) -> str:

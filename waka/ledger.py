@@ -253,6 +253,10 @@ class Ledger(Application[UUID]):
     def clear_build_cache(self, actor: Actor, app_id: UUID) -> App:
         return self._command(app_id, actor, lambda app: app.clear_build_cache(actor))[0]
 
+    @retry_on_conflict
+    def restart_dynos(self, actor: Actor, app_id: UUID, target: str = "") -> App:
+        return self._command(app_id, actor, lambda app: app.restart(target, actor))[0]
+
     # --- log drains -----------------------------------------------------------------------
 
     @retry_on_conflict

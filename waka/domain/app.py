@@ -55,6 +55,7 @@ class App(Aggregate):
         self.buildpacks: list[str] = []
         self.pending_builds: list[str] = []
         self.drains: list[dict[str, str]] = []
+        self.restarts: dict[str, int] = {}
         # Aggregate version of each Released event (index = release version - 1); rollback
         # replays the ledger to it. A list, not a dict: snapshots go through JSON.
         self.release_positions: list[int] = []
@@ -255,6 +256,27 @@ class App(Aggregate):
     @event("BuildCacheCleared")
     def clear_build_cache(self, actor: Actor) -> None:
         pass
+
+    # --- dynos ----------------------------------------------------------------------------
+
+    def restart(self, target: str, actor: Actor) -> None:
+        """Restart all dynos (target ""), a process type ("web") or one dyno ("web.1")."""
+        self._check_live()
+        if target:
+            process_type = target.split(".", 1)[0]
+            rules.check_process_type(process_type)
+            if process_type not in self.formation and process_type not in self.process_types:
+                raise NotFound(f"Couldn't find that dyno or process type ({target}).")
+        self._restart(target=target, actor=actor)
+
+    @event("DynosRestarted")
+    def _restart(self, target: str, actor: Actor) -> None:
+        self.restarts[target] = self.restarts.get(target, 0) + 1
+
+    def generation_of(self, dyno: str) -> int:
+        """Bumped by every restart that covers this dyno; a dyno of an older one is replaced."""
+        process_type = dyno.split(".", 1)[0]
+        return sum(self.restarts.get(key, 0) for key in ("", process_type, dyno))
 
     # --- log drains -----------------------------------------------------------------------
 

@@ -24,6 +24,16 @@ DYNO_SIZES = (
     "Performance-L-RAM",
 )
 DEFAULT_SIZE = "Standard-1X"
+# Memory of each size, in MB, as on Heroku (the dyno's container gets this limit).
+SIZE_MEMORY_MB = {
+    "Eco": 512,
+    "Basic": 512,
+    "Standard-1X": 512,
+    "Standard-2X": 1024,
+    "Performance-M": 2560,
+    "Performance-L": 14336,
+    "Performance-L-RAM": 30720,
+}
 DEFAULT_REGION = "local"
 REGIONS = ("local",)
 DEFAULT_STACK = "waka-bookworm"

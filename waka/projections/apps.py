@@ -19,14 +19,15 @@ class AppsProjection(Projection):
             owner_id TEXT NOT NULL, owner_email TEXT NOT NULL,
             region TEXT NOT NULL, stack TEXT NOT NULL, maintenance INTEGER NOT NULL,
             current_release INTEGER NOT NULL, slug_id TEXT, process_types TEXT NOT NULL,
+            restarts TEXT NOT NULL,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL, released_at TEXT)""",
     }
 
     def created(self, cur: Cursor, e: App.Created) -> None:
         cur.execute(
             "INSERT INTO waka_apps (id, name, owner_id, owner_email, region, stack, maintenance,"
-            " current_release, process_types, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0, 0, '{}', ?, ?)",
+            " current_release, process_types, restarts, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0, 0, '{}', '{}', ?, ?)",
             (
                 str(e.originator_id),
                 e.name,
@@ -77,6 +78,15 @@ class AppsProjection(Projection):
             (orjson.dumps(process_types).decode(), str(e.originator_id)),
         )
 
+    def restarted(self, cur: Cursor, e: App.DynosRestarted) -> None:
+        row = cur.query("SELECT restarts FROM waka_apps WHERE id = ?", (str(e.originator_id),))
+        restarts = orjson.loads(row[0]["restarts"]) if row else {}
+        restarts[e.target] = restarts.get(e.target, 0) + 1
+        cur.execute(
+            "UPDATE waka_apps SET restarts = ? WHERE id = ?",
+            (orjson.dumps(restarts).decode(), str(e.originator_id)),
+        )
+
     def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_apps WHERE id = ?", (str(e.originator_id),))
 
@@ -89,6 +99,7 @@ class AppsProjection(Projection):
         App.FormationChanged: touched,
         App.BuildSucceeded: deployed,
         App.RolledBack: deployed,
+        App.DynosRestarted: restarted,
         App.Destroyed: destroyed,
     }
 

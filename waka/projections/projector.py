@@ -8,6 +8,7 @@ process's writes (the `waka` CLI, a second API) show up too.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 
@@ -23,7 +24,7 @@ from waka.projections.releases import ReleasesProjection
 from waka.projections.store import ReadStore, Row
 
 POSITIONS = """CREATE TABLE IF NOT EXISTS waka_positions (
-    name TEXT PRIMARY KEY, position BIGINT NOT NULL)"""
+    name TEXT PRIMARY KEY, position BIGINT NOT NULL, schema TEXT NOT NULL)"""
 
 BATCH = 500
 
@@ -39,6 +40,11 @@ def all_projections() -> list[Projection]:
     ]
 
 
+def schema_digest(projection: Projection) -> str:
+    ddl = "\n".join(f"{name}:{sql}" for name, sql in sorted(projection.tables.items()))
+    return hashlib.sha256(ddl.encode()).hexdigest()[:16]
+
+
 class Projector:
     def __init__(
         self, ledger: Application, store: ReadStore, projections: Sequence[Projection] | None = None
@@ -49,15 +55,33 @@ class Projector:
         self._lock = threading.Lock()
 
     def setup(self) -> None:
+        """Create the read models; one whose tables changed shape since it was built is
+        dropped and rebuilt from the ledger (read models are derived, the ledger is not)."""
+        try:
+            with self.store.transaction() as cur:
+                cur.execute(POSITIONS)
+                built = {
+                    r["name"]: r["schema"]
+                    for r in cur.query("SELECT name, schema FROM waka_positions")
+                }
+        except Exception:  # positions of an older layout: rebuild everything
+            with self.store.transaction() as cur:
+                cur.execute("DROP TABLE IF EXISTS waka_positions")
+                cur.execute(POSITIONS)
+            built = {}
         with self.store.transaction() as cur:
-            cur.execute(POSITIONS)
             for projection in self.projections:
+                digest = schema_digest(projection)
+                if built.get(projection.name) != digest:
+                    for table in projection.tables:
+                        cur.execute(f"DROP TABLE IF EXISTS {table}")
+                    cur.execute("DELETE FROM waka_positions WHERE name = ?", (projection.name,))
                 for ddl in projection.tables.values():
                     cur.execute(ddl)
                 cur.execute(
-                    "INSERT INTO waka_positions (name, position) VALUES (?, 0)"
+                    "INSERT INTO waka_positions (name, position, schema) VALUES (?, 0, ?)"
                     " ON CONFLICT (name) DO NOTHING",
-                    (projection.name,),
+                    (projection.name, digest),
                 )
 
     def is_behind(self) -> bool:
@@ -99,9 +123,7 @@ class Projector:
     def rebuild(self) -> int:
         """Drop the read models and replay the whole ledger into them."""
         with self._lock, self.store.transaction() as cur:
-            for projection in self.projections:
-                for table in projection.tables:
-                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+            for projection in self.projections:  # forgotten, so setup() builds them anew
                 cur.execute("DELETE FROM waka_positions WHERE name = ?", (projection.name,))
         self.setup()
         return self.catch_up()

@@ -1,0 +1,185 @@
+"""Long-running dynos as Docker containers of the stack image.
+
+Each dyno is one container, named and labelled with its app, release, restart generation and
+dyno name, so the dyno manager can rebuild its view of the world from the engine after a
+restart of waka. The slug is copied into the container's own file system at /app (writable and
+thrown away with the container: an ephemeral file system, as on Heroku). Dynos get no mounts:
+no Docker socket, nothing of the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("waka.dynos")
+
+PORT = 5000  # every container has its own address, so every dyno may listen on the same port
+LABEL = "waka.dyno"  # present on every dyno container
+
+
+@dataclass(frozen=True)
+class DynoSpec:
+    app_id: str
+    app_name: str
+    name: str  # web.1
+    process_type: str
+    command: str
+    release: int
+    generation: int  # bumped by a restart: a dyno of an older generation is replaced
+    env: dict[str, str]
+    memory_mb: int
+    size: str
+    slug_path: Path
+
+
+@dataclass(frozen=True)
+class ObservedDyno:
+    container_id: str
+    app_id: str
+    name: str
+    process_type: str
+    command: str
+    release: int
+    generation: int
+    size: str
+    running: bool
+    exit_code: int | None
+    address: tuple[str, int] | None
+    created_at: str
+
+
+class DockerDynos:
+    def __init__(self, client: Any, image: str, platform_id: str) -> None:
+        self.client = client
+        self.image = image
+        # Several waka installations may share one engine (tests do): each sees only its own.
+        self.platform_id = platform_id
+
+    def start(self, spec: DynoSpec) -> str:
+        env = {
+            **spec.env,
+            "PORT": str(PORT),
+            "DYNO": spec.name,
+            "PS": spec.name,
+            "HOME": "/app",
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+        # bash -c as on Heroku, after sourcing the buildpacks' .profile.d; exec so that the
+        # process gets SIGTERM itself when the dyno stops.
+        script = (
+            f'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; exec {spec.command}'
+        )
+        container = self.client.containers.create(
+            self.image,
+            ["bash", "-c", script],
+            environment=env,
+            working_dir="/app",
+            mem_limit=f"{spec.memory_mb}m",
+            labels={
+                LABEL: spec.name,
+                "waka.platform": self.platform_id,
+                "waka.app": spec.app_id,
+                "waka.app_name": spec.app_name,
+                "waka.type": spec.process_type,
+                "waka.command": spec.command,
+                "waka.release": str(spec.release),
+                "waka.generation": str(spec.generation),
+                "waka.size": spec.size,
+            },
+            stop_signal="SIGTERM",
+            init=True,  # reaps zombies and forwards signals, as Heroku's dyno init does
+        )
+        try:
+            with spec.slug_path.open("rb") as slug:
+                container.put_archive("/", slug)
+            container.start()
+        except Exception:
+            container.remove(force=True)
+            raise
+        return container.id
+
+    def list(self) -> list[ObservedDyno]:
+        found = []
+        mine = {"label": [LABEL, f"waka.platform={self.platform_id}"]}
+        for container in self.client.containers.list(all=True, filters=mine):
+            labels = container.labels
+            state = container.attrs.get("State", {})
+            running = bool(state.get("Running"))
+            ip = container.attrs.get("NetworkSettings", {}).get("IPAddress") or None
+            found.append(
+                ObservedDyno(
+                    container_id=container.id,
+                    app_id=labels.get("waka.app", ""),
+                    name=labels.get(LABEL, ""),
+                    process_type=labels.get("waka.type", ""),
+                    command=labels.get("waka.command", ""),
+                    release=int(labels.get("waka.release", "0")),
+                    generation=int(labels.get("waka.generation", "0")),
+                    size=labels.get("waka.size", ""),
+                    running=running,
+                    exit_code=None if running else state.get("ExitCode"),
+                    address=(ip, PORT) if running and ip else None,
+                    created_at=container.attrs.get("Created", ""),
+                )
+            )
+        return found
+
+    def stop(self, container_id: str, timeout: int = 10) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` seconds, as on Heroku; then remove it."""
+        try:
+            container = self.client.containers.get(container_id)
+            container.stop(timeout=timeout)
+            container.reload()
+            code = container.attrs.get("State", {}).get("ExitCode")
+            container.remove(force=True)
+            return code
+        except Exception as error:  # already gone is fine: stopping is idempotent
+            log.debug("stop %s: %s", container_id, error)
+            return None
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.client.containers.get(container_id).remove(force=True)
+        except Exception as error:
+            log.debug("remove %s: %s", container_id, error)
+
+    def follow_output(
+        self, container_id: str, on_line: Callable[[str], None], *, from_now: bool = False
+    ) -> None:
+        """Stream the dyno's stdout and stderr, line by line, from a thread of its own
+        (`from_now`: only new output, for a dyno adopted after a restart of waka)."""
+        since = int(time.time()) if from_now else None
+
+        def pump() -> None:
+            try:
+                container = self.client.containers.get(container_id)
+                partial = b""
+                stream = container.logs(
+                    stream=True, follow=True, stdout=True, stderr=True, since=since
+                )
+                for chunk in stream:
+                    partial += chunk
+                    *lines, partial = partial.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode(errors="replace").rstrip("\r"))
+                if partial:
+                    on_line(partial.decode(errors="replace"))
+            except Exception as error:
+                log.debug("log stream of %s ended: %s", container_id, error)
+
+        threading.Thread(target=pump, name=f"dyno-log-{container_id[:8]}", daemon=True).start()
+
+
+def port_open(address: tuple[str, int], timeout: float = 0.05) -> bool:
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False

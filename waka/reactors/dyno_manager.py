@@ -1,0 +1,328 @@
+"""The dyno manager: formation x current release → running dynos. A reconciler.
+
+Every tick it compares what should run (the read models: each app's live slug, release,
+formation, config and restart generations) with what runs (containers found by their labels)
+and converges: start what is missing, replace dynos of an older release or generation, stop
+what is no longer wanted, restart crashed dynos with back-off. Level-triggered, so a restart
+of waka, a missed event or a container killed from outside all end the same way.
+
+Web dynos are replaced without downtime: the new one must bind $PORT within the boot timeout
+(else R10, and the old one keeps serving); only once it is up and routed does the old one get
+SIGTERM, and SIGKILL 10 s later. Runtime facts (up, crashed, addresses) live here, not in the
+ledger; the router's table and the app's log hear about them through callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from waka.adapters.dynos import DockerDynos, DynoSpec, ObservedDyno, port_open
+from waka.adapters.slugs import SlugStore
+from waka.domain import rules
+from waka.projections.config_vars import config_of
+from waka.projections.formation import formation_of
+from waka.projections.store import ReadStore, Row
+
+log = logging.getLogger("waka.dyno_manager")
+
+BOOT_TIMEOUT = 60.0
+STOP_GRACE = 10  # seconds between SIGTERM and SIGKILL
+MAX_BACKOFF = 60.0
+
+LogFn = Callable[[str, str, str, str], None]  # app_id, source, dyno, message
+
+
+@dataclass
+class RouteUpdate:
+    app_id: str
+    app_name: str
+    maintenance: bool
+    backends: list[tuple[str, int, str]]  # host, port, dyno
+    crashed: bool
+
+
+@dataclass
+class _Dyno:
+    """What the manager knows of one container beyond what Docker says."""
+
+    state: str = "starting"  # starting, up, crashed
+    started: float = field(default_factory=time.monotonic)
+    up_since: float | None = None
+    logged_exit: bool = False
+
+
+@dataclass
+class _Backoff:
+    crashes: int = 0
+    not_before: float = 0.0
+
+
+class DynoManager:
+    def __init__(
+        self,
+        store: ReadStore,
+        slugs: SlugStore,
+        dynos: DockerDynos,
+        *,
+        log_line: LogFn,
+        route: Callable[[RouteUpdate], None],
+        boot_timeout: float = BOOT_TIMEOUT,
+    ) -> None:
+        self.store = store
+        self.slugs = slugs
+        self.dynos = dynos
+        self.log_line = log_line
+        self.route = route
+        self.boot_timeout = boot_timeout
+        self.known: dict[str, _Dyno] = {}  # container id -> state
+        self.backoff: dict[tuple[str, str], _Backoff] = {}  # (app, dyno) -> crash back-off
+        self.stopping: set[str] = set()
+        self.observed: list[ObservedDyno] = []
+        self.wakeup = threading.Event()
+        self._lock = threading.Lock()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run_forever(self, stopped: Callable[[], bool], interval: float = 0.25) -> None:
+        while not stopped():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("dyno manager tick failed; trying again")
+            self.wakeup.wait(timeout=interval)
+            self.wakeup.clear()
+
+    def tick(self) -> None:
+        apps = {row["id"]: row for row in self.store.query("SELECT * FROM waka_apps")}
+        observed = [d for d in self.dynos.list() if d.container_id not in self.stopping]
+        with self._lock:
+            self.observed = observed
+        by_app: dict[str, list[ObservedDyno]] = {}
+        for dyno in observed:
+            by_app.setdefault(dyno.app_id, []).append(dyno)
+        for app_id in set(apps) | set(by_app):
+            app = apps.get(app_id)
+            desired = self._desired(app) if app else {}
+            self._converge(app_id, app, desired, by_app.get(app_id, []))
+        # Forget containers that are gone; not the ones this tick started (not listed yet).
+        live = {d.container_id for d in observed}
+        recent = time.monotonic() - 30
+        self.known = {
+            cid: state for cid, state in self.known.items() if cid in live or state.started > recent
+        }
+
+    # --- desired state ------------------------------------------------------------------------
+
+    def _desired(self, app: Row) -> dict[str, DynoSpec]:
+        if not app["slug_id"]:
+            return {}
+        process_types: dict[str, str] = orjson.loads(app["process_types"])
+        restarts: dict[str, int] = orjson.loads(app["restarts"])
+        formation = formation_of(self.store, app["id"])
+        if not any(f["quantity"] for f in formation if f["type"] in process_types):
+            return {}
+        try:
+            slug_path = self.slugs.get(app["slug_id"]).path
+        except KeyError:
+            log.warning("slug %s of %s is missing", app["slug_id"], app["name"])
+            return {}
+        config = config_of(self.store, app["id"])
+        desired = {}
+        for row in formation:
+            command = process_types.get(row["type"])
+            if command is None or row["type"] == "release":
+                continue
+            for index in range(1, row["quantity"] + 1):
+                name = f"{row['type']}.{index}"
+                desired[name] = DynoSpec(
+                    app_id=app["id"],
+                    app_name=app["name"],
+                    name=name,
+                    process_type=row["type"],
+                    command=command,
+                    release=app["current_release"],
+                    generation=sum(restarts.get(k, 0) for k in ("", row["type"], name)),
+                    env=config,
+                    memory_mb=rules.SIZE_MEMORY_MB.get(row["size"], 512),
+                    size=row["size"],
+                    slug_path=slug_path,
+                )
+        return desired
+
+    # --- converging one app -------------------------------------------------------------------
+
+    def _converge(
+        self,
+        app_id: str,
+        app: Row | None,
+        desired: dict[str, DynoSpec],
+        observed: list[ObservedDyno],
+    ) -> None:
+        by_name: dict[str, list[ObservedDyno]] = {}
+        for dyno in observed:
+            by_name.setdefault(dyno.name, []).append(dyno)
+        serving: list[ObservedDyno] = []
+        crashed = False
+        for name, spec in desired.items():
+            containers = by_name.pop(name, [])
+            current = [
+                c
+                for c in containers
+                if (c.release, c.generation) == (spec.release, spec.generation)
+            ]
+            older = [c for c in containers if c not in current]
+            for extra in current[1:]:
+                self._stop(extra, "Stopping a duplicate")
+            dyno = current[0] if current else None
+            if dyno is not None and not dyno.running:
+                self._crashed(dyno)
+                dyno = None
+            if dyno is None:
+                crashed = crashed or (app_id, name) in self.backoff
+                self._start_when_due(spec)
+                # Until the replacement is up, the older dyno keeps serving.
+                serving += [c for c in older if c.running]
+                continue
+            up = self._check_boot(dyno, spec)
+            if up:
+                serving.append(dyno)
+                for old in older:
+                    self._stop(old, "Stopping all processes with SIGTERM")
+            else:
+                serving += [c for c in older if c.running]
+        for containers in by_name.values():  # no longer wanted: scaled down, gone, destroyed
+            for dyno in containers:
+                self._stop(dyno, "Stopping all processes with SIGTERM")
+        if app is not None:
+            backends = [
+                (*d.address, d.name)
+                for d in serving
+                if d.process_type == "web" and d.address is not None
+            ]
+            self.route(
+                RouteUpdate(
+                    app_id=app_id,
+                    app_name=app["name"],
+                    maintenance=bool(app["maintenance"]),
+                    backends=backends,
+                    crashed=not backends
+                    and crashed
+                    and any(s.process_type == "web" for s in desired.values()),
+                )
+            )
+
+    def _check_boot(self, dyno: ObservedDyno, spec: DynoSpec) -> bool:
+        state = self.known.get(dyno.container_id)
+        if state is None:  # running before this manager started: adopt it, follow its output
+            state = self.known[dyno.container_id] = _Dyno(state="up", up_since=0.0)
+            self.dynos.follow_output(
+                dyno.container_id,
+                lambda line: self.log_line(spec.app_id, "app", spec.name, line),
+                from_now=True,
+            )
+        if state.state == "up":
+            if state.up_since and time.monotonic() - state.up_since > 30:
+                self.backoff.pop((spec.app_id, spec.name), None)  # it stayed up: forgive
+            return True
+        if spec.process_type != "web" or (dyno.address and port_open(dyno.address)):
+            state.state, state.up_since = "up", time.monotonic()
+            self.log_line(spec.app_id, "heroku", spec.name, "State changed from starting to up")
+            return True
+        if time.monotonic() - state.started > self.boot_timeout:
+            self.log_line(
+                spec.app_id,
+                "heroku",
+                spec.name,
+                f"Error R10 (Boot timeout) -> Web process failed to bind to $PORT within "
+                f"{self.boot_timeout:.0f} seconds of launch",
+            )
+            self.log_line(spec.app_id, "heroku", spec.name, "Stopping process with SIGKILL")
+            self.dynos.remove(dyno.container_id)
+            self._note_crash(spec.app_id, spec.name)
+            self.log_line(
+                spec.app_id, "heroku", spec.name, "State changed from starting to crashed"
+            )
+        return False
+
+    def _crashed(self, dyno: ObservedDyno) -> None:
+        state = self.known.get(dyno.container_id, _Dyno(state="up"))
+        self.log_line(
+            dyno.app_id, "heroku", dyno.name, f"Process exited with status {dyno.exit_code}"
+        )
+        self.log_line(
+            dyno.app_id, "heroku", dyno.name, f"State changed from {state.state} to crashed"
+        )
+        self.dynos.remove(dyno.container_id)
+        self.known.pop(dyno.container_id, None)
+        self._note_crash(dyno.app_id, dyno.name)
+
+    def _note_crash(self, app_id: str, name: str) -> None:
+        # The first crash restarts at once; each further one waits twice as long (max 60 s).
+        backoff = self.backoff.setdefault((app_id, name), _Backoff())
+        delay = 0.0 if backoff.crashes == 0 else min(2.0 ** (backoff.crashes - 1), MAX_BACKOFF)
+        backoff.crashes += 1
+        backoff.not_before = time.monotonic() + delay
+
+    def _start_when_due(self, spec: DynoSpec) -> None:
+        backoff = self.backoff.get((spec.app_id, spec.name))
+        if backoff and time.monotonic() < backoff.not_before:
+            return
+        self.log_line(
+            spec.app_id, "heroku", spec.name, f"Starting process with command `{spec.command}`"
+        )
+        try:
+            container_id = self.dynos.start(spec)
+        except Exception as error:
+            log.exception("could not start %s of %s", spec.name, spec.app_name)
+            self.log_line(spec.app_id, "heroku", spec.name, f"Failed to start: {error}")
+            self._note_crash(spec.app_id, spec.name)
+            return
+        self.known[container_id] = _Dyno(state="starting")
+        self.dynos.follow_output(
+            container_id, lambda line: self.log_line(spec.app_id, "app", spec.name, line)
+        )
+
+    def _stop(self, dyno: ObservedDyno, message: str) -> None:
+        if dyno.container_id in self.stopping:
+            return
+        self.stopping.add(dyno.container_id)
+        self.log_line(dyno.app_id, "heroku", dyno.name, message)
+
+        def stop() -> None:
+            code = self.dynos.stop(dyno.container_id, timeout=STOP_GRACE)
+            if code is not None:
+                self.log_line(
+                    dyno.app_id, "heroku", dyno.name, f"Process exited with status {code}"
+                )
+            self.stopping.discard(dyno.container_id)
+
+        threading.Thread(target=stop, name=f"stop-{dyno.name}", daemon=True).start()
+
+    # --- what the API shows -------------------------------------------------------------------
+
+    def dynos_of(self, app_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            observed = [d for d in self.observed if d.app_id == app_id]
+        shown = []
+        for dyno in sorted(observed, key=lambda d: (d.process_type, d.name, d.release)):
+            state = self.known.get(dyno.container_id)
+            shown.append(
+                {
+                    "name": dyno.name,
+                    "type": dyno.process_type,
+                    "command": dyno.command,
+                    "release": dyno.release,
+                    "size": dyno.size,
+                    "created_at": dyno.created_at,
+                    "state": "crashed" if not dyno.running else (state.state if state else "up"),
+                    "container_id": dyno.container_id,
+                }
+            )
+        return shown
