@@ -65,6 +65,10 @@ def describe(event: Any) -> str | None:
             return "Clear build cache"
         case App.DynosRestarted():
             return f"Restart {event.target or 'all dynos'}"
+        case App.DomainAdded():
+            return f"Add domain {event.hostname}"
+        case App.DomainRemoved():
+            return f"Remove domain {event.hostname}"
         case App.DrainAdded():
             return f"Add log drain {event.url}"
         case App.DrainRemoved():

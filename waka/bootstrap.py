@@ -15,8 +15,11 @@ from waka.adapters.build_logs import BuildLogs
 from waka.adapters.sources import SourceStore
 from waka.config import Settings
 from waka.ledger import Ledger
+from waka.logplex import Logplex
+from waka.projections.domains import domains_of
 from waka.projections.projector import Projector
 from waka.projections.store import PostgresReadStore, ReadStore, SqliteReadStore
+from waka.router import Backend, Route, RouteTable
 
 if TYPE_CHECKING:
     from waka.adapters.runtime import Runtime
@@ -35,10 +38,14 @@ class Platform:
     projector: Projector
     sources: SourceStore = field(init=False)
     build_logs: BuildLogs = field(init=False)
+    logplex: Logplex = field(init=False)
+    routes: RouteTable = field(init=False)
 
     def __post_init__(self) -> None:
         self.sources = SourceStore(self.settings.home / "sources")
         self.build_logs = BuildLogs(self.settings.home / "builds")
+        self.logplex = Logplex()
+        self.routes = RouteTable()
 
     @cached_property
     def runtime(self) -> Runtime:
@@ -93,6 +100,7 @@ class Platform:
             DockerDynos(client, STACK_IMAGE, self.settings.platform_id),
             log_line=self.emit_log,
             route=self.update_route,
+            sleep_after=self.settings.sleep_after,
         )
 
     @property
@@ -105,10 +113,23 @@ class Platform:
             manager.wakeup.set()
 
     def emit_log(self, app_id: str, source: str, dyno: str, message: str) -> None:
-        log.info("%s %s[%s]: %s", app_id[:8], source, dyno, message)
+        self.logplex.emit(app_id, source, dyno, message)
 
     def update_route(self, update: RouteUpdate) -> None:
-        pass
+        """The dyno manager's view of an app, for the router."""
+        if update.gone:
+            self.routes.remove_app(update.app_id)
+            return
+        route = Route(
+            app_id=update.app_id,
+            app_name=update.app_name,
+            maintenance=update.maintenance,
+            backends=tuple(Backend(host, port, dyno) for host, port, dyno in update.backends),
+            crashed=update.crashed,
+            sleeping=update.sleeping,
+        )
+        domains = [d["hostname"] for d in domains_of(self.store, update.app_id)]
+        self.routes.set_app(route, domains)
 
     def wake_builder(self) -> None:
         """A build was requested here: start it now rather than at the next poll."""

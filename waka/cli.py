@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="start the platform in one process")
     up.add_argument("--api-port", type=int, default=None, help="Platform API port (5000)")
     up.add_argument(
-        "--router-port", type=int, default=None, help="router port used in apps' web URLs (8080)"
+        "--router-port",
+        type=int,
+        default=None,
+        help="router port: apps answer at http://<app>.localhost:PORT (8080)",
     )
     up.add_argument("--host", default="localhost", help="address to listen on (localhost)")
 
@@ -159,7 +162,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings(args)
-    for bind in _binds(args.host, settings.api_port):
+    for bind in [*_binds(args.host, settings.api_port), *_binds(args.host, settings.router_port)]:
         problem = _unbindable(bind)
         if problem:
             print(f"waka: cannot listen on {bind}: {problem}", file=sys.stderr)
@@ -189,6 +192,7 @@ async def _serve(platform, host: str) -> None:
     from hypercorn.config import Config
 
     from waka.api.app import create_api
+    from waka.router import Router
 
     config = Config()
     config.bind = _binds(host, platform.settings.api_port)
@@ -224,17 +228,37 @@ async def _serve(platform, host: str) -> None:
 
     follower = asyncio.create_task(follow_ledger())
     building = asyncio.create_task(asyncio.to_thread(build_forever))
-    managing = None
+    manager = None
     try:
         manager = platform.dyno_manager
     except RuntimeError as error:  # no Docker engine or stack image
         print(f"waka: no dynos will run: {error}", flush=True)
-    else:
+
+    async def wake(app_id: str) -> None:
+        """A request for a sleeping app: start its dynos; return once one is routed."""
+        if manager is None:
+            return
+        manager.wake(app_id)
+        while not ((route := platform.routes.get(app_id)) and route.backends):
+            await asyncio.sleep(0.05)
+
+    router = Router(
+        platform.routes,
+        log=lambda app_id, line: platform.logplex.emit(app_id, "heroku", "router", line),
+        wake=wake,
+    )
+    if manager is not None:
+        manager.last_request = router.last_request.get
+    routing = asyncio.create_task(router.serve(host, platform.settings.router_port))
+    managing = None
+    if manager is not None:
         managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
     print(f"waka: API on http://{host}:{platform.settings.api_port}", flush=True)
+    print(f"waka: router on http://<app>.{host}:{platform.settings.router_port}", flush=True)
     await serve(create_api(platform), config, shutdown_trigger=stop.wait)
     stop.set()
     platform.builder.wakeup.set()
+    routing.cancel()
     await follower
     await building
     if managing is not None:

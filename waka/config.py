@@ -19,6 +19,7 @@ class Settings:
     router_port: int = 8080
     public_host: str = "localhost"
     build_memory_mb: int = 2048
+    sleep_after: float = 1800.0  # seconds without a request before eco dynos sleep
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -32,6 +33,7 @@ class Settings:
             api_port=int(env.get("WAKA_API_PORT") or 5000),
             router_port=int(env.get("WAKA_ROUTER_PORT") or 8080),
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
+            sleep_after=float(env.get("WAKA_SLEEP_AFTER") or 1800),
         )
 
     @property

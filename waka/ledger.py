@@ -22,7 +22,7 @@ from waka.domain.account import Account, hash_api_key
 from waka.domain.actors import OPERATOR, Actor
 from waka.domain.app import App
 from waka.domain.errors import Conflict, NameTaken, NotFound
-from waka.domain.names import AppName
+from waka.domain.names import AppName, DomainName
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class Ledger(Application[UUID]):
             return self._create_with_generated_name(actor, region, stack)
         rules.check_app_name(name)
         app = App.create(name=name, owner=actor, region=region, stack=stack)
-        self.save(self._claim_name(name, app.id, actor), app)
+        self.save(self._claim(AppName, name, app.id, actor), app)
         return app
 
     def _create_with_generated_name(self, actor: Actor, region: str, stack: str) -> App:
@@ -156,13 +156,21 @@ class Ledger(Application[UUID]):
                 continue
         raise Conflict("Could not find a free app name; please choose one.")
 
-    def _claim_name(self, name: str, app_id: UUID, actor: Actor) -> AppName:
+    def _claim(self, kind: type[AppName], name: str, app_id: UUID, actor: Actor) -> AppName:
+        """Claim `name` in an index (app names, domains) for this app."""
         try:
-            index: AppName = self.repository.get(AppName.id_for(name))
+            index: AppName = self.repository.get(kind.id_for(name))
         except AggregateNotFoundError:
-            return AppName(name=name, app_id=app_id, actor=actor)
+            return kind(name=name, app_id=app_id, actor=actor)
         index.claim(app_id, actor)
         return index
+
+    def _live_app(self, app_id: UUID, actor: Actor) -> App:
+        app = self.get_app(app_id)
+        if app.destroyed:
+            raise NotFound("Couldn't find that app.")
+        app.check_access(actor)
+        return app
 
     def get_app(self, app_id: UUID, version: int | None = None) -> App:
         try:
@@ -174,10 +182,7 @@ class Ledger(Application[UUID]):
         return app
 
     def _command(self, app_id: UUID, actor: Actor, action: Callable[[App], T]) -> tuple[App, T]:
-        app = self.get_app(app_id)
-        if app.destroyed:
-            raise NotFound("Couldn't find that app.")
-        app.check_access(actor)
+        app = self._live_app(app_id, actor)
         result = action(app)
         self.save(app)
         return app, result
@@ -197,10 +202,7 @@ class Ledger(Application[UUID]):
     @retry_on_conflict
     def rollback(self, actor: Actor, app_id: UUID, release_version: int) -> App:
         """Replay the ledger to release vN and append "Rollback to vN" with its slug and config."""
-        app = self.get_app(app_id)
-        if app.destroyed:
-            raise NotFound("Couldn't find that app.")
-        app.check_access(actor)
+        app = self._live_app(app_id, actor)
         target = self.get_app(app_id, version=app.aggregate_version_of(release_version))
         app.rollback(target, release_version, actor)
         self.save(app)
@@ -257,6 +259,24 @@ class Ledger(Application[UUID]):
     def restart_dynos(self, actor: Actor, app_id: UUID, target: str = "") -> App:
         return self._command(app_id, actor, lambda app: app.restart(target, actor))[0]
 
+    # --- custom domains -------------------------------------------------------------------
+
+    @retry_on_conflict
+    def add_domain(self, actor: Actor, app_id: UUID, hostname: str) -> str:
+        app = self._live_app(app_id, actor)
+        hostname = app.add_domain(hostname, actor)
+        self.save(app, self._claim(DomainName, hostname, app.id, actor))
+        return hostname
+
+    @retry_on_conflict
+    def remove_domain(self, actor: Actor, app_id: UUID, hostname: str) -> str:
+        app = self._live_app(app_id, actor)
+        hostname = app.remove_domain(hostname, actor)
+        claim: DomainName = self.repository.get(DomainName.id_for(hostname))
+        claim.free(actor)
+        self.save(app, claim)
+        return hostname
+
     # --- log drains -----------------------------------------------------------------------
 
     @retry_on_conflict
@@ -277,29 +297,26 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def rename_app(self, actor: Actor, app_id: UUID, new_name: str) -> App:
-        app = self.get_app(app_id)
-        if app.destroyed:
-            raise NotFound("Couldn't find that app.")
-        app.check_access(actor)
+        app = self._live_app(app_id, actor)
         old_name = app.name
         app.rename(new_name, actor)
         if app.name == old_name:
             return app
         old_index: AppName = self.repository.get(AppName.id_for(old_name))
         old_index.free(actor)
-        self.save(app, old_index, self._claim_name(new_name, app.id, actor))
+        self.save(app, old_index, self._claim(AppName, new_name, app.id, actor))
         return app
 
     @retry_on_conflict
     def destroy_app(self, actor: Actor, app_id: UUID) -> App:
-        app = self.get_app(app_id)
-        if app.destroyed:
-            raise NotFound("Couldn't find that app.")
-        app.check_access(actor)
+        app = self._live_app(app_id, actor)
         app.destroy(actor)
         index: AppName = self.repository.get(AppName.id_for(app.name))
         index.free(actor)
-        self.save(app, index)
+        domains: list[AppName] = [self.repository.get(DomainName.id_for(d)) for d in app.domains]
+        for claim in domains:
+            claim.free(actor)
+        self.save(app, index, *domains)
         return app
 
 

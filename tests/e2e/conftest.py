@@ -218,6 +218,8 @@ class WakaServer:
         self.database_schema = database_schema
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.router_port = 0
+        self.extra_env: dict[str, str] = {}
         self.log_path = home.parent / f"{home.name}-up.log"
         self.api_key = ""
         self.email = OWNER_EMAIL
@@ -228,7 +230,7 @@ class WakaServer:
     # --- process ------------------------------------------------------------------------
 
     def waka_env(self) -> dict[str, str]:
-        extra = {"WAKA_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        extra = {"WAKA_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self.extra_env}
         if self.database_url:
             extra["WAKA_DATABASE_URL"] = self.database_url
             extra["WAKA_DATABASE_SCHEMA"] = self.database_schema or "public"
@@ -239,11 +241,21 @@ class WakaServer:
         assert self.process is None, "already running"
         for attempt in range(3):  # another process may take the port between probe and bind
             self.port = free_port()
+            self.router_port = free_port()
             log = self.log_path.open("ab")
             log.write(f"--- waka up --api-port {self.port}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "waka", "up", "--api-port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "waka",
+                    "up",
+                    "--api-port",
+                    str(self.port),
+                    "--router-port",
+                    str(self.router_port),
+                ],
                 cwd=REPO,
                 env=self.waka_env(),
                 stdin=subprocess.DEVNULL,
@@ -256,7 +268,7 @@ class WakaServer:
                 return
             code = self.process.poll()
             self._kill()
-            if code is None or attempt == 2 or "address already in use" not in self.log().lower():
+            if code is None or attempt == 2 or "already in use" not in self.log().lower():
                 raise AssertionError(
                     f"`waka up --api-port {self.port}` did not answer within {START_TIMEOUT} s "
                     f"(exit code {code}). Its output:\n{self.log()}"
@@ -347,7 +359,11 @@ class WakaServer:
 
     def heroku_env(self, api_key: str | None = None) -> dict[str, str]:
         url = f"http://localhost:{self.port}"
+        # `heroku run` attaches over TLS with waka's own CA (made by `waka up`): trust it.
+        ca = self.home / "tls" / "ca.pem"
+        trust = {"NODE_EXTRA_CA_CERTS": str(ca)} if ca.is_file() else {}
         return clean_env(
+            **trust,
             HOME=str(self.cli_home),
             HEROKU_HOST=url,
             HEROKU_API_KEY=api_key if api_key is not None else self.api_key,
@@ -423,7 +439,11 @@ class WakaServer:
 
 
 def start_server(
-    tmp: Path, heroku_cli: Path, database_url: str | None = None, schema: str | None = None
+    tmp: Path,
+    heroku_cli: Path,
+    database_url: str | None = None,
+    schema: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> WakaServer:
     server = WakaServer(
         home=tmp / "waka-home",
@@ -433,6 +453,7 @@ def start_server(
         database_schema=schema,
     )
     server.home.mkdir(parents=True, exist_ok=True)
+    server.extra_env = dict(env or {})
     server.start()
     try:
         server.api_key = server.create_user(OWNER_EMAIL)

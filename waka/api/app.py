@@ -20,6 +20,7 @@ from waka.api.routes import (
     builds,
     collaborators,
     config_vars,
+    domains,
     dynos,
     formation,
     releases,
@@ -81,6 +82,7 @@ def create_api(platform: Platform) -> Starlette:
         *dynos.routes(platform),
         *collaborators.routes(platform),
         *builds.routes(platform),
+        *domains.routes(platform),
         *git.routes(platform),
     ]
     api = Starlette(

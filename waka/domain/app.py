@@ -56,6 +56,7 @@ class App(Aggregate):
         self.pending_builds: list[str] = []
         self.drains: list[dict[str, str]] = []
         self.restarts: dict[str, int] = {}
+        self.domains: list[str] = []
         # Aggregate version of each Released event (index = release version - 1); rollback
         # replays the ledger to it. A list, not a dict: snapshots go through JSON.
         self.release_positions: list[int] = []
@@ -277,6 +278,32 @@ class App(Aggregate):
         """Bumped by every restart that covers this dyno; a dyno of an older one is replaced."""
         process_type = dyno.split(".", 1)[0]
         return sum(self.restarts.get(key, 0) for key in ("", process_type, dyno))
+
+    # --- custom domains -------------------------------------------------------------------
+
+    def add_domain(self, hostname: str, actor: Actor) -> str:
+        self._check_live()
+        hostname = rules.check_hostname(hostname)
+        if hostname in self.domains:
+            raise Conflict(f"{hostname} is already added to {self.name}.")
+        self._add_domain(hostname=hostname, actor=actor)
+        return hostname
+
+    @event("DomainAdded")
+    def _add_domain(self, hostname: str, actor: Actor) -> None:
+        self.domains.append(hostname)
+
+    def remove_domain(self, hostname: str, actor: Actor) -> str:
+        self._check_live()
+        hostname = hostname.lower().rstrip(".")
+        if hostname not in self.domains:
+            raise NotFound(f"Couldn't find that domain ({hostname}).")
+        self._remove_domain(hostname=hostname, actor=actor)
+        return hostname
+
+    @event("DomainRemoved")
+    def _remove_domain(self, hostname: str, actor: Actor) -> None:
+        self.domains.remove(hostname)
 
     # --- log drains -----------------------------------------------------------------------
 

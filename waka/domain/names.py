@@ -42,3 +42,23 @@ class AppName(Aggregate):
     @event("Freed")
     def free(self, actor: Actor) -> None:
         self.app_id = None
+
+
+DOMAIN_NAMESPACE = uuid5(NAMESPACE_URL, "https://waka.invalid/domains")
+
+
+class DomainName(AppName):
+    """The same index for custom domains: one hostname belongs to at most one app."""
+
+    @staticmethod
+    def create_id(name: str, app_id: UUID, actor: Actor) -> UUID:  # type: ignore[override]
+        return DomainName.id_for(name)
+
+    @staticmethod
+    def id_for(name: str) -> UUID:
+        return uuid5(DOMAIN_NAMESPACE, name)
+
+    def claim(self, app_id: UUID, actor: Actor) -> None:
+        if self.app_id is not None and self.app_id != app_id:
+            raise NameTaken(f"{self.name} is already in use by another app.")
+        self._claim(app_id=app_id, actor=actor)

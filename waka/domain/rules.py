@@ -147,3 +147,14 @@ def check_drain_url(url: object) -> str:
     if parsed.scheme.startswith("syslog") and not parsed.port:
         raise InvalidParams(f"Syslog drain {url} needs a port.")
     return url
+
+
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+
+
+def check_hostname(hostname: object) -> str:
+    if not isinstance(hostname, str) or not HOSTNAME.fullmatch(hostname.lower().rstrip(".")):
+        raise InvalidParams(
+            f"Invalid domain name {hostname!r}: give a hostname like www.example.com."
+        )
+    return hostname.lower().rstrip(".")

@@ -19,6 +19,7 @@ from waka.projections.apps import AppsProjection
 from waka.projections.base import Projection
 from waka.projections.builds import BuildsProjection
 from waka.projections.config_vars import ConfigVarsProjection
+from waka.projections.domains import DomainsProjection
 from waka.projections.formation import FormationProjection
 from waka.projections.releases import ReleasesProjection
 from waka.projections.store import ReadStore, Row
@@ -37,6 +38,7 @@ def all_projections() -> list[Projection]:
         FormationProjection(),
         AccountsProjection(),
         BuildsProjection(),
+        DomainsProjection(),
     ]
 
 

@@ -33,6 +33,7 @@ from waka.projections.store import ReadStore, Row
 log = logging.getLogger("waka.dyno_manager")
 
 BOOT_TIMEOUT = 60.0
+SLEEP_AFTER = 30 * 60.0  # eco dynos sleep after this long without a request, as on Heroku
 STOP_GRACE = 10  # seconds between SIGTERM and SIGKILL
 MAX_BACKOFF = 60.0
 
@@ -46,6 +47,8 @@ class RouteUpdate:
     maintenance: bool
     backends: list[tuple[str, int, str]]  # host, port, dyno
     crashed: bool
+    gone: bool = False  # the app was destroyed: take it off the router
+    sleeping: bool = False  # an eco app asleep: the router holds requests and wakes it
 
 
 @dataclass
@@ -74,6 +77,8 @@ class DynoManager:
         log_line: LogFn,
         route: Callable[[RouteUpdate], None],
         boot_timeout: float = BOOT_TIMEOUT,
+        last_request: Callable[[str], float | None] = lambda app_id: None,
+        sleep_after: float = SLEEP_AFTER,
     ) -> None:
         self.store = store
         self.slugs = slugs
@@ -84,6 +89,11 @@ class DynoManager:
         self.known: dict[str, _Dyno] = {}  # container id -> state
         self.backoff: dict[tuple[str, str], _Backoff] = {}  # (app, dyno) -> crash back-off
         self.stopping: set[str] = set()
+        self.routed: set[str] = set()  # apps the router has been told about
+        self.last_request = last_request
+        self.sleep_after = sleep_after
+        self.asleep: set[str] = set()
+        self.awake_since: dict[str, float] = {}  # counts as activity for an app never requested
         self.observed: list[ObservedDyno] = []
         self.wakeup = threading.Event()
         self._lock = threading.Lock()
@@ -110,7 +120,12 @@ class DynoManager:
         for app_id in set(apps) | set(by_app):
             app = apps.get(app_id)
             desired = self._desired(app) if app else {}
+            if app is not None and self._should_sleep(app_id, desired):
+                desired = {}
             self._converge(app_id, app, desired, by_app.get(app_id, []))
+        for app_id in self.routed - set(apps):
+            self.route(RouteUpdate(app_id, "", False, [], False, gone=True))
+        self.routed = set(apps)
         # Forget containers that are gone; not the ones this tick started (not listed yet).
         live = {d.container_id for d in observed}
         recent = time.monotonic() - 30
@@ -169,13 +184,13 @@ class DynoManager:
         for dyno in observed:
             by_name.setdefault(dyno.name, []).append(dyno)
         serving: list[ObservedDyno] = []
-        crashed = False
         for name, spec in desired.items():
             containers = by_name.pop(name, [])
             current = [
                 c
                 for c in containers
-                if (c.release, c.generation) == (spec.release, spec.generation)
+                # A new release, a restart or a new size: the dyno is replaced.
+                if (c.release, c.generation, c.size) == (spec.release, spec.generation, spec.size)
             ]
             older = [c for c in containers if c not in current]
             for extra in current[1:]:
@@ -185,7 +200,6 @@ class DynoManager:
                 self._crashed(dyno)
                 dyno = None
             if dyno is None:
-                crashed = crashed or (app_id, name) in self.backoff
                 self._start_when_due(spec)
                 # Until the replacement is up, the older dyno keeps serving.
                 serving += [c for c in older if c.running]
@@ -212,11 +226,43 @@ class DynoManager:
                     app_name=app["name"],
                     maintenance=bool(app["maintenance"]),
                     backends=backends,
+                    sleeping=app_id in self.asleep,
+                    # Web dynos that keep crashing (in back-off) and none serving: H10.
                     crashed=not backends
-                    and crashed
-                    and any(s.process_type == "web" for s in desired.values()),
+                    and any(
+                        (app_id, s.name) in self.backoff
+                        for s in desired.values()
+                        if s.process_type == "web"
+                    ),
                 )
             )
+
+    def _should_sleep(self, app_id: str, desired: dict[str, DynoSpec]) -> bool:
+        """Eco apps sleep after `sleep_after` without a request; all their dynos stop."""
+        eco_web = any(s.process_type == "web" and s.size == "Eco" for s in desired.values())
+        if not eco_web:
+            self.asleep.discard(app_id)
+            self.awake_since.pop(app_id, None)
+            return False
+        if app_id in self.asleep:
+            return True
+        now = time.monotonic()
+        since = self.awake_since.setdefault(app_id, now)
+        last = max(self.last_request(app_id) or 0.0, since)
+        if now - last > self.sleep_after:
+            self.asleep.add(app_id)
+            for spec in desired.values():
+                self.log_line(app_id, "heroku", spec.name, "Idling")
+            return True
+        return False
+
+    def wake(self, app_id: str) -> None:
+        """A request came for a sleeping app: run its dynos again (the router waits)."""
+        if app_id in self.asleep:
+            self.asleep.discard(app_id)
+            self.awake_since[app_id] = time.monotonic()
+            self.log_line(app_id, "heroku", "web.1", "Unidling")
+            self.wakeup.set()
 
     def _check_boot(self, dyno: ObservedDyno, spec: DynoSpec) -> bool:
         state = self.known.get(dyno.container_id)

@@ -1,0 +1,107 @@
+"""The routing table: which web dynos serve which host.
+
+The dyno manager replaces entries from its own thread while the router reads them on every
+request, so reads take no lock: writers build new dicts under a lock and swap them in whole
+(a reference assignment is atomic), and a reader sees either the old table or the new one.
+Each snapshot remembers the answers it gave per Host value, so a lookup is usually one dict get.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+LOCAL_SUFFIX = ".localhost"
+_SEEN_MAX = 4096
+_UNSEEN = object()
+
+
+@dataclass(frozen=True)
+class Backend:
+    host: str
+    port: int
+    dyno: str  # "web.1": shown in the router's log line
+
+
+@dataclass(frozen=True)
+class Route:
+    app_id: str
+    app_name: str
+    maintenance: bool = False
+    backends: tuple[Backend, ...] = ()
+    crashed: bool = False  # web dynos exist but none is up (H10)
+    sleeping: bool = False  # eco app asleep: hold the request and wake it
+
+
+def normalize_host(host: str) -> str:
+    """`Host` header value -> bare lower-case name: port, IPv6 brackets and final dot dropped."""
+    host = host.strip().lower()
+    if host.startswith("["):  # IPv6 literal, maybe with a port
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+class RouteTable:
+    """Host -> Route. `set_app` states an app's whole routing state, custom domains included."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot = _Snapshot({}, {}, {})
+
+    def set_app(self, route: Route, domains: Iterable[str] = ()) -> None:
+        wanted = {normalize_host(d) for d in domains}
+        with self._lock:
+            old = self._snapshot
+            routes = {**old.routes, route.app_id: route}
+            names = {n: a for n, a in old.names.items() if a != route.app_id}
+            names[route.app_name.lower()] = route.app_id
+            table = {d: a for d, a in old.domains.items() if a != route.app_id}
+            table.update(dict.fromkeys(wanted, route.app_id))  # a domain goes to its last setter
+            self._snapshot = _Snapshot(routes, names, table)
+
+    def remove_app(self, app_id: str) -> None:
+        with self._lock:
+            old = self._snapshot
+            routes = {a: r for a, r in old.routes.items() if a != app_id}
+            names = {n: a for n, a in old.names.items() if a != app_id}
+            table = {d: a for d, a in old.domains.items() if a != app_id}
+            self._snapshot = _Snapshot(routes, names, table)
+
+    def get(self, app_id: str) -> Route | None:
+        return self._snapshot.routes.get(app_id)
+
+    def lookup(self, host: str | bytes) -> Route | None:
+        """`<app>.localhost[:port]` or a custom domain (exact, then one `*.` wildcard level).
+        `host` is a Host header's value, as str or as the bytes that came (the router's)."""
+        snap = self._snapshot
+        route = snap.seen.get(host, _UNSEEN)  # the same few Host values come again and again
+        if route is not _UNSEEN:
+            return route  # type: ignore[return-value]
+        name = host.decode("latin-1") if isinstance(host, bytes) else host
+        route = self._find(snap, normalize_host(name))
+        if len(snap.seen) >= _SEEN_MAX:  # bounded: clients choose what they send as Host
+            snap.seen.clear()
+        snap.seen[host] = route
+        return route
+
+    @staticmethod
+    def _find(snap: _Snapshot, name: str) -> Route | None:
+        app_id = snap.domains.get(name)
+        if app_id is None and name.endswith(LOCAL_SUFFIX):
+            app_id = snap.names.get(name[: -len(LOCAL_SUFFIX)])
+        if app_id is None and "." in name:
+            app_id = snap.domains.get("*." + name.partition(".")[2])
+        return snap.routes.get(app_id) if app_id is not None else None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Never mutated once published: readers hold one and see a consistent table."""
+
+    routes: dict[str, Route]  # app_id -> route
+    names: dict[str, str]  # lower-case app name -> app_id
+    domains: dict[str, str]  # custom domain (or "*.example.com") -> app_id
+    seen: dict[str | bytes, Route | None] = field(default_factory=dict)  # Host -> its lookup
