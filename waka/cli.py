@@ -226,6 +226,10 @@ async def _serve(platform, host: str) -> None:
             builder.wakeup.wait(timeout=0.2)
             builder.wakeup.clear()
 
+    from waka.reactors.api_log import ApiLog
+
+    api_log = ApiLog(platform.ledger, platform.logplex)  # app[api] lines from the ledger
+    api_log.start()
     follower = asyncio.create_task(follow_ledger())
     building = asyncio.create_task(asyncio.to_thread(build_forever))
     manager = None
@@ -259,6 +263,7 @@ async def _serve(platform, host: str) -> None:
     stop.set()
     platform.builder.wakeup.set()
     routing.cancel()
+    api_log.stop()
     await follower
     await building
     if managing is not None:

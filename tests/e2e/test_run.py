@@ -77,8 +77,10 @@ def test_pushed_app_serves_through_the_router_and_scales(server, api, tmp_path):
     subprocess.run(["docker", "kill", container[0]], check=True, capture_output=True)
     wait_for(lambda: any(d["name"] == "web.2" and d["state"] == "up" and d["id"] != victim["id"]
                          for d in api.get(f"/apps/{app}/dynos")), what="web.2 back up")
-    log = server.log()
-    assert "State changed from up to crashed" in log or "Process exited with status" in log
+    log = server.heroku("logs", "-n", "1500", "-a", app).stdout
+    assert "heroku[web.2]: State changed from up to crashed" in log, log[-2000:]
+    assert "heroku[web.2]: State changed from starting to up" in log
+    assert "heroku[router]: at=info method=GET" in log and "dyno=web.3" in log
 
     server.heroku("ps:scale", "web=1", "-a", app)
     wait_for(lambda: [d["name"] for d in api.get(f"/apps/{app}/dynos")] == ["web.1"],
@@ -116,10 +118,16 @@ def test_app_that_crashes_at_boot_gives_h10(server, api, tmp_path):
                             capture_output=True, text=True, env={"GIT_TERMINAL_PROMPT": "0",
                                                                  "PATH": "/usr/bin:/bin"})
     assert pushed.returncode == 0, pushed.stderr
-    crashed = wait_for(lambda: (r := through_router(server, app)).status_code == 503 and r,
-                       timeout=30, what="H10")
-    assert "application error" in crashed.text.lower()
-    wait_for(lambda: "booting and failing" in server.log(), what="the app's output logged")
+    def h10() -> str | None:
+        response = through_router(server, app)
+        logs = server.heroku("logs", "-a", app).stdout
+        return response.status_code == 503 and "heroku[router]: at=error code=H10" in logs and (
+            logs if "application error" in response.text.lower() else None)
+
+    logs = wait_for(h10, timeout=60, what="H10 from the router")
+    assert 'desc="App crashed"' in logs
+    assert "app[web.1]: booting and failing" in logs
+    assert "heroku[web.1]: Process exited with status 1" in logs
 
 
 def test_redeploy_under_load_fails_no_request(server, api, tmp_path):

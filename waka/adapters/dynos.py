@@ -71,11 +71,9 @@ class DockerDynos:
             "HOME": "/app",
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         }
-        # bash -c as on Heroku, after sourcing the buildpacks' .profile.d; exec so that the
-        # process gets SIGTERM itself when the dyno stops.
-        script = (
-            f'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; exec {spec.command}'
-        )
+        # `bash -c COMMAND` as on Heroku, after sourcing the buildpacks' .profile.d. Not
+        # `exec`: that would change what a compound command means (`exec a; b` never runs b).
+        script = 'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; ' + spec.command
         container = self.client.containers.create(
             self.image,
             ["bash", "-c", script],

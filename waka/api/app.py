@@ -23,6 +23,7 @@ from waka.api.routes import (
     domains,
     dynos,
     formation,
+    logs,
     releases,
 )
 from waka.bootstrap import Platform
@@ -83,6 +84,7 @@ def create_api(platform: Platform) -> Starlette:
         *collaborators.routes(platform),
         *builds.routes(platform),
         *domains.routes(platform),
+        *logs.routes(platform, platform.logplex),
         *git.routes(platform),
     ]
     api = Starlette(

@@ -35,6 +35,9 @@ log = logging.getLogger("waka.dyno_manager")
 BOOT_TIMEOUT = 60.0
 SLEEP_AFTER = 30 * 60.0  # eco dynos sleep after this long without a request, as on Heroku
 STOP_GRACE = 10  # seconds between SIGTERM and SIGKILL
+# A dyno taken out of routing gets SIGTERM only after this long, so that requests the router
+# already sent it can finish: a redeploy or a scale-down fails no request.
+DRAIN = 2.0
 MAX_BACKOFF = 60.0
 
 LogFn = Callable[[str, str, str, str], None]  # app_id, source, dyno, message
@@ -342,6 +345,8 @@ class DynoManager:
         self.log_line(dyno.app_id, "heroku", dyno.name, message)
 
         def stop() -> None:
+            if dyno.running and dyno.process_type == "web":
+                time.sleep(DRAIN)
             code = self.dynos.stop(dyno.container_id, timeout=STOP_GRACE)
             if code is not None:
                 self.log_line(

@@ -34,17 +34,27 @@ H80 = Code("H80", "Maintenance mode", "info")
 
 
 # The checks below use translate, not `in`: for bytes it is the cheaper test by far.
-def _quote(text: bytes) -> bytes:
+def quote(text: bytes) -> bytes:
+    """A value between double quotes."""
     if len(text.translate(None, b'"\\')) != len(text):
         return text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
     return text
 
 
+_tokens: dict[bytes, bytes] = {}  # Host values seen -> as logged: the same few come again
+
+
 def _token(text: bytes) -> bytes:
     """A bare value: no spaces or quotes that would break the key=value format."""
-    if len(text.translate(None, b' "')) != len(text):
-        return text.replace(b" ", b"%20").replace(b'"', b"%22")
-    return text
+    token = _tokens.get(text)
+    if token is None:
+        token = text
+        if len(text.translate(None, b' "')) != len(text):
+            token = text.replace(b" ", b"%20").replace(b'"', b"%22")
+        if len(_tokens) > 4096:
+            _tokens.clear()
+        _tokens[text] = token
+    return token
 
 
 def _ms(seconds: float | None) -> bytes:
@@ -53,6 +63,10 @@ def _ms(seconds: float | None) -> bytes:
     return b"%dms" % (seconds * 1000 + 0.5)
 
 
+_INFO_MS = (
+    b'at=info method=%s path="%s" host=%s request_id=%s fwd="%s" dyno=%s connect=%dms '
+    b"service=%dms status=%d bytes=%d protocol=http"
+)
 _INFO = (
     b'at=info method=%s path="%s" host=%s request_id=%s fwd="%s" dyno=%s connect=%s '
     b"service=%s status=%d bytes=%s protocol=http"
@@ -61,6 +75,37 @@ _ERROR = (
     b'at=%s code=%s desc="%s" method=%s path="%s" host=%s request_id=%s fwd="%s" dyno=%s '
     b"connect=%s service=%s status=%d bytes=%s protocol=http"
 )
+
+
+def info_line(
+    method: bytes,
+    path: bytes,
+    host: bytes,
+    request_id: bytes,
+    fwd: bytes,
+    status: int,
+    dyno: bytes,
+    connect: float,
+    service: float,
+    sent: int,
+) -> str:
+    """router_line for a request a dyno answered, the router's most frequent line: `fwd` is
+    to be quote()d by the caller when it may hold quotes (a client's X-Forwarded-For)."""
+    return (
+        _INFO_MS
+        % (
+            method,
+            quote(path),
+            _token(host),
+            request_id,
+            fwd,
+            dyno,
+            connect * 1000 + 0.5,
+            service * 1000 + 0.5,
+            status,
+            sent,
+        )
+    ).decode("latin-1")
 
 
 def router_line(
@@ -81,10 +126,10 @@ def router_line(
     needs escaping."""
     fields = (
         method,
-        _quote(path),
+        quote(path),
         _token(host),
         request_id,
-        _quote(fwd),
+        quote(fwd),
         dyno,
         b"0ms" if connect == 0.0 else _ms(connect),
         _ms(service),

@@ -55,6 +55,8 @@ from waka.router.logline import (
     H27,
     H80,
     Code,
+    info_line,
+    quote,
     router_line,
 )
 from waka.router.pool import ConnectRefused, ConnectTimeout, Pool
@@ -445,7 +447,32 @@ class Router:
     ) -> None:
         req = x.req
         reached = x.connect is not None
-        line = router_line(
+        if code is None and reached and service is not None:
+            fwd = quote(x.fwd) if req.forwarded_for else x.fwd  # else only the client's IP
+            line = info_line(
+                req.method,
+                req.target,
+                req.host,
+                x.request_id,
+                fwd,
+                status,
+                x.dyno.encode(),
+                x.connect,  # type: ignore[arg-type]
+                service,
+                x.sent,
+            )
+        else:
+            line = self._line(x, status, code, service)
+        try:
+            self.log(x.route.app_id, line)
+        except Exception:
+            logger.exception("router: the log callback failed")
+
+    @staticmethod
+    def _line(x: _Exchange, status: int, code: Code | None, service: float | None) -> str:
+        req = x.req
+        reached = x.connect is not None
+        return router_line(
             req.method,
             req.target,
             req.host,
@@ -458,10 +485,6 @@ class Router:
             x.sent if reached else None,
             code,
         )
-        try:
-            self.log(x.route.app_id, line)
-        except Exception:
-            logger.exception("router: the log callback failed")
 
     # --- coroutines: everything else ------------------------------------------------------------
 

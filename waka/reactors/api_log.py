@@ -1,0 +1,113 @@
+"""The API log: platform actions appear in the app's log as `app[api]` lines, as on Heroku.
+
+    app[api]: Deploy 1a2b3c4d by user@example.com
+    app[api]: Release v5 created by user@example.com
+    app[api]: Scaled to web@2:Standard-1X by user@example.com
+
+A follower of the ledger's notification log. The log buffer is ephemeral, so it starts at the
+newest notification and never replays old events; it keeps its position in memory only.
+Call `poll()` every half second or so, or `start()` a thread that does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from eventsourcing.application import Application
+
+from waka.domain.app import App
+from waka.logplex.logplex import Logplex
+
+log = logging.getLogger("waka.api_log")
+
+BATCH = 500
+
+
+def describe(event: Any, ledger: Application) -> Iterator[str]:
+    """The `app[api]` lines for one ledger event (none for most)."""
+    by = f"by {event.actor.get('email') or 'waka'}"
+    match event:
+        case App.Released():
+            yield f"{event.description} {by}"
+            yield f"Release v{event.version} created {by}"
+        case App.ReleaseFailed():
+            yield f"{event.description} {by}"
+            yield f"Release v{event.version} command failed {by}"
+        case App.FormationChanged():
+            yield f"Scaled to {_formation(event, ledger)} {by}"
+        case App.BuildRequested():
+            yield f"Build started {by}"
+        case App.BuildSucceeded():
+            yield "Build succeeded"
+        case App.BuildFailed():
+            yield "Build failed"
+
+
+def _formation(event: Any, ledger: Application) -> str:
+    """Heroku names the whole formation after the change: `web@2:Standard-1X worker@0:...`."""
+    try:
+        app = ledger.repository.get(event.originator_id, version=event.originator_version)
+        formation = app.formation
+    except Exception:  # the change itself still says what moved
+        formation = {u["type"]: u for u in event.updates}
+    return " ".join(
+        f"{kind}@{f.get('quantity', '')}:{f.get('size', '')}".rstrip(":")
+        for kind, f in sorted(formation.items())
+    )
+
+
+class ApiLog:
+    def __init__(self, ledger: Application, logplex: Logplex, interval: float = 0.5) -> None:
+        self.ledger = ledger
+        self.logplex = logplex
+        self.interval = interval
+        self.position = ledger.recorder.max_notification_id() or 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> int:
+        """Log every event since the last poll; return how many events were read."""
+        read = 0
+        with self._lock:
+            while True:
+                batch = self.ledger.recorder.select_notifications(
+                    start=self.position, limit=BATCH, inclusive_of_start=False
+                )
+                for notification in batch:
+                    self._log(self.ledger.mapper.to_domain_event(notification))
+                    self.position = notification.id
+                read += len(batch)
+                if len(batch) < BATCH:
+                    return read
+
+    def _log(self, event: Any) -> None:
+        if not isinstance(event, App.Event):
+            return
+        app_id = str(event.originator_id)
+        if isinstance(event, App.Destroyed):
+            self.logplex.forget(app_id)
+            return
+        for message in describe(event, self.ledger):
+            self.logplex.emit(app_id, "app", "api", message, at=event.timestamp)
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="api-log", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            try:
+                self.poll()
+            except Exception:  # the store may be briefly unavailable: the next poll catches up
+                log.exception("api log poll failed")
