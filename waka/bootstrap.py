@@ -24,6 +24,7 @@ from waka.router import Backend, Route, RouteTable
 if TYPE_CHECKING:
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
+    from waka.logplex.drains import DrainForwarder
     from waka.reactors.builder import Builder
     from waka.reactors.dyno_manager import DynoManager, RouteUpdate
 
@@ -80,6 +81,12 @@ class Platform:
                 web_url=self.settings.web_url,
             ),
         )
+
+    @cached_property
+    def drains(self) -> DrainForwarder:
+        from waka.logplex.drains import DrainForwarder
+
+        return DrainForwarder(self.logplex, self.store)
 
     @cached_property
     def dyno_manager(self) -> DynoManager:

@@ -230,6 +230,7 @@ async def _serve(platform, host: str) -> None:
 
     api_log = ApiLog(platform.ledger, platform.logplex)  # app[api] lines from the ledger
     api_log.start()
+    platform.drains.start()
     follower = asyncio.create_task(follow_ledger())
     building = asyncio.create_task(asyncio.to_thread(build_forever))
     manager = None
@@ -264,6 +265,7 @@ async def _serve(platform, host: str) -> None:
     platform.builder.wakeup.set()
     routing.cancel()
     api_log.stop()
+    platform.drains.stop()
     await follower
     await building
     if managing is not None:

@@ -207,3 +207,71 @@ def test_eco_app_sleeps_and_wakes_on_a_request(heroku_cli, tmp_path_factory):
     finally:
         api.close()
         sleepy.stop_cleanly()
+
+
+def test_logs_tail_shows_a_requests_router_line_within_a_second(server, api, tmp_path):
+    app, _repo = deploy(server, api, tmp_path)
+    tail = subprocess.Popen(
+        [str(server.heroku_cli), "logs", "--tail", "-a", app],
+        env=server.heroku_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    seen: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert tail.stdout is not None
+        for line in tail.stdout:
+            seen.append((time.monotonic(), line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("app[api]" in line or "heroku[" in line for _, line in seen),
+                 timeout=30, what="the tail to start")
+        marker = f"/tail-check-{time.monotonic_ns()}"
+        sent = time.monotonic()
+        assert through_router(server, app, marker).status_code == 200
+        arrived = wait_for(
+            lambda: next((at for at, line in seen
+                          if "heroku[router]: at=info" in line and marker in line), None),
+            timeout=10, what="the router line in the tail")
+        assert arrived - sent < 1.0, f"router line took {arrived - sent:.2f} s"
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
+
+    dyno_only = server.heroku("logs", "--dyno", "web.1", "-a", app).stdout
+    assert "app[web.1]" in dyno_only and "heroku[router]" not in dyno_only
+    assert "heroku[router]" not in server.heroku("logs", "--source", "app", "-a", app).stdout
+
+
+def test_syslog_drain_receives_the_apps_lines(server, api, tmp_path):
+    import socket as sockets
+
+    app, _repo = deploy(server, api, tmp_path)
+    listener = sockets.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received = bytearray()
+
+    def accept() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            while chunk := connection.recv(65536):
+                received.extend(chunk)
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"syslog://127.0.0.1:{port}"
+    server.heroku("drains:add", url, "-a", app)
+    assert url in server.heroku("drains", "-a", app).stdout
+    marker = f"/drain-check-{time.monotonic_ns()}"
+
+    def delivered() -> bool:
+        through_router(server, app, marker)
+        return marker.encode() in received
+
+    wait_for(delivered, timeout=30, what="the router line at the syslog drain")
+    frame = bytes(received).split(b"\n")[0]
+    assert frame.split(b" ", 1)[0].isdigit(), frame  # octet-counted RFC 5424 framing
+    server.heroku("drains:remove", url, "-a", app)
+    assert url not in server.heroku("drains", "-a", app).stdout
+    listener.close()

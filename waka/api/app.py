@@ -84,7 +84,7 @@ def create_api(platform: Platform) -> Starlette:
         *collaborators.routes(platform),
         *builds.routes(platform),
         *domains.routes(platform),
-        *logs.routes(platform, platform.logplex),
+        *logs.routes(platform, platform.logplex, drains=platform.drains),
         *git.routes(platform),
     ]
     api = Starlette(

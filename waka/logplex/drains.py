@@ -289,10 +289,12 @@ class DrainForwarder:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._refresher: threading.Thread | None = None
+        self._running = False  # refresh() starts drain threads only between start and stop
         self._unlisten: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._stopping.clear()
+        self._running = True
         self.refresh()
         self._unlisten = self.logplex.listen(self._on_line)
         self._refresher = threading.Thread(target=self._refresh_forever, name="drains", daemon=True)
@@ -300,6 +302,7 @@ class DrainForwarder:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
+        self._running = False
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
@@ -314,13 +317,15 @@ class DrainForwarder:
             worker.join(timeout)
 
     def refresh(self) -> None:
-        """Match the drain threads to the read model now."""
+        """Match the drain threads to the read model now (a no-op unless started)."""
+        if not self._running:
+            return
         wanted = {
             r["id"]: Drain(id=r["id"], app_id=r["app_id"], url=r["url"], token=r["token"])
             for r in all_drains(self.store)
         }
         with self._lock:
-            if self._stopping.is_set():
+            if not self._running:
                 return
             for drain_id in [d for d in self._workers if d not in wanted]:
                 self._workers.pop(drain_id).stop()

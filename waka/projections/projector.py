@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from eventsourcing.application import Application
 
+from waka.logplex.drains_projection import DrainsProjection
 from waka.projections.accounts import AccountsProjection
 from waka.projections.apps import AppsProjection
 from waka.projections.base import Projection
@@ -39,6 +40,7 @@ def all_projections() -> list[Projection]:
         AccountsProjection(),
         BuildsProjection(),
         DomainsProjection(),
+        DrainsProjection(),
     ]
 
 

@@ -48,8 +48,9 @@ def _session_params(body: dict[str, Any]) -> tuple[int, str | None, str | None, 
     lines = body.get("lines")
     if lines is None:
         lines = DEFAULT_LINES
-    if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= BUFFER_LINES:
-        raise invalid(f"lines must be a whole number from 1 to {BUFFER_LINES}.")
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+        raise invalid("lines must be a whole number of at least 1.")
+    lines = min(lines, BUFFER_LINES)  # as on Heroku: the buffer holds no more than this
     source = body.get("source")
     if source is not None and source not in SOURCES:
         raise invalid(f"source must be one of: {', '.join(SOURCES)}.")
