@@ -264,3 +264,10 @@ def test_internal_error_is_opaque(platform: Platform) -> None:
     response = api.get("/apps/shop")
     assert error_of(response)[:2] == (500, "internal_server_error")
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_dyno_sizes(api: Api) -> None:
+    sizes = api.get("/dyno-sizes").json()
+    assert [s["name"] for s in sizes][:3] == ["Eco", "Basic", "Standard-1X"]
+    assert api.get("/dyno-sizes/standard-2x").json()["memory"] == 1.0
+    assert api.get("/dyno-sizes/huge").status_code == 404

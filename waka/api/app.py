@@ -21,6 +21,7 @@ from waka.api.routes import (
     collaborators,
     config_vars,
     domains,
+    dyno_sizes,
     dynos,
     formation,
     logs,
@@ -84,6 +85,7 @@ def create_api(platform: Platform) -> Starlette:
         *collaborators.routes(platform),
         *builds.routes(platform),
         *domains.routes(platform),
+        *dyno_sizes.routes(platform),
         *logs.routes(platform, platform.logplex, drains=platform.drains),
         *git.routes(platform),
     ]
