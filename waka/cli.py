@@ -11,9 +11,15 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from waka.config import Settings
+
+if TYPE_CHECKING:
+    from waka.domain.account import Account
+    from waka.ledger import Ledger
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,31 +93,35 @@ def _bootstrap(args: argparse.Namespace):
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
-    from waka.domain.errors import DomainError
-
-    platform = _bootstrap(args)
-    try:
-        account, key = platform.ledger.register_user(args.email, args.name)
-    except DomainError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1
-    platform.projector.catch_up()
-    print(f"Created user {account.email} ({account.id}). API key:")
-    print(key)
-    return 0
+    return _issue_key(
+        args,
+        lambda ledger: ledger.register_user(args.email, args.name),
+        "Created user {account.email} ({account.id}). API key:",
+    )
 
 
 def cmd_users_regenerate(args: argparse.Namespace) -> int:
+    return _issue_key(
+        args,
+        lambda ledger: ledger.regenerate_api_key(args.email),
+        "New API key for {account.email}; the old one no longer works:",
+    )
+
+
+def _issue_key(
+    args: argparse.Namespace, command: Callable[[Ledger], tuple[Account, str]], headline: str
+) -> int:
+    """Run a ledger command that makes an API key; print the key as the last line."""
     from waka.domain.errors import DomainError
 
     platform = _bootstrap(args)
     try:
-        account, key = platform.ledger.regenerate_api_key(args.email)
+        account, key = command(platform.ledger)
     except DomainError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 1
     platform.projector.catch_up()
-    print(f"New API key for {account.email}; the old one no longer works:")
+    print(headline.format(account=account))
     print(key)
     return 0
 
