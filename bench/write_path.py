@@ -1,0 +1,313 @@
+"""Where a write's time goes, in-process (no HTTP), on SQLite and PostgreSQL.
+
+`api_latency.py` measures a PATCH /apps/:app/config-vars from outside; this takes the same
+work apart inside one process, on an app with a realistic config:
+
+1. phases of one config change, one at a time: load the App (latest snapshot + the events
+   after it), the domain call, save (append ConfigChanged + Released; a snapshot every 100
+   versions), and the projector's catch-up that the API runs before answering; plus the
+   read-model queries a request makes (API key lookup, app by name, its config vars) and the
+   cost of one fdatasync on the disk that holds WAKA_HOME;
+2. the same phases with the eventsourcing aggregate cache on (AGGREGATE_CACHE_MAXSIZE), which
+   waka does not set today: it shows what loading costs in a write;
+3. 8 threads writing at once, all to one app or each to its own, counting how many saves each
+   write took (a save that loses the optimistic-concurrency race is retried on fresh state).
+
+    python bench/write_path.py            # full run, both backends (~30 s)
+    python bench/write_path.py --quick    # a few seconds
+    python bench/write_path.py --backend sqlite
+
+PostgreSQL: $WAKA_BENCH_DATABASE_URL, default
+postgresql://postgres:postgres@127.0.0.1:5432/postgres (a fresh schema, dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
+
+from machine import CpuWatch, describe  # noqa: E402
+
+from waka.bootstrap import Platform, bootstrap  # noqa: E402
+from waka.config import Settings  # noqa: E402
+from waka.domain.account import hash_api_key  # noqa: E402
+from waka.ledger import Ledger  # noqa: E402
+from waka.projections.accounts import account_by_key_hash  # noqa: E402
+from waka.projections.apps import find_app  # noqa: E402
+from waka.projections.config_vars import config_of  # noqa: E402
+
+DEFAULT_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
+WRITERS = 8
+
+
+class CountingLedger(Ledger):
+    """The Ledger, counting calls to save (a retried command saves more than once)."""
+
+    name = "waka"  # same tables and env prefix as the Ledger
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.saves = 0
+        self._count_lock = threading.Lock()
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        with self._count_lock:
+            self.saves += 1
+        return super().save(*objs, **kwargs)
+
+
+@contextlib.contextmanager
+def settings_for(backend: str, database_url: str) -> Iterator[Settings]:
+    with tempfile.TemporaryDirectory(prefix="waka-bench-") as home:
+        if backend == "sqlite":
+            yield Settings(home=Path(home))
+            return
+        import psycopg
+        from psycopg import sql
+
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            yield Settings(home=Path(home), database_url=database_url, database_schema=schema)
+        finally:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
+
+
+@dataclass
+class Row:
+    backend: str
+    what: str
+    p50_ms: float | None
+    p90_ms: float | None = None
+    note: str = ""
+
+
+def summarize(backend: str, samples: dict[str, list[float]], prefix: str = "") -> list[Row]:
+    rows = []
+    for what, values in samples.items():
+        ordered = sorted(values)
+        rows.append(
+            Row(
+                backend,
+                prefix + what,
+                statistics.median(ordered) * 1000,
+                ordered[int(len(ordered) * 0.9)] * 1000,
+            )
+        )
+    return rows
+
+
+def fdatasync_cost(directory: Path, times: int) -> list[float]:
+    path = directory / "fsync-probe"
+    samples = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for _ in range(times):
+            os.write(fd, b"x" * 4096)
+            began = time.perf_counter()
+            os.fdatasync(fd)
+            samples.append(time.perf_counter() - began)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return samples
+
+
+def phases(
+    platform: Platform, ledger: Ledger, app_id: uuid.UUID, actor: Any, key: str, n: int
+) -> dict[str, list[float]]:
+    """Time the parts of `n` config changes (after a tenth as many to warm up)."""
+    names = ("load App", "domain call", "save (append)", "projector catch-up", "write total")
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    reads: dict[str, list[float]] = {"query: API key": [], "query: app": [], "query: config": []}
+    clock = time.perf_counter
+    key_hash = hash_api_key(key)
+    warmup = max(5, n // 10)
+    for i in range(warmup + n):
+        t0 = clock()
+        app = ledger.get_app(app_id)
+        t1 = clock()
+        app.set_config({"COUNTER": str(i)}, actor)
+        t2 = clock()
+        ledger.save(app)
+        t3 = clock()
+        platform.projector.catch_up()
+        t4 = clock()
+        account_by_key_hash(platform.store, key_hash)
+        t5 = clock()
+        find_app(platform.store, "bench-app-0")
+        t6 = clock()
+        config_of(platform.store, str(app_id))
+        t7 = clock()
+        if i >= warmup:
+            for name, took in zip(
+                names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True
+            ):
+                samples[name].append(took)
+            for name, took in zip(reads, (t5 - t4, t6 - t5, t7 - t6), strict=True):
+                reads[name].append(took)
+    return {**samples, **reads}
+
+
+def contention(
+    platform: Platform, ledger: CountingLedger, app_ids: list[uuid.UUID], actor: Any, each: int
+) -> tuple[float, float]:
+    """WRITERS threads each make `each` config changes (command + catch-up, as the API does)
+    to the apps given (one shared app, or one each). Returns writes/s and saves per write."""
+    saves_before = ledger.saves
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        app_id = app_ids[w % len(app_ids)]
+        try:
+            for i in range(each):
+                ledger.set_config(actor, app_id, {"COUNTER": f"{w}-{i}"})
+                platform.projector.catch_up()
+        except BaseException as error:  # report after the run
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    writes = WRITERS * each
+    return writes / elapsed, (ledger.saves - saves_before) / writes
+
+
+def bench_backend(backend: str, settings: Settings, n: int) -> list[Row]:
+    platform = bootstrap(settings)
+    env = settings.eventsourcing_env()
+    ledger = CountingLedger(env=env)
+    cached = CountingLedger(env={**env, "AGGREGATE_CACHE_MAXSIZE": "1000"})
+    rows: list[Row] = []
+    try:
+        account, key = ledger.register_user("bench@example.com")
+        actor = account.as_actor()
+        apps = [ledger.create_app(actor, f"bench-app-{w}") for w in range(WRITERS)]
+        settings_vars = {f"SETTING_{k:02d}": "x" * 40 for k in range(15)}
+        for app in apps:
+            ledger.set_config(actor, app.id, settings_vars)
+        platform.projector.catch_up()
+        app_id = apps[0].id
+
+        sync = fdatasync_cost(settings.home, max(20, n // 2))
+        rows += summarize(backend, {"fdatasync of 4 KiB (disk of WAKA_HOME)": sync})
+        rows += summarize(backend, phases(platform, ledger, app_id, actor, key, n))
+        cached_phases = phases(platform, cached, app_id, actor, key, n)
+        rows += summarize(
+            backend,
+            {k: v for k, v in cached_phases.items() if not k.startswith("query")},
+            "with aggregate cache: ",
+        )
+        print(f"  {backend}: phases done", file=sys.stderr, flush=True)
+
+        each = max(5, n // 8)
+        for label, ids in (("one app", [app_id]), (f"{WRITERS} apps", [a.id for a in apps])):
+            rate, saves = contention(platform, ledger, ids, actor, each)
+            rows.append(
+                Row(
+                    backend,
+                    f"{WRITERS} threads writing, {label}",
+                    None,
+                    None,
+                    f"{rate:.0f} writes/s, {saves:.2f} saves per write",
+                )
+            )
+    finally:
+        cached.close()
+        ledger.close()
+        platform.close()
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("backend", "what", "p50 ms", "p90 ms", "note")
+    cells = [
+        (
+            r.backend,
+            r.what,
+            "" if r.p50_ms is None else f"{r.p50_ms:.2f}",
+            "" if r.p90_ms is None else f"{r.p90_ms:.2f}",
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    numeric = {2, 3}
+
+    def line(values: tuple[str, ...]) -> str:
+        padded = [
+            v.rjust(w) if i in numeric else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)]
+    print(line(header))
+    print("|" + "|".join(rule) + "|")
+    for c in cells:
+        print(line(c))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds, to check it works")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+
+    n = 40 if args.quick else 400
+    database_url = os.environ.get("WAKA_BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    machine = describe(database_url if "postgres" in backends else None)
+    for line in machine:
+        print(f"  {line}", file=sys.stderr, flush=True)
+    rows: list[Row] = []
+    others: list[str] = []
+    for backend in backends:
+        watch = CpuWatch()
+        watch.start()
+        with settings_for(backend, database_url) as settings:
+            rows += bench_backend(backend, settings, n)
+        others.append(f"{watch.others_share():.0%} during the {backend} run")
+
+    print()
+    print(
+        f"waka write path, in-process ({'quick' if args.quick else 'full'} run; {n} config "
+        f"changes per phase table; {WRITERS} threads x {max(5, n // 8)} writes for contention; "
+        "each write: command + projector catch-up, as the API makes it)"
+    )
+    print("\n".join(machine))
+    print(
+        "CPU used by other processes (not this one, its children or PostgreSQL; over 5% "
+        f"means noisy figures): {', '.join(others)}"
+    )
+    print()
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
