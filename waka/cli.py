@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         help="router port: apps answer at http://<app>.localhost:PORT (8080)",
     )
     up.add_argument("--host", default="localhost", help="address to listen on (localhost)")
+    up.add_argument(
+        "--rendezvous-port",
+        type=int,
+        default=None,
+        help="TLS port `heroku run` attaches to (5001, or a free one if that is taken)",
+    )
 
     create = commands.add_parser("users:create", help="create a user; prints its API key last")
     create.add_argument("email")
@@ -190,19 +196,29 @@ def cmd_up(args: argparse.Namespace) -> int:
             flush=True,
         )
     try:
-        asyncio.run(_serve(platform, args.host))
+        asyncio.run(_serve(platform, args.host, args.rendezvous_port))
     finally:
         platform.close()
     print("waka: stopped", flush=True)
     return 0
 
 
-async def _serve(platform, host: str) -> None:
+async def _serve(platform, host: str, rendezvous_port: int | None = None) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
     from waka.api.app import create_api
+    from waka.api.routes import run
+    from waka.rendezvous import start_rendezvous
     from waka.router import Router
+
+    try:
+        rendezvous = await start_rendezvous(
+            platform.settings.home, host, rendezvous_port, platform.settings.public_host
+        )
+    except OSError as error:
+        print(f"waka: cannot listen for `heroku run`: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
     config = Config()
     config.bind = _binds(host, platform.settings.api_port)
@@ -241,6 +257,8 @@ async def _serve(platform, host: str) -> None:
     api_log = ApiLog(platform.ledger, platform.logplex)  # app[api] lines from the ledger
     api_log.start()
     platform.drains.start()
+    rendezvousing = asyncio.create_task(rendezvous.serve_forever())
+    recovering = asyncio.create_task(asyncio.to_thread(run.recover, platform))  # old one-offs
     follower = asyncio.create_task(follow_ledger())
     building = asyncio.create_task(asyncio.to_thread(build_forever))
     manager = None
@@ -270,10 +288,16 @@ async def _serve(platform, host: str) -> None:
         managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
     print(f"waka: API on http://{host}:{platform.settings.api_port}", flush=True)
     print(f"waka: router on http://<app>.{host}:{platform.settings.router_port}", flush=True)
-    await serve(create_api(platform), config, shutdown_trigger=stop.wait)
+    ca = platform.settings.home / "tls" / "ca.pem"
+    print(f"waka: heroku run on port {rendezvous.port}; NODE_EXTRA_CA_CERTS={ca}", flush=True)
+    await serve(create_api(platform, rendezvous), config, shutdown_trigger=stop.wait)
     stop.set()
     platform.builder.wakeup.set()
     routing.cancel()
+    rendezvousing.cancel()  # ends attached one-offs: their users are cut off anyway
+    with contextlib.suppress(asyncio.CancelledError):
+        await rendezvousing
+    await recovering
     api_log.stop()
     platform.drains.stop()
     await follower

@@ -26,8 +26,10 @@ from waka.api.routes import (
     formation,
     logs,
     releases,
+    run,
 )
 from waka.bootstrap import Platform
+from waka.rendezvous import RendezvousServer
 
 log = logging.getLogger("waka.api")
 
@@ -74,13 +76,14 @@ async def _crashed(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_api(platform: Platform) -> Starlette:
+def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -> Starlette:
     routes = [
         *account.routes(platform),
         *apps.routes(platform),
         *config_vars.routes(platform),
         *releases.routes(platform),
         *formation.routes(platform),
+        *run.routes(platform, rendezvous),  # POST /apps/{app}/dynos; GET/DELETE are in dynos
         *dynos.routes(platform),
         *collaborators.routes(platform),
         *builds.routes(platform),
