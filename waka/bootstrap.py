@@ -52,9 +52,11 @@ class Platform:
     def runtime(self) -> Runtime:
         """Docker when the engine and the stack image are there, else host processes.
         Chosen on first use, so the API and the tests that never build never ask Docker."""
-        from waka.adapters.runtime import default_runtime
+        from waka.adapters.runtime import ProcessRuntime, default_runtime
         from waka.adapters.stack import STACK_IMAGE
 
+        if self.settings.runtime == "process":
+            return ProcessRuntime()
         return default_runtime(STACK_IMAGE)
 
     @cached_property
@@ -90,21 +92,24 @@ class Platform:
 
     @cached_property
     def dyno_manager(self) -> DynoManager:
-        """Dynos run in Docker containers of the stack image (RuntimeUnavailable without)."""
+        """Dynos in Docker containers of the stack image; as host processes (no isolation)
+        when there is no engine or image, or when WAKA_RUNTIME=process."""
         from waka.adapters.dynos import DockerDynos
-        from waka.adapters.runtime import RuntimeUnavailable, docker_client
+        from waka.adapters.process_dynos import ProcessDynos
+        from waka.adapters.runtime import docker_client
         from waka.adapters.stack import STACK_IMAGE, image_exists
         from waka.reactors.dyno_manager import DynoManager
 
-        client = docker_client()
-        if client is None or not image_exists(client, STACK_IMAGE):
-            raise RuntimeUnavailable(
-                f"dynos need a Docker engine with the image {STACK_IMAGE} (`waka stack build`)"
-            )
+        dynos: DockerDynos | ProcessDynos
+        client = None if self.settings.runtime == "process" else docker_client()
+        if client is not None and image_exists(client, STACK_IMAGE):
+            dynos = DockerDynos(client, STACK_IMAGE, self.settings.platform_id)
+        else:
+            dynos = ProcessDynos(self.settings.home / "dynos")
         return DynoManager(
             self.store,
             self.slugs,
-            DockerDynos(client, STACK_IMAGE, self.settings.platform_id),
+            dynos,
             log_line=self.emit_log,
             route=self.update_route,
             sleep_after=self.settings.sleep_after,

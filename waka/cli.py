@@ -261,16 +261,11 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     recovering = asyncio.create_task(asyncio.to_thread(run.recover, platform))  # old one-offs
     follower = asyncio.create_task(follow_ledger())
     building = asyncio.create_task(asyncio.to_thread(build_forever))
-    manager = None
-    try:
-        manager = platform.dyno_manager
-    except RuntimeError as error:  # no Docker engine or stack image
-        print(f"waka: no dynos will run: {error}", flush=True)
+    manager = platform.dyno_manager
+    print(f"waka: dynos run as {manager.dynos.kind}", flush=True)
 
     async def wake(app_id: str) -> None:
         """A request for a sleeping app: start its dynos; return once one is routed."""
-        if manager is None:
-            return
         manager.wake(app_id)
         while not ((route := platform.routes.get(app_id)) and route.backends):
             await asyncio.sleep(0.05)
@@ -280,12 +275,9 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
         log=lambda app_id, line: platform.logplex.emit(app_id, "heroku", "router", line),
         wake=wake,
     )
-    if manager is not None:
-        manager.last_request = router.last_request.get
+    manager.last_request = router.last_request.get
     routing = asyncio.create_task(router.serve(host, platform.settings.router_port))
-    managing = None
-    if manager is not None:
-        managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
+    managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
     print(f"waka: API on http://{host}:{platform.settings.api_port}", flush=True)
     print(f"waka: router on http://<app>.{host}:{platform.settings.router_port}", flush=True)
     ca = platform.settings.home / "tls" / "ca.pem"
@@ -302,9 +294,9 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     platform.drains.stop()
     await follower
     await building
-    if managing is not None:
-        platform.wake_dyno_manager()
-        await managing
+    platform.wake_dyno_manager()
+    await managing
+    manager.dynos.shutdown()
 
 
 def _unbindable(bind: str) -> str | None:

@@ -20,6 +20,7 @@ class Settings:
     public_host: str = "localhost"
     build_memory_mb: int = 2048
     sleep_after: float = 1800.0  # seconds without a request before eco dynos sleep
+    runtime: str = "auto"  # auto (Docker when there), docker, or process (no isolation)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -34,6 +35,7 @@ class Settings:
             router_port=int(env.get("WAKA_ROUTER_PORT") or 8080),
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
             sleep_after=float(env.get("WAKA_SLEEP_AFTER") or 1800),
+            runtime=env.get("WAKA_RUNTIME") or "auto",
         )
 
     @property

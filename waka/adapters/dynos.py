@@ -56,6 +56,8 @@ class ObservedDyno:
 
 
 class DockerDynos:
+    kind = "Docker containers of the stack image"
+
     def __init__(self, client: Any, image: str, platform_id: str) -> None:
         self.client = client
         self.image = image
@@ -128,6 +130,9 @@ class DockerDynos:
                 )
             )
         return found
+
+    def shutdown(self) -> None:
+        """When waka stops, its dynos keep running; the next start adopts them."""
 
     def stop(self, container_id: str, timeout: int = 10) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` seconds, as on Heroku; then remove it."""

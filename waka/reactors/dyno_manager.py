@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from waka.adapters.dynos import DockerDynos, DynoSpec, ObservedDyno, port_open
+from waka.adapters.process_dynos import ProcessDynos
 from waka.adapters.slugs import SlugStore
 from waka.domain import rules
 from waka.projections.config_vars import config_of
@@ -75,7 +76,7 @@ class DynoManager:
         self,
         store: ReadStore,
         slugs: SlugStore,
-        dynos: DockerDynos,
+        dynos: DockerDynos | ProcessDynos,
         *,
         log_line: LogFn,
         route: Callable[[RouteUpdate], None],
