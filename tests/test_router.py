@@ -25,12 +25,31 @@ TIMEOUT = 10.0  # no test should come near this: it turns a hang into a failure
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+try:
+    import uvloop
+except ImportError:  # the router works without it: the tests then run on asyncio's loop only
+    uvloop = None
+_loop = "asyncio"
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest) -> None:
+    """Each test runs on both event loops the router may get (eventloop.run picks uvloop)."""
+    global _loop
+    if request.param == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed")
+    _loop = request.param
+
+
 def run(coro: Awaitable[None]) -> None:
     async def bounded() -> None:
         async with asyncio.timeout(TIMEOUT):
             await coro
 
-    asyncio.run(bounded())
+    if _loop == "uvloop":
+        uvloop.run(bounded())
+    else:
+        asyncio.run(bounded())
 
 
 # --- dynos ------------------------------------------------------------------------------------
@@ -462,6 +481,38 @@ def test_a_refusing_dyno_is_skipped_and_all_refusing_is_h21() -> None:
     run(main())
 
 
+def test_a_dyno_too_slow_to_accept_is_h19_and_skipped() -> None:
+    """A listening socket whose accept queue is full (nobody accepts) lets connects hang."""
+    with socket.socket() as full:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)
+        fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(full.getsockname())
+            fillers.append(filler)
+        stuck = Backend(LOOPBACK, full.getsockname()[1], "web.1")
+
+        async def main() -> None:
+            async with dyno(echo_dyno("live")) as live, router(connect_timeout=0.2) as r:
+                r.table.set_app(app((stuck,)))
+                reply = await get(r.port)
+                assert reply.status == 503
+                (line,) = r.lines()
+                assert error_line("H19", "Backend connection timeout").fullmatch(line), line
+                r.table.set_app(app((stuck, live.backend("web.2"))))
+                for _ in range(4):
+                    assert (await get(r.port)).json()["name"] == "live"
+
+        try:
+            run(main())
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 # --- streaming and connections -----------------------------------------------------------------
 
 
@@ -595,14 +646,28 @@ def test_keep_alive_two_requests_on_one_connection_and_dyno_connection_reused() 
             client = await Client.open(r.port)
             client.send("/one")
             assert (await client.reply()).json()["path"] == "/one"
-            client.send("/two")
-            assert (await client.reply()).json()["path"] == "/two"
+            client.send("/two", method="POST", body=b"a small body")
+            two = (await client.reply()).json()
+            assert two["path"] == "/two" and two["body_len"] == 12
+            assert "connection" not in two["headers"]  # hop-by-hop: the router's own business
             client.send("/three", headers={"Connection": "close"})
             last = await client.reply()
             assert last.json()["path"] == "/three"
             assert last.headers["connection"] == "close"
             assert await client.closed()
             assert web.connections == 1  # the router kept its connection to the dyno too
+
+            old = await Client.open(r.port)  # HTTP/1.0 keeps the connection when asked to
+            for path in ("/a", "/b"):
+                old.send(path, version="HTTP/1.0", headers={"Connection": "keep-alive"})
+                reply = await old.reply()
+                assert reply.json()["path"] == path
+                assert reply.headers["connection"] == "keep-alive"
+            old.send("/c", version="HTTP/1.0")
+            assert (await old.reply()).headers["connection"] == "close"
+            assert await old.closed()
+            assert web.connections == 1
+            assert len(r.lines()) == 6
 
     run(main())
 
@@ -676,6 +741,19 @@ def test_a_stale_pooled_connection_is_retried_on_a_new_one() -> None:
                 assert (await get(r.port)).body == b"fresh"
             assert web.connections == 3
             assert all(INFO_LINE.fullmatch(line) for line in r.lines())
+
+    run(main())
+
+
+def test_empty_lines_before_a_request_are_ignored() -> None:
+    async def main() -> None:
+        async with dyno(echo_dyno()) as web, router() as r:
+            r.table.set_app(app((web.backend("web.1"),)))
+            client = await Client.open(r.port)
+            for prefix in (b"\r\n", b"\r\n\r\n", b"\r\n\r\n\r\n"):
+                client.writer.write(prefix + b"GET /x HTTP/1.1\r\nHost: myapp.localhost\r\n\r\n")
+                assert (await client.reply()).json()["path"] == "/x"
+            await client.close()
 
     run(main())
 
@@ -1018,7 +1096,7 @@ def test_serve_binds_both_loopback_families(host: str) -> None:
             r = Router(table, log=lambda app, line: None)
             port = refused_port()
             serving = asyncio.create_task(r.serve(host, port))
-            await asyncio.sleep(0.1)
+            await until(lambda: r.port != 0)  # bound
             try:
                 assert (await get(port)).status == 200
                 if socket.has_ipv6:

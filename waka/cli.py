@@ -195,8 +195,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             " see `waka stack build`)",
             flush=True,
         )
+    from waka.router import eventloop  # uvloop when installed: cheaper per proxied request
+
     try:
-        asyncio.run(_serve(platform, args.host, args.rendezvous_port))
+        eventloop.run(_serve(platform, args.host, args.rendezvous_port))
     finally:
         platform.close()
     print("waka: stopped", flush=True)

@@ -47,6 +47,40 @@ _RARE_REQUEST_FIELDS = re.compile(
 _RARE_RESPONSE_FIELDS = re.compile(
     rb"\n(?:transfer-encoding|upgrade|keep-alive|proxy-[a-z]*|te|trailer):"
 )
+# The commonest heads, parsed by one regex match: none of the fields the router acts on but
+# Host (a request), or Content-Length and Connection (a response), each at most once.
+# `(?!(?i:names):)` keeps a plain field line from being one of those.
+_REQUEST_NAMES = _REQUEST_FIELDS.pattern[3 : _REQUEST_FIELDS.pattern.index(b"):")]
+_RESPONSE_NAMES = _RESPONSE_FIELDS.pattern[3 : _RESPONSE_FIELDS.pattern.index(b"):")]
+_PLAIN_REQUEST = rb"(?:(?!(?i:%s):)%s+:[^\r\n\x00]*\r\n)*+" % (_REQUEST_NAMES, _TCHAR)
+_PLAIN_RESPONSE = rb"(?:(?!(?i:%s):)%s+:[^\r\n\x00]*\r\n)*+" % (_RESPONSE_NAMES, _TCHAR)
+_HOST = rb"(?i:host):[ \t]*([^\r\n\x00]*?)[ \t]*\r\n"
+_CONNECTION = rb"(?i:connection):[ \t]*((?i:keep-alive|close))[ \t]*\r\n"
+_LENGTH = rb"(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*\r\n"
+# Groups: method, target, minor version, Host, the Connection line, its option.
+_SIMPLE_REQUEST = re.compile(
+    b"".join(
+        (
+            rb"(%s+) (/[^\x00-\x20\x7f]*) HTTP/1\.([0-9])\r\n" % _TCHAR,
+            _PLAIN_REQUEST,
+            _HOST,
+            _PLAIN_REQUEST,
+            rb"(?:(%s)%s)?" % (_CONNECTION, _PLAIN_REQUEST),
+        )
+    )
+)
+# Groups: status line, minor version, status; then Content-Length, the Connection line, its
+# option when Content-Length comes first, else the Connection line, option, Content-Length.
+_SIMPLE_RESPONSE = re.compile(
+    b"".join(
+        (
+            rb"(HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n\x00]*)?\r\n)",
+            _PLAIN_RESPONSE,
+            rb"(?:%s%s(?:(%s)%s)?" % (_LENGTH, _PLAIN_RESPONSE, _CONNECTION, _PLAIN_RESPONSE),
+            rb"|(%s)%s(?:%s%s)?)?" % (_CONNECTION, _PLAIN_RESPONSE, _LENGTH, _PLAIN_RESPONSE),
+        )
+    )
+)
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9+/=-]{20,200}")  # Heroku's rule for X-Request-Id
 _NOT_LISTABLE = {b"close", b"keep-alive", b"upgrade"}  # Connection options, not field names
 
@@ -111,6 +145,16 @@ class Request:
 
 
 def parse_request(head: bytes) -> Request:
+    simple = _SIMPLE_REQUEST.fullmatch(head)
+    if simple is not None:  # one Host, maybe a Connection after it, nothing else to act on
+        method, target, minor, host, line, option = simple.groups()
+        http10 = minor == b"0"
+        start = simple.end(3) + 2
+        if line is None:
+            return Request(method, target, http10, host, head[start:], keep_alive=not http10)
+        req = Request(method, target, http10, host, keep_alive=option.lower() == b"keep-alive")
+        req.fields = head[start : simple.start(5)] + head[simple.end(5) :]
+        return req
     line = _REQUEST_HEAD.fullmatch(head)
     if line is None:
         line = _REQUEST_LINE.match(head)
@@ -256,6 +300,29 @@ class Response:
 
 def parse_response(head: bytes, method: bytes) -> Response:
     """A dyno's response head; raises BadMessage (H17) when it cannot be relayed safely."""
+    simple = _SIMPLE_RESPONSE.fullmatch(head)
+    if simple is not None:  # at most a Content-Length and a Connection to act on
+        status_line, minor, code, length, line1, option1, _, option2, length2 = simple.groups()
+        status = int(code)
+        if minor == b"0":
+            status_line = b"HTTP/1.1" + status_line[8:]
+        resp = Response(status, status_line)
+        start = simple.end(1)
+        option = option1 or option2
+        if option is None:
+            resp.keep_alive = minor == b"1"
+            resp.fields = head[start:]
+        else:
+            resp.keep_alive = option.lower() == b"keep-alive"
+            group = 5 if line1 is not None else 7  # the Connection line: not forwarded
+            resp.fields = head[start : simple.start(group)] + head[simple.end(group) :]
+        if method == b"HEAD" or status < 200 or status in (204, 304):
+            resp.body = 0
+        elif length is not None or length2 is not None:
+            resp.body = int(length or length2)
+        else:
+            resp.keep_alive = False  # the body ends when the dyno closes the connection
+        return resp
     line = _RESPONSE_HEAD.fullmatch(head)
     if line is None:
         raise BadMessage("malformed response head")

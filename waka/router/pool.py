@@ -24,7 +24,8 @@ class ConnectTimeout(Exception):
 class Pool:
     def __init__(self, max_idle: int = 64, idle_timeout: float = 30.0) -> None:
         self.max_idle = max_idle  # per dyno
-        self.idle_timeout = idle_timeout  # below common app servers' keep-alive (Node: 5 s…)
+        # Ours; app servers often close idle connections sooner (Node: 5 s): get() skips those.
+        self.idle_timeout = idle_timeout
         self._idle: dict[Key, list[Conn]] = {}
 
     def get(self, key: Key) -> Conn | None:

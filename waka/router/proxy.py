@@ -8,9 +8,10 @@ Client connections are kept alive; requests on one are served one after the othe
 Two ways through, for speed. The common request (no body or a small one that has arrived,
 an app that is up, an idle connection to the chosen dyno, a response with a Content-Length that
 arrives whole) is served in callbacks: `_dispatch` when the request arrives, `_dyno_data` when
-the response does. No task wakes up for it, which halves the router's cost per request. Any
-other request is served by a coroutine (`_slow`, and `_stream_rest` for a response that is
-streamed), which then hands the connection back to the callbacks.
+the response does. No task wakes up for it: the two wake-ups a coroutine needs would cost as
+much as parsing both heads. Any other request is served by a coroutine (`_slow`, and
+`_stream_rest` for a response that is streamed), which then hands the connection back to the
+callbacks.
 
 Errors are Heroku's (see logline.py), each a 503 page unless the client is gone:
 H10 crashed app or failed wake, H12 no response head within first_byte_timeout, H13 the dyno
@@ -253,10 +254,7 @@ class Router:
         while client.exchange is None and client.task is None and not client.eof:
             buf = client.buf
             end = buf.find(b"\r\n\r\n")
-            if end < 0 or buf.startswith(b"\r\n"):
-                if buf.startswith(b"\r\n"):  # RFC 9112 2.2: empty lines before a request
-                    del buf[:2]
-                    continue
+            if end < 0:
                 if len(buf) > MAX_HEAD:
                     self._reject(client, 431)
                 elif client.idle_since is None:
@@ -265,6 +263,10 @@ class Router:
                 return
             head = bytes(buf[: end + 2])  # each line with its CRLF, without the blank line
             del buf[: end + 4]
+            if head[0] == 13:  # "\r": RFC 9112 2.2, empty lines before a request are ignored
+                head = head.lstrip(b"\r\n")
+                if not head:
+                    continue
             client.idle_since = None
             started = monotonic()
             try:
@@ -331,14 +333,36 @@ class Router:
             self._fast_fail(x, H17)
             return
         client = x.client
-        out, keep, rechunk = _response_head_out(req, resp, None)
         length = resp.body
         if length >= 0 and len(conn.buf) >= length:  # the whole response is here: relay it
+            if req.http10:
+                out, keep, _ = _response_head_out(req, resp, None)
+            else:
+                keep = req.keep_alive
+                out = resp.status_line + resp.fields
+                out += b"\r\n" if keep else b"Connection: close\r\n\r\n"
             data = conn.take(length) if length else b""
             client.transport.write(out + data)
-            x.sent = len(out) + len(data)
+            x.sent = sent = len(out) + len(data)
             now = monotonic()
-            self._log(x, resp.status, service=now - x.sent_at)
+            try:
+                self.log(
+                    x.route.app_id,
+                    info_line(
+                        req.method,
+                        req.target,
+                        req.host,
+                        x.request_id,
+                        quote(x.fwd) if req.forwarded_for else x.fwd,
+                        resp.status,
+                        x.dyno.encode(),
+                        0.0,
+                        now - x.sent_at,
+                        sent,
+                    ),
+                )
+            except Exception:
+                logger.exception("router: the log callback failed")
             conn.exchange = client.exchange = client.peer = None
             if resp.keep_alive and not conn.buf:
                 self._pool.put(x.key, conn, now)
@@ -349,6 +373,7 @@ class Router:
             else:
                 self._finish(client, keep, req)
             return
+        out, keep, rechunk = _response_head_out(req, resp, None)
         client.transport.write(out)  # the rest is streamed by a coroutine
         x.sent = len(out)
         conn.exchange = client.exchange = None
