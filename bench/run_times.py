@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from push_time import SAMPLE, free_port, git, run, wait_for
+from push_time import SAMPLE, free_port, git, request, run, wait_for
 
 
 class Api:
@@ -34,18 +34,7 @@ class Api:
 
     def call(self, method: str, path: str, body: object = None) -> object:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://localhost:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.key}",
-                "Content-Type": "application/json",
-                "Accept": "application/vnd.heroku+json; version=3",
-            },
-        )
-        with urllib.request.urlopen(req, timeout=30) as response:
-            raw = response.read()
+        raw = request(self.port, self.key, method, path, data)
         return json.loads(raw) if raw else None
 
     def up(self, app: str) -> int:
