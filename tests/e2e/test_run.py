@@ -275,3 +275,37 @@ def test_syslog_drain_receives_the_apps_lines(server, api, tmp_path):
     server.heroku("drains:remove", url, "-a", app)
     assert url not in server.heroku("drains", "-a", app).stdout
     listener.close()
+
+
+def test_config_change_restart_and_destroy_converge(server, api, tmp_path):
+    app, _repo = deploy(server, api, tmp_path)
+    app_id = api.get(f"/apps/{app}")["id"]
+    first = {d["id"] for d in up_dynos(api, app)}
+
+    set_output = server.heroku("config:set", "GREETING=hi", "-a", app)
+    version = int(set_output.stderr.rsplit("v", 1)[-1].split()[0])
+    wait_for(lambda: [d["release"]["version"] for d in up_dynos(api, app)] == [version],
+             what="the dyno replaced on the config change's release")
+    second = {d["id"] for d in up_dynos(api, app)}
+    assert second.isdisjoint(first)
+    env = subprocess.run(
+        ["docker", "exec", *subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=waka.app={app_id}",
+             "--filter", f"label=waka.release={version}"],
+            capture_output=True, text=True, check=True).stdout.split()[:1],
+         "printenv", "GREETING"], capture_output=True, text=True)
+    assert env.stdout.strip() == "hi", env
+
+    server.heroku("ps:restart", "web", "-a", app)
+    wait_for(lambda: (ids := {d["id"] for d in up_dynos(api, app)}) and ids.isdisjoint(second),
+             what="web restarted")
+    assert "Restart web" in " ".join(line.action for line in server.audit("--app", app))
+
+    server.heroku("apps:destroy", "-a", app, "--confirm", app)
+
+    def containers() -> list[str]:
+        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=waka.app={app_id}"],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    wait_for(lambda: containers() == [], timeout=30, what="every dyno of the destroyed app gone")
+    assert through_router(server, app).status_code == 404
