@@ -54,7 +54,6 @@ from machine import CpuWatch, describe
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
 HEROKU_ACCEPT = "application/vnd.heroku+json; version=3"
-CACHE_VAR = "AGGREGATE_CACHE_MAXSIZE"  # eventsourcing's aggregate cache; waka leaves it unset
 
 
 # --- what is measured ------------------------------------------------------------------------
@@ -462,7 +461,6 @@ def main() -> int:
         f"waka API latency and throughput ({'quick' if args.quick else 'full'} run; "
         f"client: {args.client}; {reads:g} s per read case, {writes:g} s per write case"
         + (f"; server pinned to CPUs {args.server_cpus}" if args.server_cpus else "")
-        + (f"; AGGREGATE_CACHE_MAXSIZE={cache}" if (cache := os.environ.get(CACHE_VAR)) else "")
         + ")"
     )
     print("\n".join(machine))

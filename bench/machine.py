@@ -117,8 +117,8 @@ def _processes() -> dict[int, tuple[int, str, int, int]]:
 class CpuWatch:
     """How much CPU other processes used while something was measured.
 
-    Ours: this process, its descendants (the server, wrk; reaped ones count through this
-    process's children's time) and PostgreSQL's processes (which may serve others too).
+    Ours: this process, its descendants (the server, wrk) and PostgreSQL's processes (which
+    may serve others too), including those that ended meanwhile.
     Everything else that was busy is someone else's, and makes the figures noisy."""
 
     def __init__(self) -> None:
@@ -138,8 +138,12 @@ class CpuWatch:
                     changed = True
         ticks = {}
         for pid, (_, name, own, reaped) in processes.items():
-            if pid in ours or name.startswith("postgres"):
-                ticks[pid] = own + (reaped if pid == me else 0)
+            # A process that ended since start() counts through its parent's reaped time:
+            # this process reaps the server and wrk, PostgreSQL's postmaster its backends.
+            if pid == me or name.startswith("postgres"):
+                ticks[pid] = own + reaped
+            elif pid in ours:
+                ticks[pid] = own
         return ticks
 
     def start(self) -> None:
