@@ -24,7 +24,9 @@ from waka.router import Backend, Route, RouteTable
 if TYPE_CHECKING:
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
+    from waka.addons.provider import Provider
     from waka.logplex.drains import DrainForwarder
+    from waka.reactors.addon_manager import AddonManager
     from waka.reactors.builder import Builder
     from waka.reactors.dyno_manager import DynoManager, RouteUpdate
 
@@ -114,6 +116,67 @@ class Platform:
             route=self.update_route,
             sleep_after=self.settings.sleep_after,
         )
+
+    @cached_property
+    def addons_host(self) -> str:
+        """Where dynos (and users' psql) reach add-on servers: on container dynos the host's
+        address on the Docker bridge, as 127.0.0.1 inside a container is the container."""
+        from waka.adapters.runtime import bridge_gateway, docker_client
+
+        if self.settings.addons_host:
+            return self.settings.addons_host
+        if self.settings.runtime != "process":
+            from waka.adapters.dynos import DockerDynos
+
+            if isinstance(self.dyno_manager.dynos, DockerDynos):
+                gateway = bridge_gateway(docker_client())
+                if gateway:
+                    return gateway
+        return "127.0.0.1"
+
+    @cached_property
+    def providers(self) -> dict[str, Provider]:
+        """One provider per add-on service; an unconfigured one fails provisioning with why."""
+        import shutil
+
+        from waka.adapters.postgres_addons import PostgresProvider
+        from waka.adapters.redis_addons import RedisProvider
+        from waka.addons.catalogue import HEROKU_POSTGRESQL, HEROKU_REDIS
+        from waka.addons.provider import Unavailable
+
+        providers: dict[str, Provider] = {}
+        admin_url = self.settings.addons_postgres_url or self.settings.database_url
+        if admin_url:
+            providers[HEROKU_POSTGRESQL.name] = PostgresProvider(admin_url, self.addons_host)
+        else:
+            providers[HEROKU_POSTGRESQL.name] = Unavailable(
+                HEROKU_POSTGRESQL,
+                "No PostgreSQL server is configured for add-ons: start waka with "
+                "WAKA_ADDONS_POSTGRES_URL=postgresql://<superuser>:<password>@<host>/postgres.",
+            )
+        redis_server = shutil.which("redis-server")
+        if redis_server:
+            providers[HEROKU_REDIS.name] = RedisProvider(
+                self.settings.home / "addons" / "redis",
+                bind_hosts=tuple(dict.fromkeys(("127.0.0.1", self.addons_host))),
+                public_host=self.addons_host,
+                redis_server=redis_server,
+            )
+        else:
+            providers[HEROKU_REDIS.name] = Unavailable(
+                HEROKU_REDIS, "redis-server is not installed on the waka host."
+            )
+        return providers
+
+    @cached_property
+    def addon_manager(self) -> AddonManager:
+        from waka.reactors.addon_manager import AddonManager
+
+        return AddonManager(self.ledger, self.store, self.projector, self.providers)
+
+    def wake_addon_manager(self) -> None:
+        if "addon_manager" in self.__dict__:
+            self.addon_manager.wakeup.set()
 
     @property
     def dyno_manager_if_running(self) -> DynoManager | None:

@@ -265,6 +265,9 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     building = asyncio.create_task(asyncio.to_thread(build_forever))
     manager = platform.dyno_manager
     print(f"waka: dynos run as {manager.dynos.kind}", flush=True)
+    # Add-ons: made and removed by their providers; their servers outlive a stop of waka.
+    addon_manager = platform.addon_manager
+    provisioning = asyncio.create_task(asyncio.to_thread(addon_manager.run_forever, stop.is_set))
 
     async def wake(app_id: str) -> None:
         """A request for a sleeping app: start its dynos; return once one is routed."""
@@ -297,6 +300,8 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     await follower
     await building
     platform.wake_dyno_manager()
+    platform.wake_addon_manager()
+    await provisioning
     await managing
     manager.dynos.shutdown()
 

@@ -21,6 +21,11 @@ class Settings:
     build_memory_mb: int = 2048
     sleep_after: float = 1800.0  # seconds without a request before eco dynos sleep
     runtime: str = "auto"  # auto (Docker when there), docker, or process (no isolation)
+    # Add-ons: the PostgreSQL server whose superuser makes Heroku Postgres databases (default:
+    # the ledger's own server, when that is PostgreSQL), and the address dynos reach add-on
+    # servers at (default: the Docker bridge's gateway for container dynos, else 127.0.0.1).
+    addons_postgres_url: str | None = None
+    addons_host: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -36,6 +41,8 @@ class Settings:
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
             sleep_after=float(env.get("WAKA_SLEEP_AFTER") or 1800),
             runtime=env.get("WAKA_RUNTIME") or "auto",
+            addons_postgres_url=env.get("WAKA_ADDONS_POSTGRES_URL") or None,
+            addons_host=env.get("WAKA_ADDONS_HOST") or None,
         )
 
     @property

@@ -17,12 +17,14 @@ from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment, EnvType
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from waka.addons.catalogue import Plan, Service, find_service
 from waka.domain import rules
 from waka.domain.account import Account, hash_api_key
 from waka.domain.actors import OPERATOR, Actor
+from waka.domain.addon import PROVISIONING, Addon, attachment_id, attachment_names
 from waka.domain.app import App
-from waka.domain.errors import Conflict, NameTaken, NotFound
-from waka.domain.names import AppName, DomainName
+from waka.domain.errors import Conflict, InvalidParams, NameTaken, NotFound
+from waka.domain.names import AddonName, AppName, DomainName
 
 T = TypeVar("T")
 
@@ -85,7 +87,7 @@ _NOUNS = (
 
 class Ledger(Application[UUID]):
     name = "waka"
-    snapshotting_intervals: ClassVar = {App: SNAPSHOT_INTERVAL}
+    snapshotting_intervals: ClassVar = {App: SNAPSHOT_INTERVAL, Addon: SNAPSHOT_INTERVAL}
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         # Only the settings given by the composition root count. The library would also read
@@ -309,15 +311,254 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def destroy_app(self, actor: Actor, app_id: UUID) -> App:
+        """Destroy the app, its add-ons (detached from every app first; their resources are
+        removed by the add-on reactor) and its attachments of other apps' add-ons."""
         app = self._live_app(app_id, actor)
+        changed: dict[UUID, Any] = {}
+        for addon_id in list(app.addons):
+            addon = self.get_addon(UUID(addon_id))
+            if addon.live:
+                self._remove_addon(addon, actor, changed, billing=app, destroying=True)
+        for attachment, held in list(app.attachments.items()):
+            addon = changed.get(UUID(held["addon_id"])) or self.get_addon(UUID(held["addon_id"]))
+            if attachment in addon.attachments:
+                addon.detach(attachment, actor)
+                changed[addon.id] = addon
         app.destroy(actor)
         index: AppName = self.repository.get(AppName.id_for(app.name))
         index.free(actor)
         domains: list[AppName] = [self.repository.get(DomainName.id_for(d)) for d in app.domains]
         for claim in domains:
             claim.free(actor)
-        self.save(app, index, *domains)
+        changed.pop(app.id, None)
+        self.save(app, index, *domains, *changed.values())
         return app
+
+    # --- add-ons --------------------------------------------------------------------------
+
+    def get_addon(self, addon_id: UUID) -> Addon:
+        try:
+            addon: Addon = self.repository.get(addon_id)
+        except AggregateNotFoundError:
+            raise NotFound("Couldn't find that add-on.") from None
+        if not isinstance(addon, Addon):
+            raise NotFound("Couldn't find that add-on.")
+        return addon
+
+    def _live_addon(self, addon_id: UUID, actor: Actor) -> tuple[Addon, App]:
+        """The add-on and its billing app, if the actor may act on them."""
+        addon = self.get_addon(addon_id)
+        if not addon.live:
+            raise NotFound("Couldn't find that add-on.")
+        return addon, self._live_app(UUID(addon.app_id), actor)
+
+    @retry_on_conflict
+    def create_addon(
+        self,
+        actor: Actor,
+        app_id: UUID,
+        plan: str,
+        name: str | None = None,
+        attachment_name: str | None = None,
+    ) -> Addon:
+        """Ask for an add-on; the add-on reactor makes its resource and attaches it."""
+        service, chosen = resolve_plan(plan)
+        app = self._live_app(app_id, actor)
+        if attachment_name is not None:
+            attachment_name = rules.check_attachment_name(attachment_name)
+            if attachment_name in app.attachment_names():
+                raise Conflict(f"{app.name} already has an add-on attached as {attachment_name}.")
+        if name is None:
+            return self._create_addon_with_generated_name(
+                actor, app_id, service, chosen, attachment_name
+            )
+        rules.check_addon_name(name)
+        addon = Addon(
+            name=name,
+            service=service.name,
+            plan=chosen.name,
+            app_id=str(app.id),
+            app_name=app.name,
+            attachment_name=attachment_name,
+            actor=actor,
+        )
+        app.own_addon(str(addon.id), actor)
+        self.save(addon, app, self._claim(AddonName, name, addon.id, actor))
+        return addon
+
+    def _create_addon_with_generated_name(
+        self,
+        actor: Actor,
+        app_id: UUID,
+        service: Service,
+        plan: Plan,
+        attachment_name: str | None,
+    ) -> Addon:
+        for _ in range(20):
+            name = (
+                f"{service.addon_prefix}-{secrets.choice(_ADJECTIVES)}-"
+                f"{secrets.randbelow(90000) + 10000}"
+            )
+            try:
+                return self.create_addon(
+                    actor, app_id, f"{service.name}:{plan.name}", name, attachment_name
+                )
+            except NameTaken:
+                continue
+        raise Conflict("Could not find a free add-on name; please choose one.")
+
+    @retry_on_conflict
+    def complete_provisioning(self, addon_id: UUID, config: dict[str, str], actor: Actor) -> bool:
+        """Record the made resource and attach it to its app, in one save: an add-on is never
+        half-attached. False if there is nothing to do (already done, or being removed)."""
+        addon = self.get_addon(addon_id)
+        if addon.state != PROVISIONING:
+            return False
+        app = self.get_app(UUID(addon.app_id))
+        service = find_service(addon.service)
+        assert service is not None
+        try:
+            names = attachment_names(
+                service.default_attachment,
+                service.color_prefix,
+                service.color_alias,
+                app.attachment_names(),
+                addon.id,
+                addon.attachment_name,
+            )
+            attachments = [
+                {"id": str(attachment_id(addon.id, app.id, n)), "name": n} for n in names
+            ]
+            app.attach_addon(str(addon.id), addon.name, attachments, config, actor)
+        except (Conflict, InvalidParams, NotFound) as exc:
+            addon.fail(f"Could not attach to {app.name}: {exc.message}", actor)
+            self.save(addon)
+            return False
+        addon.provisioned(config, actor)
+        for attachment in attachments:
+            addon.attach(attachment["id"], str(app.id), attachment["name"], actor)
+        self.save(addon, app)
+        return True
+
+    @retry_on_conflict
+    def fail_provisioning(self, addon_id: UUID, reason: str, actor: Actor) -> bool:
+        addon = self.get_addon(addon_id)
+        if addon.fail(reason, actor):
+            self.save(addon)
+            return True
+        return False
+
+    @retry_on_conflict
+    def finish_deprovisioning(self, addon_id: UUID, actor: Actor) -> bool:
+        addon = self.get_addon(addon_id)
+        if addon.deprovisioned(actor):
+            self.save(addon)
+            return True
+        return False
+
+    @retry_on_conflict
+    def attach_addon(
+        self, actor: Actor, addon_id: UUID, app_id: UUID, name: str | None = None
+    ) -> str:
+        """Attach an add-on to another app (or again to its own) under a name; returns the
+        attachment's id. The app gets the add-on's config vars in a new release."""
+        addon, _ = self._live_addon(addon_id, actor)
+        app = self._live_app(app_id, actor)
+        if addon.state != "provisioned":
+            raise InvalidParams(
+                f"{addon.name} is {addon.state}; only a provisioned add-on attaches."
+            )
+        service = find_service(addon.service)
+        assert service is not None
+        requested = rules.check_attachment_name(name) if name else None
+        names = attachment_names(
+            service.default_attachment,
+            service.color_prefix,
+            False,
+            app.attachment_names(),
+            addon.id,
+            requested,
+        )
+        attachment = {"id": str(attachment_id(addon.id, app.id, names[0])), "name": names[0]}
+        app.attach_addon(str(addon.id), addon.name, [attachment], addon.config, actor)
+        addon.attach(attachment["id"], str(app.id), attachment["name"], actor)
+        self.save(addon, app)
+        return attachment["id"]
+
+    @retry_on_conflict
+    def detach_addon(self, actor: Actor, addon_id: UUID, attachment: str) -> App:
+        """Remove one attachment; its app loses the config vars in a new release."""
+        addon = self.get_addon(addon_id)
+        if attachment not in addon.attachments:
+            raise NotFound("Couldn't find that add-on attachment.")
+        app = self._live_app(UUID(addon.attachments[attachment]["app_id"]), actor)
+        self._live_app(UUID(addon.app_id), actor)
+        app.detach_addon([attachment], addon.name, actor)
+        addon.detach(attachment, actor)
+        self.save(addon, app)
+        return app
+
+    @retry_on_conflict
+    def destroy_addon(self, actor: Actor, addon_id: UUID) -> Addon:
+        """Detach the add-on everywhere (a release on each app) and ask for its removal."""
+        addon, billing = self._live_addon(addon_id, actor)
+        changed: dict[UUID, Any] = {}
+        self._remove_addon(addon, actor, changed, billing=billing)
+        self.save(*changed.values())
+        return addon
+
+    def _remove_addon(
+        self,
+        addon: Addon,
+        actor: Actor,
+        changed: dict[UUID, Any],
+        billing: App,
+        destroying: bool = False,
+    ) -> None:
+        """Detach everywhere and ask for removal; `destroying`: the billing app is being
+        destroyed, so it makes no release of its own."""
+        by_app: dict[str, list[str]] = {}
+        for attachment, held in addon.attachments.items():
+            by_app.setdefault(held["app_id"], []).append(attachment)
+        for app_id, attachments in by_app.items():
+            app = billing if app_id == str(billing.id) else self.get_app(UUID(app_id))
+            if not app.destroyed and not (destroying and app is billing):
+                app.detach_addon(attachments, addon.name, actor)
+                changed[app.id] = app
+            for attachment in attachments:
+                addon.detach(attachment, actor)
+        billing.forget_addon(str(addon.id), actor)
+        changed[billing.id] = billing
+        addon.request_deprovision(actor)
+        index: AddonName = self.repository.get(AddonName.id_for(addon.name))
+        index.free(actor)
+        changed[addon.id] = addon
+        changed[index.id] = index
+
+    @retry_on_conflict
+    def rename_addon(self, actor: Actor, addon_id: UUID, new_name: str) -> Addon:
+        addon, _ = self._live_addon(addon_id, actor)
+        rules.check_addon_name(new_name)
+        old_name = addon.name
+        addon.rename(new_name, actor)
+        if addon.name == old_name:
+            return addon
+        old_index: AddonName = self.repository.get(AddonName.id_for(old_name))
+        old_index.free(actor)
+        self.save(addon, old_index, self._claim(AddonName, new_name, addon.id, actor))
+        return addon
+
+
+def resolve_plan(spec: object) -> tuple[Service, Plan]:
+    """ "heroku-postgresql:essential-0" or "heroku-postgresql" (its default plan)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidParams("Give a plan, as in heroku-postgresql:essential-0.")
+    service_name, _, plan_name = spec.strip().partition(":")
+    service = find_service(service_name)
+    plan = service and (service.find_plan(plan_name) if plan_name else service.default_plan)
+    if service is None or plan is None:
+        raise NotFound(f'Couldn\'t find either the add-on service or the add-on plan of "{spec}".')
+    return service, plan
 
 
 def new_api_key() -> str:

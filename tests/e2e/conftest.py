@@ -374,14 +374,20 @@ class WakaServer:
             TZ="UTC",
         )
 
-    def heroku(self, *args: str, check: bool = True, api_key: str | None = None) -> CliResult:
+    def heroku(
+        self,
+        *args: str,
+        check: bool = True,
+        api_key: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CliResult:
         """Run the Heroku CLI against this server; (returncode, stdout, stderr)."""
         assert self.process is not None, "the server is not running"
         try:
             done = subprocess.run(
                 [str(self.heroku_cli), *args],
                 cwd=self.cli_home,  # not a git checkout: apps:create adds no remote
-                env=self.heroku_env(api_key),
+                env={**self.heroku_env(api_key), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,

@@ -318,3 +318,12 @@ def docker_client() -> Any | None:
         return client
     except Exception:  # no SDK, no socket, no answer: all mean "no Docker here"
         return None
+
+
+def bridge_gateway(client: Any) -> str | None:
+    """The host's address on Docker's default bridge: where containers reach host services."""
+    try:
+        configs = client.networks.get("bridge").attrs.get("IPAM", {}).get("Config") or []
+    except Exception:  # no bridge network: the engine runs with another default
+        return None
+    return next((c["Gateway"] for c in configs if c.get("Gateway")), None)

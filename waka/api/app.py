@@ -16,10 +16,12 @@ from waka.api import git
 from waka.api.errors import ENDPOINT_NOT_FOUND, error_response
 from waka.api.routes import (
     account,
+    addons,
     apps,
     builds,
     collaborators,
     config_vars,
+    data,
     domains,
     dyno_sizes,
     dynos,
@@ -86,6 +88,8 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *run.routes(platform, rendezvous),  # POST /apps/{app}/dynos; GET/DELETE are in dynos
         *dynos.routes(platform),
         *collaborators.routes(platform),
+        *addons.routes(platform),
+        *data.routes(platform),
         *builds.routes(platform),
         *domains.routes(platform),
         *dyno_sizes.routes(platform),

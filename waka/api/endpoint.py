@@ -89,7 +89,10 @@ def json_response(reply: Reply, request_id: str) -> Response:
 
 
 def error_reply(error: ApiError) -> Reply:
-    return Reply({"id": error.error_id, "message": error.message}, error.status)
+    body = {"id": error.error_id, "message": error.message}
+    if error.resource:
+        body["resource"] = error.resource
+    return Reply(body, error.status)
 
 
 async def read_json(request: Request) -> Any:

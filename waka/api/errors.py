@@ -16,11 +16,14 @@ STATUS_OF: dict[type[DomainError], int] = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error_id: str, message: str) -> None:
+    def __init__(
+        self, status: int, error_id: str, message: str, resource: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_id = error_id
         self.message = message
+        self.resource = resource  # Heroku names the missing kind of thing: "add_on", "app"
 
     @classmethod
     def from_domain(cls, error: DomainError) -> ApiError:

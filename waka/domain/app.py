@@ -57,6 +57,10 @@ class App(Aggregate):
         self.drains: list[dict[str, str]] = []
         self.restarts: dict[str, int] = {}
         self.domains: list[str] = []
+        # Add-on attachments on this app: id -> {"addon_id", "addon_name", "name", "vars"}.
+        # Their config vars belong to the add-on: set and unset only by attach and detach.
+        self.attachments: dict[str, dict[str, Any]] = {}
+        self.addons: list[str] = []  # ids of the add-ons billed to this app
         # Aggregate version of each Released event (index = release version - 1); rollback
         # replays the ledger to it. A list, not a dict: snapshots go through JSON.
         self.release_positions: list[int] = []
@@ -96,6 +100,12 @@ class App(Aggregate):
         """Apply a config-vars patch (None unsets) and make a release. Returns its version."""
         self._check_live()
         changes = rules.check_config_changes(changes)
+        owned = sorted(set(changes) & self.addon_vars())
+        if owned:
+            raise InvalidParams(
+                f"Cannot overwrite attachment values {', '.join(owned)}: they belong to an "
+                "add-on. Detach or destroy the add-on instead."
+            )
         if not changes:
             return self.current_release
         merged = {k: v for k, v in self.config.items() if changes.get(k, v) is not None}
@@ -134,11 +144,16 @@ class App(Aggregate):
             )
         if target.id != self.id or target.current_release != target_version:
             raise InvalidParams("Rollback target is not a release of this app.")
+        # Add-ons are not rolled back (Heroku semantics): the add-ons attached now keep
+        # their config vars, and those of add-ons attached then but gone now stay gone.
+        now = self.addon_vars()
+        config = {k: v for k, v in target.config.items() if k not in now | target.addon_vars()}
+        config.update({k: v for k, v in self.config.items() if k in now})
         self._roll_back(
             target_version=target_version,
             slug_id=target.slug_id,
             process_types=dict(target.process_types),
-            config=dict(target.config),
+            config=config,
             actor=actor,
         )
         version = self.latest_release + 1
@@ -162,6 +177,117 @@ class App(Aggregate):
         self.slug_id = slug_id
         self.process_types = process_types
         self.config = config
+
+    # --- add-ons --------------------------------------------------------------------------
+
+    def addon_vars(self) -> set[str]:
+        return {v for a in self.attachments.values() for v in a["vars"]}
+
+    def attachment_names(self) -> set[str]:
+        return {a["name"] for a in self.attachments.values()}
+
+    def own_addon(self, addon_id: str, actor: Actor) -> None:
+        """An add-on billed to this app was asked for (it attaches once provisioned)."""
+        self._check_live()
+        self._own_addon(addon_id=addon_id, actor=actor)
+
+    @event("AddonCreated")
+    def _own_addon(self, addon_id: str, actor: Actor) -> None:
+        self.addons.append(addon_id)
+
+    def attach_addon(
+        self,
+        addon_id: str,
+        addon_name: str,
+        attachments: list[dict[str, str]],
+        config: dict[str, str],
+        actor: Actor,
+    ) -> int:
+        """Attach an add-on under one or more names ({"id", "name"}); each name prefixes the
+        add-on's config (DATABASE + URL -> DATABASE_URL). Makes a release; returns it."""
+        self._check_live()
+        taken = self.attachment_names()
+        for attachment in attachments:
+            if attachment["name"] in taken:
+                raise Conflict(
+                    f"{self.name} already has an add-on attached as {attachment['name']}."
+                )
+        named = [
+            {**a, "vars": [f"{a['name']}_{key}" for key in sorted(config)]} for a in attachments
+        ]
+        values = {f"{a['name']}_{k}": v for a in attachments for k, v in config.items()}
+        rules.check_config_size({**self.config, **values})
+        self._attach_addon(
+            addon_id=addon_id, addon_name=addon_name, attachments=named, config=values, actor=actor
+        )
+        version = self.latest_release + 1
+        names = ", ".join(a["name"] for a in attachments)
+        self._release(
+            version=version,
+            description=f"Attach {names} (@ref:{addon_name})",
+            slug_id=self.slug_id,
+            actor=actor,
+        )
+        return version
+
+    @event("AddonAttached")
+    def _attach_addon(
+        self,
+        addon_id: str,
+        addon_name: str,
+        attachments: list[dict[str, Any]],
+        config: dict[str, str],
+        actor: Actor,
+    ) -> None:
+        for attachment in attachments:
+            self.attachments[attachment["id"]] = {
+                "addon_id": addon_id,
+                "addon_name": addon_name,
+                "name": attachment["name"],
+                "vars": list(attachment["vars"]),
+            }
+        self.config.update(config)
+
+    def detach_addon(self, attachment_ids: list[str], addon_name: str, actor: Actor) -> int:
+        """Remove attachments and their config vars. Makes a release; returns it."""
+        self._check_live()
+        missing = [a for a in attachment_ids if a not in self.attachments]
+        if missing or not attachment_ids:
+            raise NotFound("Couldn't find that add-on attachment.")
+        gone = [self.attachments[a] for a in attachment_ids]
+        self._detach_addon(
+            addon_id=gone[0]["addon_id"],
+            attachment_ids=attachment_ids,
+            keys=sorted({v for a in gone for v in a["vars"]}),
+            actor=actor,
+        )
+        version = self.latest_release + 1
+        names = ", ".join(a["name"] for a in gone)
+        self._release(
+            version=version,
+            description=f"Detach {names} (@ref:{addon_name})",
+            slug_id=self.slug_id,
+            actor=actor,
+        )
+        return version
+
+    @event("AddonDetached")
+    def _detach_addon(
+        self, addon_id: str, attachment_ids: list[str], keys: list[str], actor: Actor
+    ) -> None:
+        for attachment in attachment_ids:
+            self.attachments.pop(attachment, None)
+        for key in keys:
+            self.config.pop(key, None)
+
+    def forget_addon(self, addon_id: str, actor: Actor) -> None:
+        """An add-on billed to this app was destroyed."""
+        if addon_id in self.addons:
+            self._forget_addon(addon_id=addon_id, actor=actor)
+
+    @event("AddonRemoved")
+    def _forget_addon(self, addon_id: str, actor: Actor) -> None:
+        self.addons.remove(addon_id)
 
     # --- builds ---------------------------------------------------------------------------
 

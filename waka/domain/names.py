@@ -62,3 +62,24 @@ class DomainName(AppName):
         if self.app_id is not None and self.app_id != app_id:
             raise NameTaken(f"{self.name} is already in use by another app.")
         self._claim(app_id=app_id, actor=actor)
+
+
+ADDON_NAMESPACE = uuid5(NAMESPACE_URL, "https://waka.invalid/addon-names")
+
+
+class AddonName(AppName):
+    """Add-on names are unique across the platform too (`heroku addons:info NAME` needs no app).
+    `app_id` here holds the add-on's id."""
+
+    @staticmethod
+    def create_id(name: str, app_id: UUID, actor: Actor) -> UUID:  # type: ignore[override]
+        return AddonName.id_for(name)
+
+    @staticmethod
+    def id_for(name: str) -> UUID:
+        return uuid5(ADDON_NAMESPACE, name)
+
+    def claim(self, app_id: UUID, actor: Actor) -> None:
+        if self.app_id is not None and self.app_id != app_id:
+            raise NameTaken(f"Name {self.name} is already taken by another add-on.")
+        self._claim(app_id=app_id, actor=actor)

@@ -8,6 +8,8 @@ APP_NAME = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
 CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROCESS_TYPE = re.compile(r"^[-\w]{1,128}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+ADDON_NAME = re.compile(r"^[a-zA-Z][A-Za-z0-9_-]{0,254}$")
+ATTACHMENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,99}$")
 
 CONFIG_TOTAL_LIMIT = 32 * 1024  # bytes of all keys and values together, as on Heroku
 CONFIG_KEY_LIMIT = 256
@@ -158,3 +160,24 @@ def check_hostname(hostname: object) -> str:
             f"Invalid domain name {hostname!r}: give a hostname like www.example.com."
         )
     return hostname.lower().rstrip(".")
+
+
+def check_addon_name(name: object) -> str:
+    if not isinstance(name, str) or not ADDON_NAME.fullmatch(name):
+        raise InvalidParams(
+            "Add-on names must start with a letter and can only contain letters, digits, "
+            "dashes and underscores (at most 255)."
+        )
+    return name
+
+
+def check_attachment_name(name: object) -> str:
+    """An attachment's name prefixes its config vars (DATABASE -> DATABASE_URL)."""
+    if isinstance(name, str):
+        name = name.strip().upper().replace("-", "_")
+    if not isinstance(name, str) or not ATTACHMENT_NAME.fullmatch(name):
+        raise InvalidParams(
+            f"Invalid attachment name {name!r}: use letters, digits and underscores, "
+            "starting with a letter (it becomes the config var prefix, as in DATABASE_URL)."
+        )
+    return name

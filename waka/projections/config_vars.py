@@ -24,6 +24,14 @@ class ConfigVarsProjection(Projection):
         for key, value in e.config.items():
             self._put(cur, str(e.originator_id), key, value)
 
+    def attached(self, cur: Cursor, e: App.AddonAttached) -> None:
+        for key, value in e.config.items():
+            self._put(cur, str(e.originator_id), key, value)
+
+    def detached(self, cur: Cursor, e: App.AddonDetached) -> None:
+        for key in e.keys:
+            self._put(cur, str(e.originator_id), key, None)
+
     def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_config_vars WHERE app_id = ?", (str(e.originator_id),))
 
@@ -38,7 +46,13 @@ class ConfigVarsProjection(Projection):
                 (app_id, key, value),
             )
 
-    handlers = {App.ConfigChanged: changed, App.RolledBack: rolled_back, App.Destroyed: destroyed}
+    handlers = {
+        App.ConfigChanged: changed,
+        App.RolledBack: rolled_back,
+        App.AddonAttached: attached,
+        App.AddonDetached: detached,
+        App.Destroyed: destroyed,
+    }
 
 
 def config_of(store: ReadStore, app_id: str) -> dict[str, str]:

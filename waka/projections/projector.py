@@ -16,6 +16,7 @@ from eventsourcing.application import Application
 
 from waka.logplex.drains_projection import DrainsProjection
 from waka.projections.accounts import AccountsProjection
+from waka.projections.addons import AddonsProjection
 from waka.projections.apps import AppsProjection
 from waka.projections.base import Projection
 from waka.projections.builds import BuildsProjection
@@ -41,6 +42,7 @@ def all_projections() -> list[Projection]:
         BuildsProjection(),
         DomainsProjection(),
         DrainsProjection(),
+        AddonsProjection(),
     ]
 
 

@@ -1,7 +1,6 @@
-"""Collaborators and add-ons as `apps:info` reads them: the owner only, and no add-ons yet.
+"""Collaborators as `apps:info` reads them: the owner only.
 
-Adding collaborators and add-ons each arrive with their own issue; until then these lists
-tell the truth about an app.
+Adding collaborators arrives with its own issue; until then this list tells the truth.
 """
 
 from __future__ import annotations
@@ -18,11 +17,6 @@ def list_collaborators(ctx: Ctx) -> Reply:
     return Reply([render.collaborator(ctx.app())])
 
 
-def list_addons(ctx: Ctx) -> Reply:
-    ctx.app()
-    return Reply([])
-
-
 def pipeline_coupling(ctx: Ctx) -> Reply:
     ctx.app()
     raise not_found("This app is not in a pipeline.")
@@ -31,7 +25,6 @@ def pipeline_coupling(ctx: Ctx) -> Reply:
 def routes(platform: Platform) -> list[Route]:
     return [
         Route("/apps/{app}/collaborators", endpoint(platform, list_collaborators), methods=["GET"]),
-        Route("/apps/{app}/addons", endpoint(platform, list_addons), methods=["GET"]),
         Route(
             "/apps/{app}/pipeline-couplings", endpoint(platform, pipeline_coupling), methods=["GET"]
         ),

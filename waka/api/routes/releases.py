@@ -49,7 +49,14 @@ def create_release(ctx: Ctx) -> Reply:
     updated = find_app(ctx.platform.store, row["id"])
     new = find_release(ctx.platform.store, row["id"], str(app.latest_release))
     assert updated is not None and new is not None
-    return Reply(render.release(new, updated), 201)
+    headers = {}
+    kept = sorted({f"{a['addon_name']} as {a['name']}" for a in app.attachments.values()})
+    if kept:  # the CLI prints this header as a warning
+        headers["X-Heroku-Warning"] = (
+            f"Rollback keeps the add-ons attached now ({', '.join(kept)}) and their current "
+            "config vars; add-ons are not rolled back."
+        )
+    return Reply(render.release(new, updated), 201, headers)
 
 
 def routes(platform: Platform) -> list[Route]:

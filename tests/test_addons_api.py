@@ -1,0 +1,230 @@
+"""The add-ons API (Heroku v3 shapes), with the add-on manager driving an in-memory provider
+swapped in at the composition root. Real PostgreSQL and Redis: test_addon_providers.py and
+the end-to-end tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_api import Api, error_of
+from waka.addons.catalogue import HEROKU_POSTGRESQL, HEROKU_REDIS, Plan, Service
+from waka.addons.provider import ProviderError
+from waka.bootstrap import Platform
+
+
+class FakeProvider:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.resources: dict[str, str] = {}
+        self.failures: list[ProviderError] = []  # raised by the next provision calls
+        self.calls: list[str] = []
+
+    def provision(self, addon_id: str, plan: Plan) -> dict[str, str]:
+        self.calls.append(f"provision {addon_id}")
+        if self.failures:
+            raise self.failures.pop(0)
+        scheme = "postgres" if self.service is HEROKU_POSTGRESQL else "redis"
+        url = f"{scheme}://u:p-{addon_id[:8]}@localhost:5432/d{addon_id[:8]}"
+        self.resources[addon_id] = url
+        return {"URL": url}
+
+    def deprovision(self, addon_id: str) -> None:
+        self.calls.append(f"deprovision {addon_id}")
+        self.resources.pop(addon_id, None)
+
+    def ensure_running(self, addon_id: str, plan: Plan, config: dict[str, str]) -> None:
+        pass
+
+    def exists(self, addon_id: str) -> bool:
+        return addon_id in self.resources
+
+
+@pytest.fixture
+def providers(platform: Platform) -> dict[str, FakeProvider]:
+    fakes = {s.name: FakeProvider(s) for s in (HEROKU_POSTGRESQL, HEROKU_REDIS)}
+    platform.__dict__["providers"] = fakes  # the composition root's slot for providers
+    return fakes
+
+
+@pytest.fixture
+def api(platform: Platform, providers: dict[str, FakeProvider]) -> Api:
+    return Api(platform)
+
+
+def settle(api: Api) -> None:
+    api.platform.addon_manager.first_retry = 0.01
+    api.platform.addon_manager.settle()
+    api.platform.projector.catch_up()
+
+
+def create(api: Api, app: str, plan: str, **body) -> dict:
+    response = api.post(f"/apps/{app}/addons", json={"plan": {"name": plan}, **body})
+    assert response.status_code == 202, response.text  # no manager runs in the API's thread
+    return response.json()
+
+
+def test_catalogue(api: Api) -> None:
+    services = api.get("/addon-services").json()
+    assert {s["name"] for s in services} == {"heroku-postgresql", "heroku-redis"}
+    plans = api.get("/addon-services/heroku-postgresql/plans").json()
+    default = [p for p in plans if p["default"]]
+    assert [p["name"] for p in default] == ["heroku-postgresql:essential-0"]
+    assert default[0]["price"] == {"cents": 500, "contract": False, "unit": "month"}
+    assert default[0]["limits"] == {"connections": 20, "storage_mb": 1024}
+    redis = api.get("/addon-services/heroku-redis/plans/mini").json()
+    assert redis["limits"]["memory_mb"] == 25
+    assert error_of(api.get("/addon-services/mongodb"))[0] == 404
+
+
+def test_create_provisions_attaches_and_releases(api: Api, providers) -> None:
+    api.post("/apps", json={"name": "shop"})
+    created = create(api, "shop", "heroku-postgresql:essential-0")
+    assert created["state"] == "provisioning"
+    assert created["plan"]["name"] == "heroku-postgresql:essential-0"
+    assert created["billed_price"]["cents"] == 500
+    assert created["app"]["name"] == "shop"
+    settle(api)
+    addon = api.get(f"/apps/shop/addons/{created['name']}").json()
+    assert addon["state"] == "provisioned"
+    assert addon["config_vars"][0] == "DATABASE_URL" and len(addon["config_vars"]) == 2
+    config = api.get("/apps/shop/config-vars").json()
+    url = providers["heroku-postgresql"].resources[addon["id"]]
+    assert {k for k, v in config.items() if v == url} == set(addon["config_vars"])
+    releases = api.get("/apps/shop/releases").json()
+    assert releases[-1]["description"].startswith("Attach DATABASE, HEROKU_POSTGRESQL_")
+    attachments = api.get("/apps/shop/addon-attachments").json()
+    assert {a["name"] for a in attachments} == {v.removesuffix("_URL") for v in config}
+    assert all(a["addon"]["plan"]["name"] == "heroku-postgresql:essential-0" for a in attachments)
+    assert [a["plan"]["name"] for a in api.get("/addons").json()] == [
+        "heroku-postgresql:essential-0"
+    ]
+    # The Data API the CLI's pg:info and pg:credentials:url read.
+    info = api.get(f"/client/v11/databases/{addon['id']}").json()
+    assert info["resource_url"] == url
+    credentials = api.get(f"/postgres/v0/databases/{addon['name']}/credentials/default").json()
+    assert credentials["credentials"][0]["user"] == "u"
+
+
+def test_config_set_cannot_overwrite_and_rollback_warns(api: Api) -> None:
+    api.post("/apps", json={"name": "shop"})
+    api.patch("/apps/shop/config-vars", json={"A": "1"})  # v2
+    create(api, "shop", "heroku-redis")
+    settle(api)  # v3
+    status, error_id, message = error_of(
+        api.patch("/apps/shop/config-vars", json={"REDIS_URL": "redis://elsewhere"})
+    )
+    assert (status, error_id) == (422, "invalid_params") and "REDIS_URL" in message
+    response = api.post("/apps/shop/releases", json={"release": "2"})
+    assert response.status_code == 201
+    assert "add-ons are not rolled back" in response.headers["X-Heroku-Warning"]
+    assert "REDIS_URL" in api.get("/apps/shop/config-vars").json()
+
+
+def test_attach_to_another_app_then_detach(api: Api) -> None:
+    api.post("/apps", json={"name": "web-app"})
+    api.post("/apps", json={"name": "worker-app"})
+    addon = create(api, "web-app", "heroku-redis:premium-0", name="shared-cache")
+    settle(api)
+    response = api.post(
+        "/addon-attachments",
+        json={"addon": {"name": "shared-cache"}, "app": {"name": "worker-app"}, "name": "CACHE"},
+    )
+    assert response.status_code == 201, response.text
+    attachment = response.json()
+    assert attachment["name"] == "CACHE" and attachment["config_vars"] == ["CACHE_URL"]
+    assert attachment["addon"]["app"]["name"] == "web-app"
+    assert list(api.get("/apps/worker-app/config-vars").json()) == ["CACHE_URL"]
+    listed = api.get("/apps/worker-app/addons").json()
+    assert [(a["name"], a["app"]["name"]) for a in listed] == [("shared-cache", "web-app")]
+    shown = api.get("/apps/worker-app/addon-attachments/CACHE").json()
+    assert shown["id"] == attachment["id"]
+    # The CLI's resolvers.
+    resolved = api.post(
+        "/actions/addon-attachments/resolve",
+        json={"addon_attachment": "CACHE_URL", "app": "worker-app"},
+    ).json()
+    assert [r["id"] for r in resolved] == [attachment["id"]]
+    by_name = api.post(
+        "/actions/addons/resolve", json={"addon": "shared-cache", "app": "worker-app"}
+    ).json()
+    assert [r["id"] for r in by_name] == [addon["id"]]
+    missing = api.post("/actions/addons/resolve", json={"addon": "nope", "app": "web-app"})
+    assert missing.status_code == 404 and missing.json()["resource"] == "add_on"
+
+    assert api.delete(f"/addon-attachments/{attachment['id']}").status_code == 200
+    assert api.get("/apps/worker-app/config-vars").json() == {}
+    assert api.get("/apps/worker-app/addons").json() == []
+
+
+def test_rename_and_destroy(api: Api, providers) -> None:
+    api.post("/apps", json={"name": "shop"})
+    addon = create(api, "shop", "heroku-postgresql")
+    settle(api)
+    renamed = api.patch(f"/apps/shop/addons/{addon['id']}", json={"name": "shop-db"})
+    assert renamed.json()["name"] == "shop-db"
+    assert api.get("/addons/shop-db").json()["id"] == addon["id"]
+    plan_change = api.patch(
+        "/apps/shop/addons/shop-db", json={"plan": "heroku-postgresql:standard-0"}
+    )
+    assert error_of(plan_change)[0] == 422
+
+    destroyed = api.delete("/apps/shop/addons/shop-db")
+    assert destroyed.status_code == 200 and destroyed.json()["state"] == "deprovisioned"
+    assert api.get("/apps/shop/config-vars").json() == {}
+    settle(api)
+    assert providers["heroku-postgresql"].resources == {}
+    assert error_of(api.get("/addons/shop-db"))[0] == 404
+
+
+def test_destroying_the_app_deprovisions_its_add_ons(api: Api, providers) -> None:
+    api.post("/apps", json={"name": "shop"})
+    create(api, "shop", "heroku-postgresql")
+    create(api, "shop", "heroku-redis")
+    settle(api)
+    assert len(providers["heroku-postgresql"].resources) == 1
+    assert api.delete("/apps/shop").status_code == 200
+    settle(api)
+    assert providers["heroku-postgresql"].resources == {}
+    assert providers["heroku-redis"].resources == {}
+    assert api.get("/addons").json() == []
+
+
+def test_failing_provider_is_retried_then_marked_failed(api: Api, providers) -> None:
+    api.post("/apps", json={"name": "shop"})
+    fake = providers["heroku-redis"]
+    fake.failures = [ProviderError("connection refused")] * 2
+    flaky = create(api, "shop", "heroku-redis")
+    settle(api)
+    assert api.get(f"/addons/{flaky['id']}").json()["state"] == "provisioned"
+
+    fake.failures = [ProviderError("out of ports", retryable=False)]
+    broken = create(api, "shop", "heroku-redis")
+    settle(api)
+    shown = api.get(f"/addons/{broken['id']}").json()
+    assert shown["state"] == "deprovisioned"  # the CLI shows it as errored
+    assert shown["provision_message"] == "out of ports"
+    config = api.get("/apps/shop/config-vars").json()
+    assert list(config) == ["REDIS_URL"]  # only the first one attached
+
+    fake.failures = [ProviderError("timeout")] * 10
+    given_up = create(api, "shop", "heroku-redis")
+    settle(api)
+    shown = api.get(f"/addons/{given_up['id']}").json()
+    assert shown["provision_message"] == "timeout (after 5 attempts)"
+    assert api.delete(f"/apps/shop/addons/{given_up['id']}").status_code == 200
+
+
+def test_bad_requests(api: Api) -> None:
+    api.post("/apps", json={"name": "shop"})
+    huge = api.post("/apps/shop/addons", json={"plan": "heroku-postgresql:huge"})
+    assert error_of(huge)[0] == 404
+    assert error_of(api.post("/apps/shop/addons", json={}))[0] == 422
+    assert error_of(api.post("/apps/shop/addons", json={"plan": 5}))[0] == 422
+    bad_name = api.post("/apps/shop/addons", json={"plan": "heroku-redis", "name": "a b"})
+    assert error_of(bad_name)[0] == 422
+    assert error_of(api.post("/apps/nope/addons", json={"plan": "heroku-redis"}))[0] == 404
+    assert error_of(api.get("/apps/shop/addons/nope"))[0] == 404
+    stranger = Api(api.platform, "stranger@example.com")
+    create(api, "shop", "heroku-redis", name="mine")
+    assert error_of(stranger.get("/addons/mine"))[0] == 404
+    assert error_of(stranger.delete("/apps/shop/addons/mine"))[0] == 403

@@ -1,0 +1,191 @@
+"""Add-ons in the ledger: provisioning, attachments, config vars, releases, removal, on both
+event stores. The resource side (real PostgreSQL and Redis) is in test_addon_providers.py."""
+
+from uuid import UUID
+
+import pytest
+
+from waka.domain.addon import Addon
+from waka.domain.errors import Conflict, InvalidParams, NameTaken, NotFound
+from waka.projections.addons import addons_in_state, addons_of_app, attachments_of_app, find_addon
+from waka.projections.config_vars import config_of
+from waka.projections.releases import releases_of
+
+DB_CONFIG = {"URL": "postgres://u1:secret@127.0.0.1:5432/d1"}
+
+
+def provisioned(platform, actor, app, plan="heroku-postgresql", **kwargs) -> Addon:
+    addon = platform.ledger.create_addon(actor, app.id, plan, **kwargs)
+    assert platform.ledger.complete_provisioning(addon.id, DB_CONFIG, actor)
+    platform.projector.catch_up()
+    return platform.ledger.get_addon(addon.id)
+
+
+def test_provisioning_attaches_config_vars_in_one_new_release(platform, actor):
+    app = platform.ledger.create_app(actor, "shop")
+    addon = platform.ledger.create_addon(actor, app.id, "heroku-postgresql:essential-0")
+    platform.projector.catch_up()
+    assert find_addon(platform.store, addon.name)["state"] == "provisioning"
+    assert addon.name.startswith("postgresql-")
+    assert config_of(platform.store, str(app.id)) == {}
+
+    assert platform.ledger.complete_provisioning(addon.id, DB_CONFIG, actor)
+    assert not platform.ledger.complete_provisioning(addon.id, DB_CONFIG, actor)  # a replay
+    platform.projector.catch_up()
+    config = config_of(platform.store, str(app.id))
+    color = [k for k in config if k.startswith("HEROKU_POSTGRESQL_")]
+    assert config["DATABASE_URL"] == DB_CONFIG["URL"]
+    assert len(color) == 1 and config[color[0]] == DB_CONFIG["URL"]
+    releases = releases_of(platform.store, str(app.id))
+    assert len(releases) == 2
+    assert releases[-1]["description"] == (
+        f"Attach DATABASE, {color[0].removesuffix('_URL')} (@ref:{addon.name})"
+    )
+    row = find_addon(platform.store, addon.name)
+    assert row["state"] == "provisioned"
+    names = sorted(a["name"] for a in attachments_of_app(platform.store, str(app.id)))
+    assert names == sorted(["DATABASE", color[0].removesuffix("_URL")])
+
+
+def test_second_database_gets_only_a_colour_and_redis_gets_redis_url(platform, actor):
+    app = platform.ledger.create_app(actor, "shop")
+    provisioned(platform, actor, app)
+    provisioned(platform, actor, app)
+    provisioned(platform, actor, app, plan="heroku-redis:mini")
+    config = config_of(platform.store, str(app.id))
+    colors = [k for k in config if k.startswith("HEROKU_POSTGRESQL_")]
+    assert len(colors) == 2 and "DATABASE_URL" in config and "REDIS_URL" in config
+    assert len(addons_of_app(platform.store, str(app.id))) == 3
+
+
+def test_unknown_plan_bad_names_and_taken_names_are_refused(platform, actor):
+    app = platform.ledger.create_app(actor, "shop")
+    with pytest.raises(NotFound, match="add-on service or the add-on plan"):
+        platform.ledger.create_addon(actor, app.id, "heroku-postgresql:gigantic")
+    with pytest.raises(NotFound):
+        platform.ledger.create_addon(actor, app.id, "mongodb")
+    with pytest.raises(InvalidParams):
+        platform.ledger.create_addon(actor, app.id, "heroku-redis", name="no spaces")
+    with pytest.raises(InvalidParams):
+        platform.ledger.create_addon(actor, app.id, "heroku-redis", attachment_name="9LIVES")
+    platform.ledger.create_addon(actor, app.id, "heroku-redis", name="cache")
+    with pytest.raises(NameTaken):
+        platform.ledger.create_addon(actor, app.id, "heroku-redis", name="cache")
+
+
+def test_config_vars_of_an_add_on_cannot_be_overwritten(platform, actor):
+    app = platform.ledger.create_app(actor, "shop")
+    provisioned(platform, actor, app)
+    with pytest.raises(InvalidParams, match="Cannot overwrite attachment values DATABASE_URL"):
+        platform.ledger.set_config(actor, app.id, {"DATABASE_URL": "x"})
+    with pytest.raises(InvalidParams):
+        platform.ledger.set_config(actor, app.id, {"DATABASE_URL": None})
+
+
+def test_rollback_keeps_the_add_ons_of_now(platform, actor):
+    app = platform.ledger.create_app(actor, "shop")
+    platform.ledger.set_config(actor, app.id, {"A": "1"})  # v2
+    db = provisioned(platform, actor, app)  # v3
+    platform.ledger.set_config(actor, app.id, {"A": "2"})  # v4
+    platform.ledger.rollback(actor, app.id, 2)  # v5: back to A=1, but the database stays
+    platform.projector.catch_up()
+    config = config_of(platform.store, str(app.id))
+    assert config["A"] == "1" and config["DATABASE_URL"] == DB_CONFIG["URL"]
+
+    platform.ledger.destroy_addon(actor, db.id)  # v6
+    platform.ledger.rollback(actor, app.id, 4)  # v7: the destroyed database does not return
+    platform.projector.catch_up()
+    config = config_of(platform.store, str(app.id))
+    assert config == {"A": "2"}
+
+
+def test_attach_to_a_second_app_with_its_own_name_and_detach(platform, actor):
+    web = platform.ledger.create_app(actor, "web-app")
+    worker = platform.ledger.create_app(actor, "worker-app")
+    db = provisioned(platform, actor, web)
+    attachment = platform.ledger.attach_addon(actor, db.id, worker.id, "main_db")
+    platform.projector.catch_up()
+    assert config_of(platform.store, str(worker.id)) == {"MAIN_DB_URL": DB_CONFIG["URL"]}
+    assert [a["name"] for a in attachments_of_app(platform.store, str(worker.id))] == ["MAIN_DB"]
+    assert [r["name"] for r in addons_of_app(platform.store, str(worker.id))] == [db.name]
+    with pytest.raises(Conflict):
+        platform.ledger.attach_addon(actor, db.id, worker.id, "MAIN_DB")
+
+    platform.ledger.detach_addon(actor, db.id, attachment)
+    platform.projector.catch_up()
+    assert config_of(platform.store, str(worker.id)) == {}
+    assert releases_of(platform.store, str(worker.id))[-1]["description"] == (
+        f"Detach MAIN_DB (@ref:{db.name})"
+    )
+
+
+def test_destroying_an_add_on_detaches_everywhere_and_asks_for_removal(platform, actor):
+    web = platform.ledger.create_app(actor, "web-app")
+    worker = platform.ledger.create_app(actor, "worker-app")
+    db = provisioned(platform, actor, web)
+    platform.ledger.attach_addon(actor, db.id, worker.id)
+    platform.ledger.destroy_addon(actor, db.id)
+    platform.projector.catch_up()
+    assert config_of(platform.store, str(web.id)) == {}
+    assert config_of(platform.store, str(worker.id)) == {}
+    assert [r["id"] for r in addons_in_state(platform.store, "deprovisioning")] == [str(db.id)]
+    assert find_addon(platform.store, db.name) is None  # gone from the lists at once
+    with pytest.raises(NotFound):
+        platform.ledger.destroy_addon(actor, db.id)
+
+    assert platform.ledger.finish_deprovisioning(db.id, actor)
+    assert not platform.ledger.finish_deprovisioning(db.id, actor)
+    platform.projector.catch_up()
+    assert addons_in_state(platform.store, "deprovisioning") == []
+    # The name is free again.
+    platform.ledger.create_addon(actor, web.id, "heroku-postgresql", name=db.name)
+
+
+def test_destroying_the_app_removes_its_add_ons_and_its_attachments(platform, actor):
+    web = platform.ledger.create_app(actor, "web-app")
+    worker = platform.ledger.create_app(actor, "worker-app")
+    own = provisioned(platform, actor, web)
+    pending = platform.ledger.create_addon(actor, web.id, "heroku-redis")
+    platform.ledger.attach_addon(actor, own.id, worker.id)
+    foreign = provisioned(platform, actor, worker, plan="heroku-redis")
+    platform.ledger.attach_addon(actor, foreign.id, web.id, "CACHE")
+
+    platform.ledger.destroy_app(actor, web.id)
+    platform.projector.catch_up()
+    deprovisioning = {r["id"] for r in addons_in_state(platform.store, "deprovisioning")}
+    assert deprovisioning == {str(own.id), str(pending.id)}
+    assert set(config_of(platform.store, str(worker.id))) == {"REDIS_URL"}
+    assert platform.ledger.get_addon(foreign.id).attachments_on(str(web.id)) == []
+    # A provisioning add-on that the app's destruction overtook is not attached afterwards.
+    assert not platform.ledger.complete_provisioning(pending.id, DB_CONFIG, actor)
+
+
+def test_failed_provisioning_is_visible_and_attaches_nothing(platform, actor):
+    app = platform.ledger.create_app(actor, "shop")
+    addon = platform.ledger.create_addon(actor, app.id, "heroku-redis")
+    assert platform.ledger.fail_provisioning(addon.id, "redis-server is not installed", actor)
+    platform.projector.catch_up()
+    row = find_addon(platform.store, addon.name)
+    assert (row["state"], row["message"]) == ("failed", "redis-server is not installed")
+    assert not platform.ledger.complete_provisioning(addon.id, DB_CONFIG, actor)
+    assert config_of(platform.store, str(app.id)) == {}
+    assert len(releases_of(platform.store, str(app.id))) == 1
+    platform.ledger.destroy_addon(actor, addon.id)  # a failed add-on can be removed
+
+
+def test_rename_and_other_users(platform, actor, make_actor):
+    app = platform.ledger.create_app(actor, "shop")
+    db = provisioned(platform, actor, app)
+    platform.ledger.rename_addon(actor, db.id, "shop-db")
+    platform.projector.catch_up()
+    assert find_addon(platform.store, "shop-db")["id"] == str(db.id)
+    assert find_addon(platform.store, db.name) is None
+    stranger = make_actor("stranger@example.com")
+    theirs = platform.ledger.create_app(stranger, "theirs")
+    from waka.domain.errors import Forbidden
+
+    with pytest.raises(Forbidden):
+        platform.ledger.destroy_addon(stranger, db.id)
+    with pytest.raises(Forbidden):
+        platform.ledger.attach_addon(stranger, db.id, theirs.id)
+    assert isinstance(UUID(str(db.id)), UUID)

@@ -1,0 +1,1 @@
+"""Add-ons: the catalogue of services and plans, and the interface their providers fill."""

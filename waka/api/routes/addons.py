@@ -1,0 +1,516 @@
+"""Add-ons: the catalogue (services and plans), add-ons and their attachments, and the
+resolve actions the Heroku CLI uses to find an add-on by name.
+
+Provisioning is done by the add-on manager; creating an add-on waits a little for it, so a
+quick provider answers 201 with the add-on provisioned (as Heroku does), a slow one 202 with
+it still provisioning.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.routing import Route
+
+from waka.addons.catalogue import SERVICES, Plan, Service, find_service
+from waka.api.endpoint import Ctx, Reply, endpoint
+from waka.api.errors import ApiError, not_found
+from waka.bootstrap import Platform
+from waka.projections.addons import (
+    addons_of_app,
+    addons_of_owner,
+    attachments_of_addon,
+    attachments_of_app,
+    find_addon,
+    find_attachment,
+)
+from waka.projections.apps import find_app
+from waka.projections.store import Row
+
+CREATE_WAIT = 20.0  # seconds a create waits for the provider before answering 202
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _service(service: Service) -> dict[str, Any]:
+    return {
+        "cli_plugin_name": None,
+        "created_at": "2026-01-01T00:00:00Z",
+        "human_name": service.human_name,
+        "id": str(service.id),
+        "name": service.name,
+        "state": "ga",
+        "supports_multiple_installations": True,
+        "supports_sharing": True,
+        "updated_at": "2026-01-01T00:00:00Z",
+        "supported_generations": [{"id": str(service.id), "name": "cedar"}],
+    }
+
+
+def _plan(service: Service, plan: Plan) -> dict[str, Any]:
+    return {
+        "addon_service": {"id": str(service.id), "name": service.name},
+        "created_at": "2026-01-01T00:00:00Z",
+        "compliance": None,
+        "default": plan.default,
+        "description": plan.description,
+        "human_name": plan.human_name,
+        "id": str(service.plan_id(plan)),
+        "installable_inside_private_network": False,
+        "installable_outside_private_network": True,
+        "name": f"{service.name}:{plan.name}",
+        "price": {"cents": plan.price_cents, "contract": False, "unit": "month"},
+        "space_default": False,
+        "state": "public",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "visible": True,
+        "limits": dict(plan.limits),  # not in Heroku's schema: what the provider enforces
+    }
+
+
+def _app_ref(store: Any, app_id: str) -> dict[str, str]:
+    row = find_app(store, app_id)
+    return {"id": app_id, "name": row["name"] if row else ""}
+
+
+def render_addon(platform: Platform, row: Row) -> dict[str, Any]:
+    service = find_service(row["service"])
+    assert service is not None
+    plan = service.find_plan(row["plan"]) or service.default_plan
+    app = _app_ref(platform.store, row["app_id"])
+    keys = orjson.loads(row["config_keys"])
+    config_vars = [
+        f"{a['name']}_{key}"
+        for a in attachments_of_addon(platform.store, row["id"])
+        if a["app_id"] == row["app_id"]
+        for key in keys
+    ]
+    return {
+        "actions": [],
+        "addon_service": {"id": str(service.id), "name": service.name},
+        "billing_entity": {"id": app["id"], "name": app["name"], "type": "app"},
+        "app": app,
+        "billed_price": {"cents": plan.price_cents, "contract": False, "unit": "month"},
+        "config_vars": config_vars,
+        "created_at": row["created_at"],
+        "id": row["id"],
+        "name": row["name"],
+        "plan": {
+            "id": str(service.plan_id(plan)),
+            "name": f"{service.name}:{plan.name}",
+            "price": {"cents": plan.price_cents, "contract": False, "unit": "month"},
+        },
+        "provider_id": row["id"],
+        "provision_message": row["message"] or None,
+        "state": api_state(row["state"]),
+        "updated_at": row["updated_at"],
+        "web_url": None,
+    }
+
+
+def api_state(state: str) -> str:
+    """Heroku's API has no "failed": an add-on whose provisioning failed is `deprovisioned`
+    (the CLI shows "errored", and `addons:create` says it was unable to be created), with
+    the reason in `provision_message`."""
+    return "deprovisioned" if state == "failed" else state
+
+
+def render_attachment(platform: Platform, row: Row) -> dict[str, Any]:
+    addon = find_addon(platform.store, row["addon_id"])
+    keys = orjson.loads(addon["config_keys"]) if addon else []
+    addon_ref: dict[str, Any] = {"id": row["addon_id"], "name": addon["name"] if addon else ""}
+    if addon is not None:
+        addon_ref["app"] = _app_ref(platform.store, addon["app_id"])
+        service = find_service(addon["service"])
+        if service is not None:
+            plan = service.find_plan(addon["plan"]) or service.default_plan
+            addon_ref["plan"] = {
+                "id": str(service.plan_id(plan)),
+                "name": f"{service.name}:{plan.name}",
+            }
+    return {
+        "addon": addon_ref,
+        "app": _app_ref(platform.store, row["app_id"]),
+        "config_vars": [f"{row['name']}_{key}" for key in keys],
+        "created_at": row["created_at"],
+        "id": row["id"],
+        "name": row["name"],
+        "namespace": None,
+        "updated_at": row["updated_at"],
+        "web_url": None,
+        "log_input_url": None,
+    }
+
+
+# --- lookups --------------------------------------------------------------------------------
+
+
+def addon_not_found() -> ApiError:
+    return ApiError(404, "not_found", "Couldn't find that add on.", resource="add_on")
+
+
+def attachment_not_found() -> ApiError:
+    return ApiError(
+        404, "not_found", "Couldn't find that add on attachment.", resource="add_on attachment"
+    )
+
+
+def _service_or_404(ctx: Ctx) -> Service:
+    service = find_service(ctx.param("service"))
+    if service is None:
+        raise not_found("Couldn't find that add-on service.")
+    return service
+
+
+def _owned(ctx: Ctx, app_id: str) -> bool:
+    app = find_app(ctx.platform.store, app_id)
+    return app is not None and app["owner_id"] == ctx.user["id"]
+
+
+def _addon(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
+    """An add-on the user may see, by id or name (on `app` when given)."""
+    row = find_addon(ctx.platform.store, ident)
+    if row is None and app is not None:  # an attachment name: DATABASE
+        row = next(
+            (
+                find_addon(ctx.platform.store, a["addon_id"])
+                for a in attachments_of_app(ctx.platform.store, app["id"])
+                if a["name"] == ident.upper()
+            ),
+            None,
+        )
+    if row is None or not _owned(ctx, row["app_id"]):
+        raise addon_not_found()
+    if app is not None and row["app_id"] != app["id"]:
+        attached = {a["app_id"] for a in attachments_of_addon(ctx.platform.store, row["id"])}
+        if app["id"] not in attached:
+            raise addon_not_found()
+    return row
+
+
+def _attachment(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
+    row = find_attachment(ctx.platform.store, ident)
+    if row is None and app is not None:
+        row = next(
+            (a for a in attachments_of_app(ctx.platform.store, app["id"]) if a["name"] == ident),
+            None,
+        )
+    if (
+        row is None
+        or not _owned(ctx, row["app_id"])
+        or (app is not None and row["app_id"] != app["id"])
+    ):
+        raise attachment_not_found()
+    return row
+
+
+# --- catalogue ------------------------------------------------------------------------------
+
+
+def list_services(ctx: Ctx) -> Reply:
+    return Reply([_service(s) for s in SERVICES])
+
+
+def show_service(ctx: Ctx) -> Reply:
+    return Reply(_service(_service_or_404(ctx)))
+
+
+def list_plans(ctx: Ctx) -> Reply:
+    service = _service_or_404(ctx)
+    return Reply([_plan(service, p) for p in service.plans])
+
+
+def show_plan(ctx: Ctx) -> Reply:
+    service = _service_or_404(ctx)
+    wanted = ctx.param("plan")
+    for plan in service.plans:
+        if wanted in (plan.name, f"{service.name}:{plan.name}", str(service.plan_id(plan))):
+            return Reply(_plan(service, plan))
+    raise not_found("Couldn't find that plan.")
+
+
+# --- add-ons --------------------------------------------------------------------------------
+
+
+def list_all_addons(ctx: Ctx) -> Reply:
+    rows = addons_of_owner(ctx.platform.store, ctx.user["id"])
+    return Reply([render_addon(ctx.platform, r) for r in rows])
+
+
+def list_app_addons(ctx: Ctx) -> Reply:
+    rows = addons_of_app(ctx.platform.store, ctx.app()["id"])
+    return Reply([render_addon(ctx.platform, r) for r in rows])
+
+
+def show_addon(ctx: Ctx) -> Reply:
+    return Reply(render_addon(ctx.platform, _addon(ctx, ctx.param("addon"))))
+
+
+def show_app_addon(ctx: Ctx) -> Reply:
+    return Reply(render_addon(ctx.platform, _addon(ctx, ctx.param("addon"), ctx.app())))
+
+
+def create_addon(ctx: Ctx) -> Reply:
+    app = ctx.app()
+    body = ctx.object_body()
+    attachment = body.get("attachment") or {}
+    if not isinstance(attachment, dict):
+        raise ApiError(422, "invalid_params", 'attachment must be an object like {"name": ...}.')
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(422, "invalid_params", "name must be a string.")
+    if body.get("config"):
+        raise ApiError(
+            422, "invalid_params", "These add-ons take no provisioning config; choose a plan."
+        )
+    plan = body.get("plan")
+    if isinstance(plan, dict):  # the CLI sends {"plan": {"name": "heroku-postgresql:..."}}
+        plan = plan.get("name")
+    addon = ctx.command(
+        ctx.platform.ledger.create_addon,
+        ctx.actor,
+        ctx.app_id(app),
+        plan,
+        name,
+        attachment.get("name"),
+    )
+    row = _wait_for_provider(ctx.platform, str(addon.id))
+    return Reply(render_addon(ctx.platform, row), 201 if row["state"] == "provisioned" else 202)
+
+
+def _wait_for_provider(platform: Platform, addon_id: str) -> Row:
+    """Give a running add-on manager a moment to make the resource (a database takes ~0.1 s)."""
+    row = find_addon(platform.store, addon_id)
+    assert row is not None
+    if "addon_manager" not in platform.__dict__:
+        return row  # no manager in this process (API-only tests): it stays provisioning
+    platform.wake_addon_manager()
+    deadline = time.monotonic() + CREATE_WAIT
+    while row["state"] == "provisioning" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        platform.projector.catch_up()
+        row = find_addon(platform.store, addon_id) or row
+    return row
+
+
+def update_addon(ctx: Ctx) -> Reply:
+    row = _addon(ctx, ctx.param("addon"), ctx.app())
+    body = ctx.object_body()
+    plan = body.get("plan")
+    if plan is not None:
+        current = f"{row['service']}:{row['plan']}"
+        if plan not in (current, row["plan"]):
+            raise ApiError(
+                422,
+                "invalid_params",
+                "Changing an add-on's plan is not supported here yet: create an add-on on the "
+                "new plan and move the data.",
+            )
+    if "name" in body:
+        ctx.command(ctx.platform.ledger.rename_addon, ctx.actor, _uuid(row), body["name"])
+    updated = find_addon(ctx.platform.store, row["id"])
+    assert updated is not None
+    return Reply(render_addon(ctx.platform, updated))
+
+
+def destroy_addon(ctx: Ctx) -> Reply:
+    row = _addon(ctx, ctx.param("addon"), ctx.app())
+    rendered = render_addon(ctx.platform, row)
+    ctx.command(ctx.platform.ledger.destroy_addon, ctx.actor, _uuid(row))
+    ctx.platform.wake_addon_manager()
+    ctx.platform.wake_dyno_manager()
+    return Reply({**rendered, "state": "deprovisioned"})
+
+
+# --- attachments ----------------------------------------------------------------------------
+
+
+def list_all_attachments(ctx: Ctx) -> Reply:
+    rows = [
+        a
+        for addon in addons_of_owner(ctx.platform.store, ctx.user["id"])
+        for a in attachments_of_addon(ctx.platform.store, addon["id"])
+    ]
+    return Reply([render_attachment(ctx.platform, r) for r in rows])
+
+
+def list_app_attachments(ctx: Ctx) -> Reply:
+    rows = attachments_of_app(ctx.platform.store, ctx.app()["id"])
+    return Reply([render_attachment(ctx.platform, r) for r in rows])
+
+
+def list_addon_attachments(ctx: Ctx) -> Reply:
+    addon = _addon(ctx, ctx.param("addon"))
+    rows = attachments_of_addon(ctx.platform.store, addon["id"])
+    return Reply([render_attachment(ctx.platform, r) for r in rows])
+
+
+def show_attachment(ctx: Ctx) -> Reply:
+    return Reply(render_attachment(ctx.platform, _attachment(ctx, ctx.param("attachment"))))
+
+
+def show_app_attachment(ctx: Ctx) -> Reply:
+    row = _attachment(ctx, ctx.param("attachment"), ctx.app())
+    return Reply(render_attachment(ctx.platform, row))
+
+
+def create_attachment(ctx: Ctx) -> Reply:
+    body = ctx.object_body()
+    addon_ident, app_ident = _ident(body.get("addon")), _ident(body.get("app"))
+    if not isinstance(addon_ident, str) or not isinstance(app_ident, str):
+        raise ApiError(422, "invalid_params", "addon and app are required (ids or names).")
+    app = find_app(ctx.platform.store, app_ident)
+    if app is None or app["owner_id"] != ctx.user["id"]:
+        raise not_found("Couldn't find that app.")
+    addon = _addon(ctx, addon_ident)
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(422, "invalid_params", "name must be a string.")
+    attachment_id = ctx.command(
+        ctx.platform.ledger.attach_addon, ctx.actor, _uuid(addon), _uuid(app), name
+    )
+    ctx.platform.wake_dyno_manager()
+    row = find_attachment(ctx.platform.store, attachment_id)
+    assert row is not None
+    return Reply(render_attachment(ctx.platform, row), 201)
+
+
+def destroy_attachment(ctx: Ctx) -> Reply:
+    row = _attachment(ctx, ctx.param("attachment"))
+    rendered = render_attachment(ctx.platform, row)
+    ctx.command(ctx.platform.ledger.detach_addon, ctx.actor, _uuid_of(row["addon_id"]), row["id"])
+    ctx.platform.wake_dyno_manager()
+    return Reply(rendered)
+
+
+# --- resolve actions (the CLI's way of finding an add-on from what the user typed) ----------
+
+
+def resolve_addons(ctx: Ctx) -> Reply:
+    body = ctx.object_body()
+    ident, app_ident, service = body.get("addon"), body.get("app"), body.get("addon_service")
+    if not isinstance(ident, str) or not ident:
+        raise ApiError(422, "invalid_params", "addon is required: a name, id or attachment name.")
+    app = None
+    if isinstance(app_ident, str) and app_ident:
+        app = find_app(ctx.platform.store, app_ident)
+        if app is None or app["owner_id"] != ctx.user["id"]:
+            raise not_found("Couldn't find that app.")
+    matches = _resolve(ctx, ident, app)
+    if isinstance(service, str) and service:
+        matches = [m for m in matches if m["service"] == service]
+    if not matches:
+        raise addon_not_found()
+    return Reply([render_addon(ctx.platform, m) for m in matches])
+
+
+def _resolve(ctx: Ctx, ident: str, app: Row | None) -> list[Row]:
+    store = ctx.platform.store
+    direct = find_addon(store, ident)
+    if direct is not None and _owned(ctx, direct["app_id"]):
+        return [direct]
+    if app is None:
+        return []
+    by_attachment = [
+        find_addon(store, a["addon_id"])
+        for a in attachments_of_app(store, app["id"])
+        if a["name"] == ident.upper()
+    ]
+    by_service = [r for r in addons_of_app(store, app["id"]) if r["service"] == ident]
+    found = [r for r in by_attachment if r is not None] or by_service
+    return list({r["id"]: r for r in found}.values())
+
+
+def resolve_attachments(ctx: Ctx) -> Reply:
+    """By attachment id; with an app also by attachment name (DATABASE) or config var name
+    (DATABASE_URL); `app::NAME` names the app in the identifier."""
+    body = ctx.object_body()
+    ident, app_ident = body.get("addon_attachment"), body.get("app")
+    service = body.get("addon_service")
+    if not isinstance(ident, str) or not ident:
+        raise ApiError(422, "invalid_params", "addon_attachment is required.")
+    if "::" in ident:
+        app_ident, _, ident = ident.partition("::")
+    store = ctx.platform.store
+    by_id = find_attachment(store, ident)
+    candidates: list[Row] = [by_id] if by_id and _owned(ctx, by_id["app_id"]) else []
+    if not candidates and isinstance(app_ident, str) and app_ident:
+        app = find_app(store, app_ident)
+        if app is None or app["owner_id"] != ctx.user["id"]:
+            raise ApiError(404, "not_found", "Couldn't find that app.", resource="app")
+        wanted = ident.upper()
+        candidates = [
+            a
+            for a in attachments_of_app(store, app["id"])
+            if wanted in (a["name"], *_attachment_vars(store, a))
+        ]
+    matches = []
+    for attachment in candidates:
+        addon = find_addon(store, attachment["addon_id"])
+        if addon is None or (isinstance(service, str) and service and addon["service"] != service):
+            continue
+        matches.append(attachment)
+    if not matches:
+        raise attachment_not_found()
+    return Reply([render_attachment(ctx.platform, m) for m in matches])
+
+
+def _attachment_vars(store: Any, attachment: Row) -> list[str]:
+    addon = find_addon(store, attachment["addon_id"])
+    keys = orjson.loads(addon["config_keys"]) if addon else []
+    return [f"{attachment['name']}_{key}" for key in keys]
+
+
+def _ident(value: Any) -> Any:
+    """An id or name, given bare or as {"id": ...} / {"name": ...} (the CLI sends objects)."""
+    if isinstance(value, dict):
+        return value.get("id") or value.get("name")
+    return value
+
+
+def _uuid(row: Row) -> Any:
+    return _uuid_of(row["id"])
+
+
+def _uuid_of(value: str) -> Any:
+    from uuid import UUID
+
+    return UUID(value)
+
+
+def routes(platform: Platform) -> list[Route]:
+    def get(path: str, handler: Any) -> Route:
+        return Route(path, endpoint(platform, handler), methods=["GET"])
+
+    return [
+        get("/addon-services", list_services),
+        get("/addon-services/{service}", show_service),
+        get("/addon-services/{service}/plans", list_plans),
+        get("/addon-services/{service}/plans/{plan}", show_plan),
+        get("/addons", list_all_addons),
+        get("/addons/{addon}", show_addon),
+        get("/addons/{addon}/addon-attachments", list_addon_attachments),
+        get("/apps/{app}/addons", list_app_addons),
+        get("/apps/{app}/addons/{addon}", show_app_addon),
+        Route("/apps/{app}/addons", endpoint(platform, create_addon), methods=["POST"]),
+        Route("/apps/{app}/addons/{addon}", endpoint(platform, update_addon), methods=["PATCH"]),
+        Route("/apps/{app}/addons/{addon}", endpoint(platform, destroy_addon), methods=["DELETE"]),
+        get("/addon-attachments", list_all_attachments),
+        get("/addon-attachments/{attachment}", show_attachment),
+        get("/apps/{app}/addon-attachments", list_app_attachments),
+        get("/apps/{app}/addon-attachments/{attachment}", show_app_attachment),
+        Route("/addon-attachments", endpoint(platform, create_attachment), methods=["POST"]),
+        Route(
+            "/addon-attachments/{attachment}",
+            endpoint(platform, destroy_attachment),
+            methods=["DELETE"],
+        ),
+        Route("/actions/addons/resolve", endpoint(platform, resolve_addons), methods=["POST"]),
+        Route(
+            "/actions/addon-attachments/resolve",
+            endpoint(platform, resolve_attachments),
+            methods=["POST"],
+        ),
+    ]

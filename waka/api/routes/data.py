@@ -1,0 +1,137 @@
+"""The Heroku Data API, as far as the CLI's `pg:*` and `redis:*` commands use it.
+
+The CLI sends these to HEROKU_DATA_HOST (a bare host name; the port is HEROKU_HOST's), so
+`HEROKU_DATA_HOST=localhost` brings them here. A database not provisioned yet answers 404
+with no message: that is how the CLI tells "not yet provisioned" from a real error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlparse
+from uuid import UUID
+
+from starlette.routing import Route
+
+from waka.addons.catalogue import find_service
+from waka.api.endpoint import Ctx, Reply, endpoint
+from waka.api.routes.addons import addon_not_found
+from waka.bootstrap import Platform
+from waka.projections.addons import find_addon
+from waka.projections.apps import find_app
+from waka.projections.store import Row
+
+NOT_PROVISIONED = Reply({"id": "not_found"}, 404)
+
+
+def _addon(ctx: Ctx, service: str) -> Row:
+    row = find_addon(ctx.platform.store, ctx.param("addon"))
+    app = find_app(ctx.platform.store, row["app_id"]) if row else None
+    if row is None or row["service"] != service or app is None:
+        raise addon_not_found()
+    if app["owner_id"] != ctx.user["id"]:
+        raise addon_not_found()
+    return row
+
+
+def _url(ctx: Ctx, row: Row) -> str:
+    return ctx.platform.ledger.get_addon(UUID(row["id"])).config.get("URL", "")
+
+
+def _info(ctx: Ctx, row: Row) -> list[dict[str, Any]]:
+    service = find_service(row["service"])
+    assert service is not None
+    plan = service.find_plan(row["plan"]) or service.default_plan
+    facts = [("Plan", plan.human_name)]
+    try:
+        facts += ctx.platform.providers[row["service"]].info(row["id"], plan)
+    except Exception as error:  # the server is unreachable: say so, don't fail pg:info
+        facts.append(("Status", f"Unavailable ({error})"))
+    seen: set[str] = set()
+    unique = [(k, v) for k, v in facts if not (k in seen or seen.add(k))]
+    return [{"name": name, "values": [str(value)]} for name, value in unique]
+
+
+# --- Heroku Postgres ------------------------------------------------------------------------
+
+
+def pg_database(ctx: Ctx) -> Reply:
+    row = _addon(ctx, "heroku-postgresql")
+    if row["state"] != "provisioned":
+        return NOT_PROVISIONED
+    return Reply({"resource_url": _url(ctx, row), "info": _info(ctx, row)})
+
+
+def pg_wait_status(ctx: Ctx) -> Reply:
+    row = _addon(ctx, "heroku-postgresql")
+    return Reply(_wait(row))
+
+
+def pg_credentials(ctx: Ctx) -> Reply:
+    row = _addon(ctx, "heroku-postgresql")
+    if ctx.param("credential") != "default" or row["state"] != "provisioned":
+        return Reply({"id": "not_found", "message": "Couldn't find that credential."}, 404)
+    url = urlparse(_url(ctx, row))
+    return Reply(
+        {
+            "uuid": row["id"],
+            "name": "default",
+            "state": "active",
+            "database": url.path.lstrip("/"),
+            "host": url.hostname,
+            "port": url.port or 5432,
+            "credentials": [
+                {
+                    "user": unquote(url.username or ""),
+                    "password": unquote(url.password or ""),
+                    "state": "active",
+                }
+            ],
+        }
+    )
+
+
+# --- Heroku Key-Value Store (Redis) ---------------------------------------------------------
+
+
+def redis_database(ctx: Ctx) -> Reply:
+    row = _addon(ctx, "heroku-redis")
+    if row["state"] != "provisioned":
+        return NOT_PROVISIONED
+    return Reply(
+        {
+            "name": row["name"],
+            # The CLI's redis:cli speaks plain TCP only to a "hobby" plan without native TLS;
+            # these servers speak no TLS, so that is what they are called here.
+            "plan": "hobby-dev",
+            "prefer_native_tls": False,
+            "resource_url": _url(ctx, row),
+            "info": _info(ctx, row),
+        }
+    )
+
+
+def redis_wait(ctx: Ctx) -> Reply:
+    return Reply(_wait(_addon(ctx, "heroku-redis")))
+
+
+def _wait(row: Row) -> dict[str, Any]:
+    return {
+        "waiting?": row["state"] == "provisioning",
+        "error?": row["state"] == "failed",
+        "message": row["message"]
+        or ("available" if row["state"] == "provisioned" else row["state"]),
+    }
+
+
+def routes(platform: Platform) -> list[Route]:
+    def get(path: str, handler: Any) -> Route:
+        return Route(path, endpoint(platform, handler), methods=["GET"])
+
+    return [
+        get("/client/v11/databases/{addon}", pg_database),
+        get("/client/v11/databases/{addon}/wait_status", pg_wait_status),
+        get("/postgres/v0/databases/{addon}/credentials/{credential}", pg_credentials),
+        get("/redis/v0/databases/{addon}", redis_database),
+        get("/redis/v0/databases/{addon}/wait", redis_wait),
+    ]
