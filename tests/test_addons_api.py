@@ -228,3 +228,49 @@ def test_bad_requests(api: Api) -> None:
     create(api, "shop", "heroku-redis", name="mine")
     assert error_of(stranger.get("/addons/mine"))[0] == 404
     assert error_of(stranger.delete("/apps/shop/addons/mine"))[0] == 403
+
+
+def test_a_manager_that_crashed_mid_way_is_repaired_by_the_next(api: Api, providers) -> None:
+    """A crash between the provider's work and its ledger record: the next manager (a
+    restarted waka) repeats the idempotent call and records it once."""
+    from waka.addons.catalogue import HEROKU_POSTGRESQL as PG
+    from waka.reactors.addon_manager import AddonManager
+
+    api.post("/apps", json={"name": "shop"})
+    addon = create(api, "shop", "heroku-postgresql")
+    fake = providers["heroku-postgresql"]
+    fake.provision(addon["id"], PG.default_plan)  # done, then the process died
+    platform = api.platform
+    restarted = AddonManager(platform.ledger, platform.store, platform.projector, providers)
+    restarted.settle()
+    platform.projector.catch_up()
+    assert api.get(f"/addons/{addon['id']}").json()["state"] == "provisioned"
+    assert len(fake.resources) == 1
+    attaches = [
+        r for r in api.get("/apps/shop/releases").json() if r["description"].startswith("Attach")
+    ]
+    assert len(attaches) == 1
+
+    api.delete(f"/apps/shop/addons/{addon['id']}")
+    fake.deprovision(addon["id"])  # removed, then the process died before recording it
+    AddonManager(platform.ledger, platform.store, platform.projector, providers).settle()
+    platform.projector.catch_up()
+    assert fake.calls.count(f"deprovision {addon['id']}") == 2
+    assert api.get("/addons").json() == []
+
+
+def test_without_a_postgresql_server_the_add_on_fails_saying_why(make_platform, tmp_path):
+    """The embedded default (SQLite, no WAKA_ADDONS_POSTGRES_URL): no server to make databases
+    on, so the add-on fails at once, with the reason, and nothing is attached."""
+    from waka.config import Settings
+
+    platform = make_platform(Settings(home=tmp_path / "embedded"))
+    api = Api(platform)
+    api.post("/apps", json={"name": "shop"})
+    addon = create(api, "shop", "heroku-postgresql")
+    platform.addon_manager.settle()
+    platform.projector.catch_up()
+    shown = api.get(f"/addons/{addon['id']}").json()
+    assert shown["state"] == "deprovisioned"
+    assert "WAKA_ADDONS_POSTGRES_URL" in shown["provision_message"]
+    assert api.get("/apps/shop/config-vars").json() == {}

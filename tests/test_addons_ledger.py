@@ -1,8 +1,6 @@
 """Add-ons in the ledger: provisioning, attachments, config vars, releases, removal, on both
 event stores. The resource side (real PostgreSQL and Redis) is in test_addon_providers.py."""
 
-from uuid import UUID
-
 import pytest
 
 from waka.domain.addon import Addon
@@ -188,4 +186,26 @@ def test_rename_and_other_users(platform, actor, make_actor):
         platform.ledger.destroy_addon(stranger, db.id)
     with pytest.raises(Forbidden):
         platform.ledger.attach_addon(stranger, db.id, theirs.id)
-    assert isinstance(UUID(str(db.id)), UUID)
+
+
+def test_the_app_log_tells_of_its_add_ons(platform, actor):
+    from waka.logplex.logplex import Logplex
+    from waka.reactors.api_log import ApiLog
+
+    app = platform.ledger.create_app(actor, "shop")
+    logplex = Logplex()
+    api_log = ApiLog(platform.ledger, logplex)
+    db = provisioned(platform, actor, app, name="shop-db")
+    broken = platform.ledger.create_addon(actor, app.id, "heroku-redis", name="shop-cache")
+    platform.ledger.fail_provisioning(broken.id, "redis-server is not installed", actor)
+    platform.ledger.destroy_addon(actor, db.id)
+    platform.ledger.finish_deprovisioning(db.id, actor)
+    api_log.poll()
+    lines = [x.message for x in logplex.recent(str(app.id), lines=100)]
+    by = f"by {actor['email']}"
+    assert lines[0] == f"Provisioning heroku-postgresql:essential-0 (shop-db) {by}"
+    assert lines[1].startswith("Attach DATABASE, HEROKU_POSTGRESQL_") and lines[1].endswith(by)
+    assert f"Provisioning heroku-redis:mini (shop-cache) {by}" in lines
+    assert "Add-on shop-cache failed to provision: redis-server is not installed" in lines
+    assert lines[-3].startswith("Detach DATABASE, HEROKU_POSTGRESQL_")
+    assert lines[-1] == "Add-on shop-db deprovisioned"

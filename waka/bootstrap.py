@@ -215,6 +215,8 @@ class Platform:
         self.builder.clear_cache(app_id)
 
     def close(self) -> None:
+        if "addon_manager" in self.__dict__:
+            self.addon_manager.close()
         self.store.close()
         self.ledger.close()
 

@@ -117,9 +117,14 @@ def routes(platform: Platform) -> list[Route]:
             assert process.stdin is not None
             try:
                 async for chunk in request.stream():
+                    if not chunk:
+                        continue  # a GET's empty body: git may have exited already
+                    if process.stdin.is_closing():
+                        break  # git stopped reading: it answers without the rest
                     process.stdin.write(chunk)
                     await process.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
+            # git exited before reading all: an error (asyncio) or a closed handle (uvloop).
+            except (BrokenPipeError, ConnectionResetError, RuntimeError):
                 pass
             finally:
                 process.stdin.close()

@@ -66,6 +66,10 @@ class AddonManager:
                 log.exception("add-on manager pass failed; retrying")
             self.wakeup.wait(timeout=interval)
             self.wakeup.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Wait for provider calls under way (each is bounded by its provider's timeouts)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def tick(self) -> None:

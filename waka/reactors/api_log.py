@@ -18,6 +18,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
+from waka.domain.addon import Addon
 from waka.domain.app import App
 from waka.logplex.logplex import Logplex
 
@@ -85,6 +86,9 @@ class ApiLog:
                     return read
 
     def _log(self, event: Any) -> None:
+        if isinstance(event, Addon.Event):
+            self._log_addon(event)
+            return
         if not isinstance(event, App.Event):
             return
         app_id = str(event.originator_id)
@@ -93,6 +97,31 @@ class ApiLog:
             return
         for message in describe(event, self.ledger):
             self.logplex.emit(app_id, "app", "api", message, at=event.timestamp)
+
+    def _log_addon(self, event: Any) -> None:
+        """An add-on's life, in its billing app's log (attachments log as releases)."""
+        match event:
+            case Addon.Created():
+                app_id, name = event.app_id, event.name
+                message = (
+                    f"Provisioning {event.service}:{event.plan} ({name}) "
+                    f"by {event.actor.get('email') or 'waka'}"
+                )
+            case Addon.ProvisionFailed() | Addon.Deprovisioned():
+                try:
+                    addon = self.ledger.repository.get(
+                        event.originator_id, version=event.originator_version
+                    )
+                except Exception:  # no app to log to; the ledger still has the event
+                    return
+                app_id, name = addon.app_id, addon.name
+                if isinstance(event, Addon.ProvisionFailed):
+                    message = f"Add-on {name} failed to provision: {event.reason}"
+                else:
+                    message = f"Add-on {name} deprovisioned"
+            case _:
+                return
+        self.logplex.emit(app_id, "app", "api", message, at=event.timestamp)
 
     def start(self) -> None:
         self._stopping.clear()
