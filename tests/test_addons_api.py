@@ -274,3 +274,20 @@ def test_without_a_postgresql_server_the_add_on_fails_saying_why(make_platform, 
     assert shown["state"] == "deprovisioned"
     assert "WAKA_ADDONS_POSTGRES_URL" in shown["provision_message"]
     assert api.get("/apps/shop/config-vars").json() == {}
+
+
+def test_a_provider_that_crashes_is_retried_then_failed(api: Api, providers) -> None:
+    class Crashing(FakeProvider):
+        def provision(self, addon_id: str, plan: Plan) -> dict[str, str]:
+            self.calls.append(f"provision {addon_id}")
+            raise KeyError("boom")
+
+    crashing = Crashing(HEROKU_REDIS)
+    api.platform.providers["heroku-redis"] = crashing
+    api.post("/apps", json={"name": "shop"})
+    addon = create(api, "shop", "heroku-redis")
+    settle(api)
+    shown = api.get(f"/addons/{addon['id']}").json()
+    assert shown["state"] == "deprovisioned"
+    assert shown["provision_message"] == "provider error: 'boom' (after 5 attempts)"
+    assert len(crashing.calls) == 5

@@ -318,6 +318,25 @@ class WakaServer:
             self.process.wait()
             self.process = None
 
+    def remove_dynos(self) -> None:
+        """Docker dynos outlive `waka up` (the next start adopts them): a test's are removed
+        when it is done with the server, so they don't pile up on the engine."""
+        from waka.adapters.runtime import docker_client
+        from waka.config import Settings
+
+        client = docker_client()
+        if client is None:
+            return
+        platform_id = Settings(
+            home=self.home,
+            database_url=self.database_url,
+            database_schema=self.database_schema or "public",
+        ).platform_id
+        mine = {"label": [f"waka.platform={platform_id}"]}
+        for container in client.containers.list(all=True, filters=mine):
+            with contextlib.suppress(Exception):  # already gone
+                container.remove(force=True)
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -460,6 +479,7 @@ def start_server(
     )
     server.home.mkdir(parents=True, exist_ok=True)
     server.extra_env = dict(env or {})
+    STARTED.append(server)
     server.start()
     try:
         server.api_key = server.create_user(OWNER_EMAIL)
@@ -469,6 +489,18 @@ def start_server(
     return server
 
 
+STARTED: list[WakaServer] = []  # every server this test process started
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_every_dyno_at_the_end() -> Iterator[None]:
+    """Also the dynos of servers a test started and stopped by itself."""
+    yield
+    for server in STARTED:
+        if server.process is None:
+            server.remove_dynos()
+
+
 @pytest.fixture(scope="module")
 def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WakaServer]:
     """A running `waka up` shared by the tests of one module; stopped with SIGINT at the end."""
@@ -476,8 +508,11 @@ def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         yield server
     finally:
-        if server.process is not None:
-            server.stop_cleanly()
+        try:
+            if server.process is not None:
+                server.stop_cleanly()
+        finally:
+            server.remove_dynos()
 
 
 @pytest.fixture
@@ -493,9 +528,13 @@ def make_waka(
         return server
 
     yield make
-    for server in reversed(started):
-        if server.process is not None:
-            server.stop_cleanly()
+    try:
+        for server in reversed(started):
+            if server.process is not None:
+                server.stop_cleanly()
+    finally:
+        for server in started:
+            server.remove_dynos()
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------

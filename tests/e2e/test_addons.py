@@ -46,6 +46,7 @@ def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             if server.process is not None:
                 server.stop_cleanly()
         finally:
+            server.remove_dynos()
             _remove_leftovers(server)
 
 

@@ -137,6 +137,10 @@ class AddonManager:
         except ProviderError as error:
             self._provider_failed(row["id"], error, actor)
             return
+        except Exception as error:  # a provider's bug: retried with back-off, then failed
+            log.exception("add-on %s: provider error", row["name"])
+            self._provider_failed(row["id"], ProviderError(f"provider error: {error}"), actor)
+            return
         self._attempts.pop(row["id"], None)
         if self.ledger.complete_provisioning(addon_id, config, actor):
             log.info("add-on %s (%s) provisioned", row["name"], row["service"])
@@ -163,7 +167,7 @@ class AddonManager:
         """Removal is always safe to retry: it goes on (with back-off) until it succeeds."""
         try:
             self._provider(row).deprovision(row["id"])
-        except ProviderError as error:
+        except Exception as error:  # ProviderError, or a provider's bug: retry with back-off
             attempts = self._attempts.setdefault(row["id"], _Attempts())
             attempts.count += 1
             attempts.next_at = time.monotonic() + min(
@@ -183,5 +187,5 @@ class AddonManager:
         addon = self.ledger.get_addon(UUID(row["id"]))
         try:
             self._provider(row).ensure_running(row["id"], plan, addon.config)
-        except ProviderError as error:
+        except Exception as error:
             log.warning("add-on %s is not running and could not be started: %s", row["name"], error)
