@@ -209,3 +209,33 @@ def test_the_app_log_tells_of_its_add_ons(platform, actor):
     assert "Add-on shop-cache failed to provision: redis-server is not installed" in lines
     assert lines[-3].startswith("Detach DATABASE, HEROKU_POSTGRESQL_")
     assert lines[-1] == "Add-on shop-db deprovisioned"
+
+
+def test_releases_list_the_add_on_plans_and_the_read_models_rebuild_the_same(platform, actor):
+    web = platform.ledger.create_app(actor, "web-app")
+    worker = platform.ledger.create_app(actor, "worker-app")
+    db = provisioned(platform, actor, web)
+    cache = provisioned(platform, actor, web, plan="heroku-redis:premium-0")
+    platform.ledger.attach_addon(actor, db.id, worker.id, "SHARED")
+    platform.ledger.rollback(actor, web.id, 1)
+    platform.ledger.destroy_addon(actor, cache.id)
+    failed = platform.ledger.create_addon(actor, web.id, "heroku-redis")
+    platform.ledger.fail_provisioning(failed.id, "no", actor)
+    platform.ledger.rename_addon(actor, db.id, "main-db")
+    platform.projector.catch_up()
+    plans = [
+        (r["version"], r["addon_plan_names"]) for r in releases_of(platform.store, str(web.id))
+    ]
+    assert plans == [
+        (1, "[]"),
+        (2, '["heroku-postgresql:essential-0"]'),
+        (3, '["heroku-postgresql:essential-0","heroku-redis:premium-0"]'),
+        (4, '["heroku-postgresql:essential-0","heroku-redis:premium-0"]'),  # the rollback
+        (5, '["heroku-postgresql:essential-0"]'),
+    ]
+    assert releases_of(platform.store, str(worker.id))[-1]["addon_plan_names"] == (
+        '["heroku-postgresql:essential-0"]'
+    )
+    live = platform.projector.dump()
+    platform.projector.rebuild()
+    assert platform.projector.dump() == live

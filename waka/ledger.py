@@ -426,8 +426,10 @@ class Ledger(Application[UUID]):
                 addon.id,
                 addon.attachment_name,
             )
+            plan = f"{addon.service}:{addon.plan}"
             attachments = [
-                {"id": str(attachment_id(addon.id, app.id, n)), "name": n} for n in names
+                {"id": str(attachment_id(addon.id, app.id, n)), "name": n, "plan": plan}
+                for n in names
             ]
             app.attach_addon(str(addon.id), addon.name, attachments, config, actor)
         except (Conflict, InvalidParams, NotFound) as exc:
@@ -479,7 +481,11 @@ class Ledger(Application[UUID]):
             addon.id,
             requested,
         )
-        attachment = {"id": str(attachment_id(addon.id, app.id, names[0])), "name": names[0]}
+        attachment = {
+            "id": str(attachment_id(addon.id, app.id, names[0])),
+            "name": names[0],
+            "plan": f"{addon.service}:{addon.plan}",
+        }
         app.attach_addon(str(addon.id), addon.name, [attachment], addon.config, actor)
         addon.attach(attachment["id"], str(app.id), attachment["name"], actor)
         self.save(addon, app)

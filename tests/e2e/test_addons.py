@@ -176,6 +176,12 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
     descriptions = [d for _, d, _ in release_rows(server.heroku("releases", "-a", app).stdout)]
     assert any(d.startswith("Attach DATABASE") for d in descriptions), descriptions
     assert any(d.startswith("Attach REDIS") for d in descriptions), descriptions
+    release_info = server.heroku("releases:info", "-a", app).stdout
+    assert "heroku-postgresql:essential-0" in release_info, release_info
+    assert "heroku-redis:mini" in release_info, release_info
+    renamed = server.heroku("addons:rename", db_name, f"{app}-db").stdout
+    assert f"{db_name} successfully renamed to {app}-db." in flat(renamed), renamed
+    db_name = f"{app}-db"
     info = server.heroku("addons:info", db_name).stdout
     assert key_values(info.splitlines())["Plan"] == "heroku-postgresql:essential-0", info
     assert "Addons:" in server.heroku("apps:info", "-a", app).stdout
@@ -206,7 +212,12 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
 
     # --- attach this database to the other app under its own name -----------------------
     server.heroku("addons:attach", db_name, "-a", other, "--as", "SHOP_DB")
+    server.heroku("addons:attach", db_name, "-a", other, "--as", "SPARE")
     assert config(server, other)["SHOP_DB_URL"] == vars_now["DATABASE_URL"]
+    assert config(server, other)["SPARE_URL"] == vars_now["DATABASE_URL"]
+    detached = server.heroku("addons:detach", "SPARE", "-a", other)
+    assert "Unsetting SPARE config vars and restarting" in flat(detached.stderr), detached
+    assert "SPARE_URL" not in config(server, other)
 
     # --- rollback keeps today's add-ons, and says so ------------------------------------
     rolled = server.heroku("releases:rollback", "v2", "-a", app)

@@ -58,7 +58,7 @@ def app(row: Row, settings: Settings) -> dict[str, Any]:
 def release(row: Row, app_row: Row) -> dict[str, Any]:
     slug = {"id": row["slug_id"]} if row["slug_id"] else None
     return {
-        "addon_plan_names": [],
+        "addon_plan_names": orjson.loads(row["addon_plan_names"]),
         "artifacts": [{"type": "slug", "id": row["slug_id"]}] if row["slug_id"] else [],
         "app": {"id": app_row["id"], "name": app_row["name"]},
         "created_at": row["created_at"],

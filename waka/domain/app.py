@@ -203,7 +203,7 @@ class App(Aggregate):
         config: dict[str, str],
         actor: Actor,
     ) -> int:
-        """Attach an add-on under one or more names ({"id", "name"}); each name prefixes the
+        """Attach an add-on under one or more names ({"id", "name", "plan"}); each name prefixes the
         add-on's config (DATABASE + URL -> DATABASE_URL). Makes a release; returns it."""
         self._check_live()
         taken = self.attachment_names()
@@ -245,6 +245,7 @@ class App(Aggregate):
                 "addon_name": addon_name,
                 "name": attachment["name"],
                 "vars": list(attachment["vars"]),
+                "plan": attachment.get("plan", ""),
             }
         self.config.update(config)
 

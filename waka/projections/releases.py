@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from waka.domain.app import App, release_id
 from waka.projections.base import Projection, iso
 from waka.projections.store import Cursor, ReadStore, Row
@@ -15,7 +17,12 @@ class ReleasesProjection(Projection):
             description TEXT NOT NULL, slug_id TEXT, status TEXT NOT NULL,
             user_id TEXT NOT NULL, user_email TEXT NOT NULL,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            addon_plan_names TEXT NOT NULL,
             UNIQUE (app_id, version))""",
+        # The plans of the add-ons attached to each app now: a release lists them.
+        "waka_release_addons": """CREATE TABLE IF NOT EXISTS waka_release_addons (
+            attachment_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, addon_id TEXT NOT NULL,
+            plan TEXT NOT NULL)""",
     }
 
     def released(self, cur: Cursor, e: App.Released) -> None:
@@ -24,12 +31,29 @@ class ReleasesProjection(Projection):
     def failed(self, cur: Cursor, e: App.ReleaseFailed) -> None:
         self._insert(cur, e, "failed")
 
+    def attached(self, cur: Cursor, e: App.AddonAttached) -> None:
+        for attachment in e.attachments:
+            cur.execute(
+                "INSERT INTO waka_release_addons (attachment_id, app_id, addon_id, plan)"
+                " VALUES (?, ?, ?, ?)",
+                (attachment["id"], str(e.originator_id), e.addon_id, attachment.get("plan", "")),
+            )
+
+    def detached(self, cur: Cursor, e: App.AddonDetached) -> None:
+        for attachment_id in e.attachment_ids:
+            cur.execute("DELETE FROM waka_release_addons WHERE attachment_id = ?", (attachment_id,))
+
     @staticmethod
     def _insert(cur: Cursor, e: App.Released | App.ReleaseFailed, status: str) -> None:
+        rows = cur.query(
+            "SELECT DISTINCT addon_id, plan FROM waka_release_addons WHERE app_id = ?",
+            (str(e.originator_id),),
+        )
+        plans = sorted(r["plan"] for r in rows if r["plan"])
         cur.execute(
             "INSERT INTO waka_releases (id, app_id, version, description, slug_id, status,"
-            " user_id, user_email, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " user_id, user_email, created_at, updated_at, addon_plan_names)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(release_id(e.originator_id, e.version)),
                 str(e.originator_id),
@@ -41,13 +65,21 @@ class ReleasesProjection(Projection):
                 e.actor["email"],
                 iso(e.timestamp),
                 iso(e.timestamp),
+                orjson.dumps(plans).decode(),
             ),
         )
 
     def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_releases WHERE app_id = ?", (str(e.originator_id),))
+        cur.execute("DELETE FROM waka_release_addons WHERE app_id = ?", (str(e.originator_id),))
 
-    handlers = {App.Released: released, App.ReleaseFailed: failed, App.Destroyed: destroyed}
+    handlers = {
+        App.Released: released,
+        App.ReleaseFailed: failed,
+        App.AddonAttached: attached,
+        App.AddonDetached: detached,
+        App.Destroyed: destroyed,
+    }
 
 
 def releases_of(store: ReadStore, app_id: str) -> list[Row]:
