@@ -443,3 +443,31 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_ensure_running_applies_a_changed_plans_connection_limit(
+    pg: RecordingPostgresProvider, postgres_url: str
+) -> None:
+    addon_id = new_id()
+    url = pg.provision(addon_id)["URL"]
+    bigger = HEROKU_POSTGRESQL.find_plan("standard-0")
+    assert bigger is not None
+    pg.ensure_running(addon_id, bigger, {"URL": url})
+    role, _ = role_and_database(url)
+    limit = admin_query(postgres_url, "SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", role)
+    assert limit == [(bigger.limits["connections"],)]
+    with psycopg.connect(url, connect_timeout=5) as conn:  # the same URL still logs in
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_ensure_running_applies_a_changed_plans_memory_limit(redis: RedisProvider) -> None:
+    addon_id = new_id()
+    url = redis.provision(addon_id, HEROKU_REDIS.default_plan)["URL"]
+    bigger = HEROKU_REDIS.find_plan("premium-2")
+    assert bigger is not None
+    redis.ensure_running(addon_id, bigger, {"URL": url})
+    maxmemory = redis_cli(url, "CONFIG", "GET", "maxmemory").stdout.split()
+    assert maxmemory[-1] == str(bigger.limits["memory_mb"] * 1024 * 1024)
+    assert f"maxmemory {bigger.limits['memory_mb']}mb" in (
+        redis.root / addon_id / "redis.conf"
+    ).read_text()

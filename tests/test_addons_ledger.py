@@ -58,9 +58,9 @@ def test_second_database_gets_only_a_colour_and_redis_gets_redis_url(platform, a
 
 def test_unknown_plan_bad_names_and_taken_names_are_refused(platform, actor):
     app = platform.ledger.create_app(actor, "shop")
-    with pytest.raises(NotFound, match="add-on service or the add-on plan"):
+    with pytest.raises(InvalidParams, match="add-on service or the add-on plan"):
         platform.ledger.create_addon(actor, app.id, "heroku-postgresql:gigantic")
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidParams):
         platform.ledger.create_addon(actor, app.id, "mongodb")
     with pytest.raises(InvalidParams):
         platform.ledger.create_addon(actor, app.id, "heroku-redis", name="no spaces")
@@ -239,3 +239,27 @@ def test_releases_list_the_add_on_plans_and_the_read_models_rebuild_the_same(pla
     live = platform.projector.dump()
     platform.projector.rebuild()
     assert platform.projector.dump() == live
+
+
+def test_plan_change_keeps_the_resource_and_makes_no_release(platform, actor):
+    app = platform.ledger.create_app(actor, "shop")
+    cache = provisioned(platform, actor, app, plan="heroku-redis:mini")
+    releases_before = len(releases_of(platform.store, str(app.id)))
+    platform.ledger.change_addon_plan(actor, cache.id, "premium-1")
+    platform.ledger.change_addon_plan(actor, cache.id, "heroku-redis:premium-1")  # no change
+    with pytest.raises(InvalidParams, match="heroku-redis add-on"):
+        platform.ledger.change_addon_plan(actor, cache.id, "heroku-postgresql:essential-1")
+    with pytest.raises(InvalidParams, match="add-on plan"):
+        platform.ledger.change_addon_plan(actor, cache.id, "gigantic")
+    platform.projector.catch_up()
+    assert find_addon(platform.store, cache.name)["plan"] == "premium-1"
+    assert platform.ledger.get_addon(cache.id).config == DB_CONFIG
+    assert len(releases_of(platform.store, str(app.id))) == releases_before
+    platform.ledger.set_config(actor, app.id, {"A": "1"})
+    platform.projector.catch_up()
+    assert releases_of(platform.store, str(app.id))[-1]["addon_plan_names"] == (
+        '["heroku-redis:premium-1"]'
+    )
+    pending = platform.ledger.create_addon(actor, app.id, "heroku-redis")
+    with pytest.raises(InvalidParams, match="provisioning"):
+        platform.ledger.change_addon_plan(actor, pending.id, "premium-0")

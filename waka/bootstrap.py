@@ -174,8 +174,11 @@ class Platform:
 
         return AddonManager(self.ledger, self.store, self.projector, self.providers)
 
-    def wake_addon_manager(self) -> None:
+    def wake_addon_manager(self, resync: bool = False) -> None:
+        """Start waiting work now; `resync`: also check provisioned resources (a plan change)."""
         if "addon_manager" in self.__dict__:
+            if resync:
+                self.addon_manager.resync()
             self.addon_manager.wakeup.set()
 
     @property

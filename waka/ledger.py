@@ -542,6 +542,19 @@ class Ledger(Application[UUID]):
         changed[index.id] = index
 
     @retry_on_conflict
+    def change_addon_plan(self, actor: Actor, addon_id: UUID, plan: str) -> Addon:
+        """`addons:upgrade`: the same resource and URL, the new plan's limits (no release)."""
+        addon, _ = self._live_addon(addon_id, actor)
+        service, chosen = resolve_plan(plan if ":" in str(plan) else f"{addon.service}:{plan}")
+        if service.name != addon.service:
+            raise InvalidParams(
+                f"{addon.name} is a {addon.service} add-on: choose one of that service's plans."
+            )
+        if addon.change_plan(chosen.name, actor):
+            self.save(addon)
+        return addon
+
+    @retry_on_conflict
     def rename_addon(self, actor: Actor, addon_id: UUID, new_name: str) -> Addon:
         addon, _ = self._live_addon(addon_id, actor)
         rules.check_addon_name(new_name)
@@ -563,7 +576,9 @@ def resolve_plan(spec: object) -> tuple[Service, Plan]:
     service = find_service(service_name)
     plan = service and (service.find_plan(plan_name) if plan_name else service.default_plan)
     if service is None or plan is None:
-        raise NotFound(f'Couldn\'t find either the add-on service or the add-on plan of "{spec}".')
+        raise InvalidParams(
+            f'Couldn\'t find either the add-on service or the add-on plan of "{spec}".'
+        )
     return service, plan
 
 

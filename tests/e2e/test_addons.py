@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,17 @@ def postgres_objects(url: str) -> tuple[bool, bool]:
         return role.fetchone() is not None, database.fetchone() is not None
 
 
+def redis_maxmemory(url: str) -> int:
+    """CONFIG GET maxmemory as the app's user (allowed; CONFIG SET is not)."""
+    parsed = urlparse(url)
+    done = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(parsed.port), "--no-auth-warning",
+         "-a", parsed.password or "", "CONFIG", "GET", "maxmemory"],
+        capture_output=True, text=True, timeout=10,
+    )
+    return int(done.stdout.split()[-1])
+
+
 def port_open(url: str) -> bool:
     parsed = urlparse(url)
     try:
@@ -226,8 +238,17 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
     assert "add-ons are not rolled back" in warning, warning
     assert config(server, app)["DATABASE_URL"] == vars_now["DATABASE_URL"]
 
-    # --- destroy one add-on, then the app: nothing is left on the servers -----------------
+    # --- a plan change: the same server and URL, the new plan's memory limit -------------
     redis_url = vars_now["REDIS_URL"]
+    upgraded = server.heroku("addons:upgrade", f"{app}-cache", "premium-0", "-a", app)
+    assert "to heroku-redis:premium-0... done, ~$0.021/hour (max $15/month)" in flat(
+        upgraded.stderr
+    ), upgraded
+    wait_for(lambda: redis_maxmemory(redis_url) == 50 * 1024 * 1024, what="maxmemory 50 MB")
+    assert config(server, app)["REDIS_URL"] == redis_url
+    assert router_json(server, app, "/redis?key=greeting")[1]["value"] == "hi"
+
+    # --- destroy one add-on, then the app: nothing is left on the servers -----------------
     assert port_open(redis_url)
     server.heroku("addons:destroy", f"{app}-cache", "-a", app, "--confirm", app)
     assert "REDIS_URL" not in config(server, app)

@@ -92,7 +92,20 @@ class PostgresProvider:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
 
     def ensure_running(self, addon_id: str, plan: Plan, config: dict[str, str]) -> None:
-        """The server is the operator's to run; a database has no process of its own."""
+        """The server is the operator's to keep running; the role keeps the plan's limit (a
+        plan change lands here), with the password it has."""
+        names = _Names.of(addon_id)
+        connections = _limit(plan, "connections")
+        with self._admin() as conn:
+            row = conn.execute(
+                "SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (names.role,)
+            ).fetchone()
+            if row is not None and row[0] != connections:
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                        sql.Identifier(names.role), sql.Literal(connections)
+                    )
+                )
 
     def exists(self, addon_id: str) -> bool:
         names = _Names.of(addon_id)

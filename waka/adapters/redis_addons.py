@@ -100,6 +100,9 @@ class RedisProvider:
             home = self._home(addon_id)
             state = _load_state(home) or self._recover_state(home, config)
             if self._alive(home, state):
+                # The plan may have changed: its limits, on the running server and its conf.
+                self._write_conf(home, state, plan)
+                self._apply_limits(state, plan)
                 return
             log.info("starting Redis for add-on %s again on port %s", addon_id, state.port)
             self._write_conf(home, state, plan)

@@ -119,6 +119,23 @@ class Addon(Aggregate):
     def _rename(self, old_name: str, new_name: str, actor: Actor) -> None:
         self.name = new_name
 
+    def change_plan(self, plan: str, actor: Actor) -> bool:
+        """Move to another plan of the same service; the add-on manager applies its limits.
+        False if it is the plan already."""
+        self._check_live()
+        if self.state != PROVISIONED:
+            raise InvalidParams(
+                f"{self.name} is {self.state}; its plan can change once provisioned."
+            )
+        if plan == self.plan:
+            return False
+        self._change_plan(old_plan=self.plan, new_plan=plan, actor=actor)
+        return True
+
+    @event("PlanChanged")
+    def _change_plan(self, old_plan: str, new_plan: str, actor: Actor) -> None:
+        self.plan = new_plan
+
     # --- removal --------------------------------------------------------------------------
 
     def request_deprovision(self, actor: Actor) -> None:

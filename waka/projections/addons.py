@@ -56,6 +56,9 @@ class AddonsProjection(Projection):
     def renamed(self, cur: Cursor, e: Addon.Renamed) -> None:
         self._set(cur, e, "name = ?", e.new_name)
 
+    def plan_changed(self, cur: Cursor, e: Addon.PlanChanged) -> None:
+        self._set(cur, e, "plan = ?", e.new_plan)
+
     def deprovisioning(self, cur: Cursor, e: Addon.DeprovisionRequested) -> None:
         self._set(cur, e, "state = 'deprovisioning'")
 
@@ -91,6 +94,7 @@ class AddonsProjection(Projection):
         Addon.Provisioned: provisioned,
         Addon.ProvisionFailed: failed,
         Addon.Renamed: renamed,
+        Addon.PlanChanged: plan_changed,
         Addon.DeprovisionRequested: deprovisioning,
         Addon.Deprovisioned: deprovisioned,
         Addon.Attached: attached,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from waka.domain.addon import Addon
 from waka.domain.app import App, release_id
 from waka.projections.base import Projection, iso
 from waka.projections.store import Cursor, ReadStore, Row
@@ -43,6 +44,19 @@ class ReleasesProjection(Projection):
         for attachment_id in e.attachment_ids:
             cur.execute("DELETE FROM waka_release_addons WHERE attachment_id = ?", (attachment_id,))
 
+    def plan_changed(self, cur: Cursor, e: Addon.PlanChanged) -> None:
+        service = e.new_plan and self._service_of(cur, str(e.originator_id))
+        if service:
+            cur.execute(
+                "UPDATE waka_release_addons SET plan = ? WHERE addon_id = ?",
+                (f"{service}:{e.new_plan}", str(e.originator_id)),
+            )
+
+    @staticmethod
+    def _service_of(cur: Cursor, addon_id: str) -> str:
+        rows = cur.query("SELECT plan FROM waka_release_addons WHERE addon_id = ?", (addon_id,))
+        return rows[0]["plan"].partition(":")[0] if rows else ""
+
     @staticmethod
     def _insert(cur: Cursor, e: App.Released | App.ReleaseFailed, status: str) -> None:
         rows = cur.query(
@@ -78,6 +92,7 @@ class ReleasesProjection(Projection):
         App.ReleaseFailed: failed,
         App.AddonAttached: attached,
         App.AddonDetached: detached,
+        Addon.PlanChanged: plan_changed,
         App.Destroyed: destroyed,
     }
 

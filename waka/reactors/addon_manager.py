@@ -81,10 +81,15 @@ class AddonManager:
             self._start(row, now, self._provision)
         for row in addons_in_state(self.store, "deprovisioning"):
             self._start(row, now, self._deprovision)
-        if now - self._last_resync >= RESYNC:
+        if not self._last_resync or now - self._last_resync >= RESYNC:
             self._last_resync = now
             for row in addons_in_state(self.store, "provisioned"):
                 self._start(row, now, self._ensure_running)
+
+    def resync(self) -> None:
+        """Check every provisioned resource now (a plan changed: apply its limits)."""
+        self._last_resync = 0.0
+        self.wakeup.set()
 
     def settle(self, timeout: float = 30.0) -> None:
         """Run passes until no provider call is in flight or waiting for a retry (tests)."""

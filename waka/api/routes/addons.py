@@ -299,15 +299,11 @@ def update_addon(ctx: Ctx) -> Reply:
     row = _addon(ctx, ctx.param("addon"), ctx.app())
     body = ctx.object_body()
     plan = body.get("plan")
+    if isinstance(plan, dict):  # the CLI sends {"plan": {"name": "heroku-redis:premium-0"}}
+        plan = plan.get("name")
     if plan is not None:
-        current = f"{row['service']}:{row['plan']}"
-        if plan not in (current, row["plan"]):
-            raise ApiError(
-                422,
-                "invalid_params",
-                "Changing an add-on's plan is not supported here yet: create an add-on on the "
-                "new plan and move the data.",
-            )
+        ctx.command(ctx.platform.ledger.change_addon_plan, ctx.actor, _uuid(row), plan)
+        ctx.platform.wake_addon_manager(resync=True)
     if "name" in body:
         ctx.command(ctx.platform.ledger.rename_addon, ctx.actor, _uuid(row), body["name"])
     updated = find_addon(ctx.platform.store, row["id"])
