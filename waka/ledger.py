@@ -300,14 +300,18 @@ class Ledger(Application[UUID]):
     @retry_on_conflict
     def rename_app(self, actor: Actor, app_id: UUID, new_name: str) -> App:
         app = self._live_app(app_id, actor)
-        old_name = app.name
-        app.rename(new_name, actor)
-        if app.name == old_name:
-            return app
-        old_index: AppName = self.repository.get(AppName.id_for(old_name))
-        old_index.free(actor)
-        self.save(app, old_index, self._claim(AppName, new_name, app.id, actor))
+        self._rename(app, AppName, new_name, actor)
         return app
+
+    def _rename(self, owner: Any, kind: type[AppName], new_name: str, actor: Actor) -> None:
+        """Rename an app or add-on: free its old name in the index, claim the new one."""
+        old_name = owner.name
+        owner.rename(new_name, actor)
+        if owner.name == old_name:
+            return
+        old_index: AppName = self.repository.get(kind.id_for(old_name))
+        old_index.free(actor)
+        self.save(owner, old_index, self._claim(kind, new_name, owner.id, actor))
 
     @retry_on_conflict
     def destroy_app(self, actor: Actor, app_id: UUID) -> App:
@@ -558,13 +562,7 @@ class Ledger(Application[UUID]):
     def rename_addon(self, actor: Actor, addon_id: UUID, new_name: str) -> Addon:
         addon, _ = self._live_addon(addon_id, actor)
         rules.check_addon_name(new_name)
-        old_name = addon.name
-        addon.rename(new_name, actor)
-        if addon.name == old_name:
-            return addon
-        old_index: AddonName = self.repository.get(AddonName.id_for(old_name))
-        old_index.free(actor)
-        self.save(addon, old_index, self._claim(AddonName, new_name, addon.id, actor))
+        self._rename(addon, AddonName, new_name, actor)
         return addon
 
 

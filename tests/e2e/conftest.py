@@ -95,6 +95,18 @@ def flat(text: str) -> str:
     return " ".join(text.replace("\u203a", " ").split())
 
 
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
 def unique_name(prefix: str) -> str:
     """A valid app name that no other test uses (3-30 characters)."""
     return f"{prefix[:21]}-{secrets.token_hex(4)}"
@@ -219,6 +231,7 @@ class WakaServer:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.router_port = 0
+        self.rendezvous_port = 0
         self.extra_env: dict[str, str] = {}
         self.log_path = home.parent / f"{home.name}-up.log"
         self.api_key = ""
@@ -242,6 +255,7 @@ class WakaServer:
         for attempt in range(3):  # another process may take the port between probe and bind
             self.port = free_port()
             self.router_port = free_port()
+            self.rendezvous_port = free_port()  # parallel servers must not race for 5001
             log = self.log_path.open("ab")
             log.write(f"--- waka up --api-port {self.port}\n".encode())
             log.flush()
@@ -255,6 +269,8 @@ class WakaServer:
                     str(self.port),
                     "--router-port",
                     str(self.router_port),
+                    "--rendezvous-port",
+                    str(self.rendezvous_port),
                 ],
                 cwd=REPO,
                 env=self.waka_env(),
@@ -501,10 +517,12 @@ def _remove_every_dyno_at_the_end() -> Iterator[None]:
             server.remove_dynos()
 
 
-@pytest.fixture(scope="module")
-def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WakaServer]:
-    """A running `waka up` shared by the tests of one module; stopped with SIGINT at the end."""
-    server = start_server(tmp_path_factory.mktemp("waka"), heroku_cli)
+@contextlib.contextmanager
+def running_server(
+    tmp: Path, heroku_cli: Path, env: dict[str, str] | None = None
+) -> Iterator[WakaServer]:
+    """`waka up` until the block ends; then stopped with SIGINT and its dynos removed."""
+    server = start_server(tmp, heroku_cli, env=env)
     try:
         yield server
     finally:
@@ -513,6 +531,13 @@ def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 server.stop_cleanly()
         finally:
             server.remove_dynos()
+
+
+@pytest.fixture(scope="module")
+def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WakaServer]:
+    """A running `waka up` shared by the tests of one module; stopped with SIGINT at the end."""
+    with running_server(tmp_path_factory.mktemp("waka"), heroku_cli) as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,8 +25,9 @@ from .conftest import (
     git_url,
     key_values,
     release_rows,
-    start_server,
+    running_server,
     unique_name,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
@@ -39,27 +39,28 @@ ADMIN_URL = os.environ.get("WAKA_TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_UR
 def server(heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WakaServer]:
     """`waka up` whose Heroku Postgres add-ons live on the test PostgreSQL server."""
     tmp = tmp_path_factory.mktemp("waka-addons")
-    server = start_server(tmp, heroku_cli, env={"WAKA_ADDONS_POSTGRES_URL": ADMIN_URL})
+    env = {"WAKA_ADDONS_POSTGRES_URL": ADMIN_URL}
     try:
-        yield server
+        with running_server(tmp, heroku_cli, env) as server:
+            yield server
     finally:
-        try:
-            if server.process is not None:
-                server.stop_cleanly()
-        finally:
-            server.remove_dynos()
-            _remove_leftovers(server)
+        _remove_leftovers(tmp / "waka-home")
 
 
-def _remove_leftovers(server: WakaServer) -> None:
+def _remove_leftovers(home: Path) -> None:
     """A failed test may leave add-ons behind: remove their databases and Redis servers."""
     from waka.adapters.postgres_addons import PostgresProvider
     from waka.adapters.redis_addons import RedisProvider
+    from waka.bootstrap import bootstrap
+    from waka.config import Settings
 
-    with server.platform() as platform:
+    platform = bootstrap(Settings(home=home))
+    try:
         rows = platform.store.query("SELECT id, service FROM waka_addons")
+    finally:
+        platform.close()
     postgres = PostgresProvider(ADMIN_URL, "127.0.0.1")
-    redis = RedisProvider(server.home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1")
+    redis = RedisProvider(home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1")
     for row in rows:
         if row["service"] == "heroku-postgresql":
             postgres.deprovision(row["id"])
@@ -87,15 +88,6 @@ def router_json(server: WakaServer, app: str, path: str) -> tuple[int, dict]:
         return response.status_code, {"text": response.text}
 
 
-def wait_for(check, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def data_cli(server: WakaServer, *args: str, check: bool = True):

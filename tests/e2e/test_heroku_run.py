@@ -17,28 +17,17 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .conftest import CLI_TIMEOUT, Api, WakaServer, app_repo, git_url
+from .conftest import CLI_TIMEOUT, Api, WakaServer, app_repo, git_url, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
 SIX_VERSION = "1.17.0"  # tests/fixtures/apps/python-web/requirements.txt
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

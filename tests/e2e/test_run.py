@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Api, WakaServer, app_repo, git_url, start_server
+from .conftest import Api, WakaServer, app_repo, git_url, start_server, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -26,15 +26,6 @@ def through_router(server: WakaServer, app: str, path: str = "/") -> httpx.Respo
                      headers={"Host": f"{app}.localhost"}, timeout=30)
 
 
-def wait_for(check, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def up_dynos(api: Api, app: str, process_type: str = "web") -> list[dict]:

@@ -85,6 +85,11 @@ class App(Aggregate):
         self.release_positions.append(self.version + 1)
         self.current_release = version
 
+    def _next_release(self, description: str, slug_id: str | None, actor: Actor) -> int:
+        version = self.latest_release + 1
+        self._release(version=version, description=description, slug_id=slug_id, actor=actor)
+        return version
+
     @event("ReleaseFailed")
     def _fail_release(
         self, version: int, description: str, slug_id: str, reason: str, actor: Actor
@@ -112,14 +117,7 @@ class App(Aggregate):
         merged.update({k: v for k, v in changes.items() if v is not None})
         rules.check_config_size(merged)
         self._change_config(changes=changes, actor=actor)
-        version = self.latest_release + 1
-        self._release(
-            version=version,
-            description=describe_config_change(changes),
-            slug_id=self.slug_id,
-            actor=actor,
-        )
-        return version
+        return self._next_release(describe_config_change(changes), self.slug_id, actor)
 
     @event("ConfigChanged")
     def _change_config(self, changes: dict[str, str | None], actor: Actor) -> None:
@@ -156,14 +154,7 @@ class App(Aggregate):
             config=config,
             actor=actor,
         )
-        version = self.latest_release + 1
-        self._release(
-            version=version,
-            description=f"Rollback to v{target_version}",
-            slug_id=target.slug_id,
-            actor=actor,
-        )
-        return version
+        return self._next_release(f"Rollback to v{target_version}", target.slug_id, actor)
 
     @event("RolledBack")
     def _roll_back(
@@ -220,15 +211,8 @@ class App(Aggregate):
         self._attach_addon(
             addon_id=addon_id, addon_name=addon_name, attachments=named, config=values, actor=actor
         )
-        version = self.latest_release + 1
         names = ", ".join(a["name"] for a in attachments)
-        self._release(
-            version=version,
-            description=f"Attach {names} (@ref:{addon_name})",
-            slug_id=self.slug_id,
-            actor=actor,
-        )
-        return version
+        return self._next_release(f"Attach {names} (@ref:{addon_name})", self.slug_id, actor)
 
     @event("AddonAttached")
     def _attach_addon(
@@ -262,15 +246,8 @@ class App(Aggregate):
             keys=sorted({v for a in gone for v in a["vars"]}),
             actor=actor,
         )
-        version = self.latest_release + 1
         names = ", ".join(a["name"] for a in gone)
-        self._release(
-            version=version,
-            description=f"Detach {names} (@ref:{addon_name})",
-            slug_id=self.slug_id,
-            actor=actor,
-        )
-        return version
+        return self._next_release(f"Detach {names} (@ref:{addon_name})", self.slug_id, actor)
 
     @event("AddonDetached")
     def _detach_addon(

@@ -74,7 +74,15 @@ class RendezvousServer:
                 raise
             self._servers.append(server)
             if not self.port:
-                self.port = server.sockets[0].getsockname()[1]
+                # Seen once under uvloop with two servers racing for one port: no sockets.
+                # Treat it as a taken port, so the caller falls back to any free one.
+                sockets = server.sockets or ()
+                if not sockets:
+                    for started in self._servers:
+                        started.close()
+                    self._servers.clear()
+                    raise OSError(errno.EADDRINUSE, f"could not listen on {host}:{port}")
+                self.port = sockets[0].getsockname()[1]
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def serve_forever(self) -> None:
