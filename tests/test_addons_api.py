@@ -4,6 +4,8 @@ the end-to-end tests."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.test_api import Api, error_of
@@ -295,3 +297,35 @@ def test_a_provider_that_crashes_is_retried_then_failed(api: Api, providers) -> 
     assert shown["state"] == "deprovisioned"
     assert shown["provision_message"] == "provider error: 'boom' (after 5 attempts)"
     assert len(crashing.calls) == 5
+
+
+def test_a_hung_provider_ends_failed_and_is_never_called_twice_at_once(api: Api, providers):
+    import threading
+
+    release = threading.Event()
+    entered: list[str] = []
+
+    class Hanging(FakeProvider):
+        def provision(self, addon_id: str, plan: Plan) -> dict[str, str]:
+            entered.append(addon_id)
+            release.wait(30)
+            return super().provision(addon_id, plan)
+
+    api.platform.providers["heroku-postgresql"] = Hanging(HEROKU_POSTGRESQL)
+    api.post("/apps", json={"name": "shop"})
+    addon = create(api, "shop", "heroku-postgresql")
+    api.platform.addon_manager.provision_timeout = 0.1
+    api.platform.addon_manager.first_retry = 0.01
+    deadline = time.monotonic() + 10
+    while api.get(f"/addons/{addon['id']}").json()["state"] == "provisioning":
+        assert time.monotonic() < deadline, "still provisioning"
+        api.platform.addon_manager.tick()
+        time.sleep(0.02)
+    shown = api.get(f"/addons/{addon['id']}").json()
+    assert shown["state"] == "deprovisioned"
+    assert shown["provision_message"] == "the provider did not answer in 0.1 s (after 5 attempts)"
+    assert entered == [addon["id"]]  # one call in flight, never a second beside it
+    release.set()
+    settle(api)
+    assert entered == [addon["id"]]
+    assert api.get("/apps/shop/config-vars").json() == {}  # a late answer attaches nothing

@@ -31,7 +31,7 @@ log = logging.getLogger("waka.addons")
 PROVISION_ATTEMPTS = 5
 FIRST_RETRY = 1.0  # seconds; doubles per attempt
 MAX_RETRY = 60.0
-PROVISION_TIMEOUT = 120.0  # a provider call that takes longer counts as failed
+PROVISION_TIMEOUT = 60.0  # each such period a provider call hangs counts as a failed attempt
 RESYNC = 30.0  # seconds between checks that provisioned resources are running
 
 
@@ -50,13 +50,16 @@ class AddonManager:
     providers: dict[str, Provider]
     workers: int = 4
     first_retry: float = FIRST_RETRY
+    provision_timeout: float = PROVISION_TIMEOUT
     wakeup: threading.Event = field(default_factory=threading.Event)
     _attempts: dict[str, _Attempts] = field(default_factory=dict)
     _running: dict[str, tuple[Future[None], float]] = field(default_factory=dict)
+    _overdue: dict[str, float] = field(default_factory=dict)  # when a stuck call last counted
     _last_resync: float = 0.0
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="waka-addon")
+        self._attempts_lock = threading.Lock()  # the pass and the pool's calls both count
 
     def run_forever(self, stopped: Callable[[], bool], interval: float = 1.0) -> None:
         while not stopped():
@@ -111,16 +114,18 @@ class AddonManager:
         for addon_id, (future, started) in list(self._running.items()):
             if future.done():
                 del self._running[addon_id]
+                self._overdue.pop(addon_id, None)
                 if future.exception() is not None:
                     log.error("add-on %s: %s", addon_id, future.exception())
-            elif now - started > PROVISION_TIMEOUT:
-                # The call is stuck: give up on it. Its thread may still finish; provider calls
-                # are idempotent and a late result finds the add-on failed and is not attached.
-                del self._running[addon_id]
-                self._provider_failed(
-                    addon_id,
-                    ProviderError(f"the provider did not answer in {PROVISION_TIMEOUT:.0f} s"),
-                )
+                continue
+            # A stuck call counts as a failed attempt per timeout that passes, so a hung
+            # provider ends in a visible failure. It stays in flight meanwhile: a second call
+            # beside it could hand out credentials the first then replaces.
+            since = self._overdue.get(addon_id, started)
+            if since != float("inf") and now - since > self.provision_timeout:
+                self._overdue[addon_id] = now
+                late = ProviderError(f"the provider did not answer in {self.provision_timeout:g} s")
+                self._provider_failed(addon_id, late)
 
     def _provider(self, row: Row) -> Provider:
         provider = self.providers.get(row["service"])
@@ -154,19 +159,24 @@ class AddonManager:
     def _provider_failed(
         self, addon_id: str, error: ProviderError, actor: dict[str, str] | None = None
     ) -> None:
-        attempts = self._attempts.setdefault(addon_id, _Attempts())
-        attempts.count += 1
-        attempts.last_error = str(error)
-        delay = min(self.first_retry * 2 ** (attempts.count - 1), MAX_RETRY)
-        attempts.next_at = time.monotonic() + delay
-        log.warning("add-on %s: attempt %d failed: %s", addon_id, attempts.count, error)
-        if error.retryable and attempts.count < PROVISION_ATTEMPTS:
+        with self._attempts_lock:
+            attempts = self._attempts.setdefault(addon_id, _Attempts())
+            attempts.count += 1
+            attempts.last_error = str(error)
+            delay = min(self.first_retry * 2 ** (attempts.count - 1), MAX_RETRY)
+            attempts.next_at = time.monotonic() + delay
+            count = attempts.count
+        log.warning("add-on %s: attempt %d failed: %s", addon_id, count, error)
+        if error.retryable and count < PROVISION_ATTEMPTS:
             return
         reason = str(error)
-        if attempts.count > 1:
-            reason = f"{reason} (after {attempts.count} attempts)"
+        if count > 1:
+            reason = f"{reason} (after {count} attempts)"
         self.ledger.fail_provisioning(UUID(addon_id), reason, actor or {"id": "", "email": "waka"})
-        self._attempts.pop(addon_id, None)
+        with self._attempts_lock:
+            self._attempts.pop(addon_id, None)
+            if addon_id in self._overdue:
+                self._overdue[addon_id] = float("inf")  # given up: count no more
 
     def _deprovision(self, row: Row) -> None:
         """Removal is always safe to retry: it goes on (with back-off) until it succeeds."""
