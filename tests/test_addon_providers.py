@@ -471,3 +471,39 @@ def test_ensure_running_applies_a_changed_plans_memory_limit(redis: RedisProvide
     assert f"maxmemory {bigger.limits['memory_mb']}mb" in (
         redis.root / addon_id / "redis.conf"
     ).read_text()
+
+
+def test_reset_empties_the_database_and_keeps_the_url(pg: RecordingPostgresProvider) -> None:
+    addon_id = new_id()
+    url = pg.provision(addon_id)["URL"]
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (body text)")
+        conn.execute("INSERT INTO notes VALUES ('x')")
+        idle = psycopg.connect(url, connect_timeout=5)  # a session reset must end
+        pg.reset(addon_id)
+        pg.reset(addon_id)  # again: still empty, no error
+    idle.close()
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+        assert tables == (0,)
+
+
+def test_kill_connections_ends_the_sessions(pg: RecordingPostgresProvider) -> None:
+    addon_id = new_id()
+    url = pg.provision(addon_id)["URL"]
+    sessions = [psycopg.connect(url, connect_timeout=5) for _ in range(2)]
+    assert pg.kill_connections(addon_id) == 2
+    for session in sessions:
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
+        session.close()
+
+
+def test_redis_reset_flushes_every_key(redis: RedisProvider) -> None:
+    addon_id = new_id()
+    url = redis.provision(addon_id, HEROKU_REDIS.default_plan)["URL"]
+    redis_cli(url, "SET", "k", "v")
+    redis.reset(addon_id)
+    assert redis_cli(url, "GET", "k").stdout.strip() == ""

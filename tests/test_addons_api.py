@@ -40,6 +40,13 @@ class FakeProvider:
     def exists(self, addon_id: str) -> bool:
         return addon_id in self.resources
 
+    def reset(self, addon_id: str) -> None:
+        self.calls.append(f"reset {addon_id}")
+
+    def kill_connections(self, addon_id: str) -> int:
+        self.calls.append(f"kill {addon_id}")
+        return 3
+
 
 @pytest.fixture
 def providers(platform: Platform) -> dict[str, FakeProvider]:
@@ -329,3 +336,36 @@ def test_a_hung_provider_ends_failed_and_is_never_called_twice_at_once(api: Api,
     settle(api)
     assert entered == [addon["id"]]
     assert api.get("/apps/shop/config-vars").json() == {}  # a late answer attaches nothing
+
+
+def test_pg_reset_and_killall_through_the_data_api(api: Api, providers) -> None:
+    import threading
+
+    api.post("/apps", json={"name": "shop"})
+    addon = create(api, "shop", "heroku-postgresql")
+    settle(api)
+    manager = api.platform.addon_manager
+    stop = threading.Event()
+    running = threading.Thread(target=manager.run_forever, args=(stop.is_set, 0.02))
+    running.start()
+    try:
+        fake = providers["heroku-postgresql"]
+        url = api.get("/apps/shop/config-vars").json()["DATABASE_URL"]
+        reset = api.put(f"/client/v11/databases/{addon['id']}/reset", json={})
+        assert reset.status_code == 200, reset.text
+        assert fake.calls.count(f"reset {addon['id']}") == 1
+        assert api.get("/apps/shop/config-vars").json()["DATABASE_URL"] == url
+        killed = api.post(f"/client/v11/databases/{addon['id']}/connection_reset", json={})
+        assert killed.json()["message"] == f"Ended 3 connections to {addon['name']}."
+        extensions = api.put(
+            f"/client/v11/databases/{addon['id']}/reset", json={"extensions": ["postgis"]}
+        )
+        assert extensions.status_code == 422
+    finally:
+        stop.set()
+        manager.wakeup.set()
+        running.join()
+    from uuid import UUID
+
+    events = [type(e).__name__ for e in api.platform.ledger.events.get(UUID(addon["id"]))]
+    assert events[-2:] == ["ResetRequested", "ResetDone"]

@@ -559,6 +559,22 @@ class Ledger(Application[UUID]):
         return addon
 
     @retry_on_conflict
+    def request_reset(self, actor: Actor, addon_id: UUID) -> int:
+        """`pg:reset`: the add-on manager empties the database; its URL stays the same."""
+        addon, _ = self._live_addon(addon_id, actor)
+        reset = addon.request_reset(actor)
+        self.save(addon)
+        return reset
+
+    @retry_on_conflict
+    def finish_reset(self, addon_id: UUID, reset: int, actor: Actor) -> bool:
+        addon = self.get_addon(addon_id)
+        if addon.reset_done(reset, actor):
+            self.save(addon)
+            return True
+        return False
+
+    @retry_on_conflict
     def rename_addon(self, actor: Actor, addon_id: UUID, new_name: str) -> Addon:
         addon, _ = self._live_addon(addon_id, actor)
         rules.check_addon_name(new_name)

@@ -194,6 +194,15 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
     assert "=== DATABASE_URL" in pg_info and "Essential 0" in pg_info, pg_info
     psql = data_cli(server, "pg:psql", "-a", app, "-c", "SELECT body FROM notes").stdout
     assert "hello" in psql, psql
+    killed = data_cli(server, "pg:killall", "-a", app)
+    assert "Terminating connections for all credentials... done" in flat(killed.stderr), killed
+    reset = data_cli(server, "pg:reset", "-a", app, "--confirm", app)
+    assert f"Resetting {db_name}... done" in flat(reset.stderr), reset
+    _, body = wait_for(
+        lambda: (r := router_json(server, app, "/db?note=after-reset"))[0] == 200 and r,
+        what="the app using the emptied database",
+    )
+    assert body["notes"] == ["after-reset"], body  # "hello" is gone; the URL still works
     redis_info = data_cli(server, "redis:info", "-a", app).stdout
     assert f"=== {app}-cache (REDIS_URL)" in redis_info, redis_info
 

@@ -78,11 +78,7 @@ class PostgresProvider:
             role_exists = _role_exists(conn, names.role)
             if role_exists:  # no new sessions while the old ones are ended
                 conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE (datname = %s OR usename = %s) AND pid <> pg_backend_pid()",
-                (names.database, names.role),
-            )
+            self._end_sessions(conn, names)
             # WITH (FORCE) (PostgreSQL 13+) also ends a session that slipped in meanwhile.
             force = sql.SQL(" WITH (FORCE)" if conn.info.server_version >= 130000 else "")
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(database) + force)
@@ -90,6 +86,37 @@ class PostgresProvider:
                 # Grants to the role in this database would keep DROP ROLE from working.
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+
+    def reset(self, addon_id: str) -> None:
+        """`pg:reset`: an empty database again, the same name, role and password (so the URL
+        the apps hold still works). Idempotent: a repeat makes it empty again."""
+        names = _Names.of(addon_id)
+        role, database = sql.Identifier(names.role), sql.Identifier(names.database)
+        with self._admin() as conn:
+            _lock(conn, names)
+            if not _role_exists(conn, names.role):
+                raise ProviderError(f"the role of add-on {addon_id} is gone", retryable=False)
+            self._end_sessions(conn, names)
+            force = sql.SQL(" WITH (FORCE)" if conn.info.server_version >= 130000 else "")
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(database) + force)
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(database, role)
+            )
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+
+    def kill_connections(self, addon_id: str) -> int:
+        """`pg:killall`: end every session on the add-on's database; returns how many."""
+        with self._admin() as conn:
+            return self._end_sessions(conn, _Names.of(addon_id))
+
+    @staticmethod
+    def _end_sessions(conn: psycopg.Connection, names: _Names) -> int:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE (datname = %s OR usename = %s) AND pid <> pg_backend_pid()",
+            (names.database, names.role),
+        ).fetchall()
+        return sum(1 for (ended,) in rows if ended)
 
     def ensure_running(self, addon_id: str, plan: Plan, config: dict[str, str]) -> None:
         """The server is the operator's to keep running; the role keeps the plan's limit (a

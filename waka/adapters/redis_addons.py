@@ -111,6 +111,18 @@ class RedisProvider:
     def exists(self, addon_id: str) -> bool:
         return self._home(addon_id).is_dir()
 
+    def reset(self, addon_id: str) -> None:
+        """Every key gone (FLUSHALL), the same server, port and password."""
+        with self._lock():
+            state = _load_state(self._home(addon_id))
+            if state is None:
+                raise ProviderError(f"add-on {addon_id} has no Redis here", retryable=False)
+            try:
+                with _admin_session(state) as client:
+                    client.command("FLUSHALL")
+            except (OSError, _ReplyError) as exc:
+                raise ProviderError(f"Redis on port {state.port} did not flush: {exc}") from exc
+
     def stop_all(self) -> None:
         """Stop every server under root, keeping its data (`ensure_running` brings it back)."""
         if not self.root.is_dir():

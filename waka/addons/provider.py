@@ -46,6 +46,10 @@ class Provider(Protocol):
         """Facts about the resource for `pg:info` / `redis:info`: ("Status", "Available")..."""
         ...
 
+    def reset(self, addon_id: str) -> None:
+        """Empty the resource of all data, keeping its credentials (`pg:reset`)."""
+        ...
+
 
 class Unavailable:
     """The provider of a service this installation cannot offer (no server configured):
@@ -69,3 +73,6 @@ class Unavailable:
 
     def info(self, addon_id: str, plan: Plan) -> list[tuple[str, str]]:
         return [("Status", f"Unavailable: {self.reason}")]
+
+    def reset(self, addon_id: str) -> None:
+        raise ProviderError(self.reason, retryable=False)

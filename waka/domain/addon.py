@@ -52,6 +52,8 @@ class Addon(Aggregate):
         self.config: dict[str, str] = {}  # the resource's config, by suffix: {"URL": ...}
         # attachment id -> {"app_id", "name"}
         self.attachments: dict[str, dict[str, str]] = {}
+        self.resets_requested = 0  # `pg:reset`s asked for; the manager does each once
+        self.resets_done = 0
 
     # --- provisioning ---------------------------------------------------------------------
 
@@ -135,6 +137,30 @@ class Addon(Aggregate):
     @event("PlanChanged")
     def _change_plan(self, old_plan: str, new_plan: str, actor: Actor) -> None:
         self.plan = new_plan
+
+    # --- data reset -----------------------------------------------------------------------
+
+    def request_reset(self, actor: Actor) -> int:
+        """Ask for the resource to be emptied (`pg:reset`); returns which reset this is."""
+        self._check_live()
+        if self.state != PROVISIONED:
+            raise InvalidParams(f"{self.name} is {self.state}; only a provisioned add-on resets.")
+        self._request_reset(reset=self.resets_requested + 1, actor=actor)
+        return self.resets_requested
+
+    @event("ResetRequested")
+    def _request_reset(self, reset: int, actor: Actor) -> None:
+        self.resets_requested = reset
+
+    def reset_done(self, reset: int, actor: Actor) -> bool:
+        if reset <= self.resets_done or reset > self.resets_requested:
+            return False
+        self._reset_done(reset=reset, actor=actor)
+        return True
+
+    @event("ResetDone")
+    def _reset_done(self, reset: int, actor: Actor) -> None:
+        self.resets_done = reset
 
     # --- removal --------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ class AddonsProjection(Projection):
             id TEXT PRIMARY KEY, name TEXT NOT NULL, service TEXT NOT NULL, plan TEXT NOT NULL,
             app_id TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL,
             config_keys TEXT NOT NULL, user_id TEXT NOT NULL, user_email TEXT NOT NULL,
+            resets_requested INTEGER NOT NULL, resets_done INTEGER NOT NULL,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
         "waka_addon_attachments": """CREATE TABLE IF NOT EXISTS waka_addon_attachments (
             id TEXT PRIMARY KEY, addon_id TEXT NOT NULL, app_id TEXT NOT NULL,
@@ -31,8 +32,8 @@ class AddonsProjection(Projection):
     def created(self, cur: Cursor, e: Addon.Created) -> None:
         cur.execute(
             "INSERT INTO waka_addons (id, name, service, plan, app_id, state, message,"
-            " config_keys, user_id, user_email, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'provisioning', '', '[]', ?, ?, ?, ?)",
+            " config_keys, user_id, user_email, resets_requested, resets_done, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, 'provisioning', '', '[]', ?, ?, 0, 0, ?, ?)",
             (
                 str(e.originator_id),
                 e.name,
@@ -58,6 +59,12 @@ class AddonsProjection(Projection):
 
     def plan_changed(self, cur: Cursor, e: Addon.PlanChanged) -> None:
         self._set(cur, e, "plan = ?", e.new_plan)
+
+    def reset_requested(self, cur: Cursor, e: Addon.ResetRequested) -> None:
+        self._set(cur, e, "resets_requested = ?", e.reset)
+
+    def reset_done(self, cur: Cursor, e: Addon.ResetDone) -> None:
+        self._set(cur, e, "resets_done = ?", e.reset)
 
     def deprovisioning(self, cur: Cursor, e: Addon.DeprovisionRequested) -> None:
         self._set(cur, e, "state = 'deprovisioning'")
@@ -95,6 +102,8 @@ class AddonsProjection(Projection):
         Addon.ProvisionFailed: failed,
         Addon.Renamed: renamed,
         Addon.PlanChanged: plan_changed,
+        Addon.ResetRequested: reset_requested,
+        Addon.ResetDone: reset_done,
         Addon.DeprovisionRequested: deprovisioning,
         Addon.Deprovisioned: deprovisioned,
         Addon.Attached: attached,
@@ -134,6 +143,12 @@ def find_addon(store: ReadStore, id_or_name: str) -> Row | None:
 def addons_in_state(store: ReadStore, *states: str) -> list[Row]:
     marks = ", ".join("?" for _ in states)
     return store.query(f"SELECT * FROM waka_addons WHERE state IN ({marks})", states)
+
+
+def addons_to_reset(store: ReadStore) -> list[Row]:
+    return store.query(
+        "SELECT * FROM waka_addons WHERE state = 'provisioned' AND resets_requested > resets_done"
+    )
 
 
 def attachments_of_app(store: ReadStore, app_id: str) -> list[Row]:

@@ -22,7 +22,7 @@ from uuid import UUID
 from waka.addons.catalogue import find_service
 from waka.addons.provider import Provider, ProviderError
 from waka.ledger import Ledger
-from waka.projections.addons import addons_in_state
+from waka.projections.addons import addons_in_state, addons_to_reset
 from waka.projections.projector import Projector
 from waka.projections.store import ReadStore, Row
 
@@ -84,6 +84,8 @@ class AddonManager:
             self._start(row, now, self._provision)
         for row in addons_in_state(self.store, "deprovisioning"):
             self._start(row, now, self._deprovision)
+        for row in addons_to_reset(self.store):
+            self._start(row, now, self._reset)
         if not self._last_resync or now - self._last_resync >= RESYNC:
             self._last_resync = now
             for row in addons_in_state(self.store, "provisioned"):
@@ -193,6 +195,25 @@ class AddonManager:
         self._attempts.pop(row["id"], None)
         self.ledger.finish_deprovisioning(UUID(row["id"]), {"id": "", "email": "waka"})
         log.info("add-on %s (%s) removed", row["name"], row["service"])
+
+    def _reset(self, row: Row) -> None:
+        """Empty the resource for the newest reset asked for (one reset covers all before it:
+        each leaves the same empty database)."""
+        reset = int(row["resets_requested"])
+        try:
+            self._provider(row).reset(row["id"])
+        except Exception as error:  # retried with back-off while it stays requested
+            attempts = self._attempts.setdefault(row["id"], _Attempts())
+            attempts.count += 1
+            attempts.next_at = time.monotonic() + min(
+                self.first_retry * 2 ** (attempts.count - 1), MAX_RETRY
+            )
+            log.warning("add-on %s: reset failed, will retry: %s", row["name"], error)
+            return
+        self._attempts.pop(row["id"], None)
+        actor = {"id": row["user_id"], "email": row["user_email"]}
+        self.ledger.finish_reset(UUID(row["id"]), reset, actor)
+        log.info("add-on %s reset", row["name"])
 
     def _ensure_running(self, row: Row) -> None:
         service = find_service(row["service"])

@@ -7,6 +7,7 @@ with no message: that is how the CLI tells "not yet provisioned" from a real err
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
@@ -22,6 +23,7 @@ from waka.projections.apps import find_app
 from waka.projections.store import Row
 
 NOT_PROVISIONED = Reply({"id": "not_found"}, 404)
+RESET_WAIT = 30.0  # seconds pg:reset waits for the add-on manager
 
 
 def _addon(ctx: Ctx, service: str) -> Row:
@@ -60,6 +62,36 @@ def pg_database(ctx: Ctx) -> Reply:
     if row["state"] != "provisioned":
         return NOT_PROVISIONED
     return Reply({"resource_url": _url(ctx, row), "info": _info(ctx, row)})
+
+
+def pg_reset(ctx: Ctx) -> Reply:
+    """`pg:reset`: the add-on manager empties the database; answered once it has (or 202)."""
+    row = _addon(ctx, "heroku-postgresql")
+    if ctx.object_body().get("extensions"):
+        return Reply(
+            {"id": "invalid_params", "message": "Installing extensions on reset is not supported."},
+            422,
+        )
+    reset = ctx.command(ctx.platform.ledger.request_reset, ctx.actor, UUID(row["id"]))
+    ctx.platform.wake_addon_manager()
+    deadline = time.monotonic() + RESET_WAIT
+    while "addon_manager" in ctx.platform.__dict__ and time.monotonic() < deadline:
+        ctx.platform.projector.catch_up()
+        current = find_addon(ctx.platform.store, row["id"])
+        if current is None or current["resets_done"] >= reset:
+            return Reply({"message": f"{row['name']} was reset."})
+        time.sleep(0.05)
+    return Reply({"message": f"{row['name']} is being reset."}, 202)
+
+
+def pg_connection_reset(ctx: Ctx) -> Reply:
+    """`pg:killall`: end every session on the database now (sessions are not ledger state)."""
+    row = _addon(ctx, "heroku-postgresql")
+    if row["state"] != "provisioned":
+        return NOT_PROVISIONED
+    provider = ctx.platform.providers[row["service"]]
+    ended = provider.kill_connections(row["id"])  # type: ignore[attr-defined]
+    return Reply({"message": f"Ended {ended} connections to {row['name']}."})
 
 
 def pg_wait_status(ctx: Ctx) -> Reply:
@@ -131,6 +163,14 @@ def routes(platform: Platform) -> list[Route]:
     return [
         get("/client/v11/databases/{addon}", pg_database),
         get("/client/v11/databases/{addon}/wait_status", pg_wait_status),
+        Route(
+            "/client/v11/databases/{addon}/reset", endpoint(platform, pg_reset), methods=["PUT"]
+        ),
+        Route(
+            "/client/v11/databases/{addon}/connection_reset",
+            endpoint(platform, pg_connection_reset),
+            methods=["POST"],
+        ),
         get("/postgres/v0/databases/{addon}/credentials/{credential}", pg_credentials),
         get("/redis/v0/databases/{addon}", redis_database),
         get("/redis/v0/databases/{addon}/wait", redis_wait),
