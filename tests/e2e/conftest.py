@@ -415,15 +415,18 @@ class WakaServer:
         check: bool = True,
         api_key: str | None = None,
         env: dict[str, str] | None = None,
+        input: str | None = None,
     ) -> CliResult:
-        """Run the Heroku CLI against this server; (returncode, stdout, stderr)."""
+        """Run the Heroku CLI against this server; (returncode, stdout, stderr). `input` is
+        fed to its standard input (else it reads nothing)."""
         assert self.process is not None, "the server is not running"
         try:
             done = subprocess.run(
                 [str(self.heroku_cli), *args],
                 cwd=self.cli_home,  # not a git checkout: apps:create adds no remote
                 env={**self.heroku_env(api_key), **(env or {})},
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if input is None else None,
+                input=input,
                 capture_output=True,
                 text=True,
                 timeout=CLI_TIMEOUT,

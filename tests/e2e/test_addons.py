@@ -90,10 +90,10 @@ def router_json(server: WakaServer, app: str, path: str) -> tuple[int, dict]:
 
 
 
-def data_cli(server: WakaServer, *args: str, check: bool = True):
+def data_cli(server: WakaServer, *args: str, check: bool = True, input: str | None = None):
     """The CLI's pg:*/redis:* commands ask the Data API at HEROKU_DATA_HOST (a host name; the
     port is HEROKU_HOST's): point it at waka."""
-    return server.heroku(*args, check=check, env={"HEROKU_DATA_HOST": "localhost"})
+    return server.heroku(*args, check=check, env={"HEROKU_DATA_HOST": "localhost"}, input=input)
 
 
 def config(server: WakaServer, app: str) -> dict[str, str]:
@@ -205,6 +205,9 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
     assert body["notes"] == ["after-reset"], body  # "hello" is gone; the URL still works
     redis_info = data_cli(server, "redis:info", "-a", app).stdout
     assert f"=== {app}-cache (REDIS_URL)" in redis_info, redis_info
+    cli = data_cli(server, "redis:cli", "-a", app, "--confirm", app, input="GET greeting\n")
+    assert f"Connecting to {app}-cache (REDIS_URL)" in cli.stdout, cli
+    assert "hi" in cli.stdout.splitlines(), cli  # the app's key, from the user's machine
 
     # --- another app: its own database; its credentials are refused by this one's --------
     other = unique_name("other")
