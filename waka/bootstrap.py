@@ -214,6 +214,11 @@ class Platform:
         if "builder" in self.__dict__:
             self.builder.wakeup.set()
 
+    def sweep_destroyed(self) -> None:
+        """An app was destroyed here: the builder removes its repository and cache soon."""
+        if "builder" in self.__dict__:
+            self.builder.request_sweep()
+
     def clear_build_cache(self, app_id: str) -> None:
         self.builder.clear_cache(app_id)
 

@@ -261,12 +261,20 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
     assert [p.name for p in instances.iterdir() if not p.name.startswith(".")] == []
 
     assert postgres_objects(vars_now["DATABASE_URL"]) == (True, True)
+    (app_id,) = server.app_ids(app)
+    assert (server.home / "repos" / f"{app_id}.git").is_dir()
+    assert (server.home / "cache" / app_id).is_dir()
     server.heroku("apps:destroy", app, "--confirm", app)
     wait_for(
         lambda: postgres_objects(vars_now["DATABASE_URL"]) == (False, False),
         what="the database and role dropped",
     )
     assert "SHOP_DB_URL" not in config(server, other)
+    wait_for(
+        lambda: not (server.home / "repos" / f"{app_id}.git").exists()
+        and not (server.home / "cache" / app_id).exists(),
+        what="the destroyed app's repository and build cache removed",
+    )
     server.heroku("apps:destroy", other, "--confirm", other)
     wait_for(
         lambda: postgres_objects(theirs.geturl()) == (False, False),

@@ -31,7 +31,7 @@ from waka.adapters.sources import SourceError, SourceStore
 from waka.buildpacks import BuildError, compile_app
 from waka.domain import rules
 from waka.domain.actors import Actor
-from waka.domain.errors import DomainError
+from waka.domain.errors import DomainError, NotFound
 from waka.projections.apps import find_app
 from waka.projections.builds import pending_builds
 from waka.projections.config_vars import config_of
@@ -51,6 +51,16 @@ class BuilderConfig:
     web_url: Callable[[str], str] = lambda name: ""
 
 
+SWEEP_EVERY = 30.0  # seconds between looks for destroyed apps' repositories and caches
+
+
+def _children(directory: Path) -> list[Path]:
+    try:
+        return [p for p in directory.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
 class Builder:
     def __init__(
         self,
@@ -68,6 +78,7 @@ class Builder:
         self.logs = logs
         self.config = config
         self.wakeup = threading.Event()
+        self._last_sweep = 0.0
 
     def run_pending(self) -> int:
         """Build everything pending, oldest first; return how many builds ran."""
@@ -76,7 +87,37 @@ class Builder:
         for row in pending_builds(self.platform.store):
             self.build(row)
             done += 1
+        if time.monotonic() - self._last_sweep >= SWEEP_EVERY:
+            self.sweep_destroyed()
         return done
+
+    def request_sweep(self) -> None:
+        self._last_sweep = 0.0
+        self.wakeup.set()
+
+    def sweep_destroyed(self) -> list[str]:
+        """Remove the git repository and build cache of every destroyed app (the ledger keeps
+        its history); returns their ids. Level-triggered, so a crash midway is finished later."""
+        self._last_sweep = time.monotonic()
+        repos = self.platform.settings.home / "repos"
+        held = {p.name.removesuffix(".git"): p for p in _children(repos) if p.suffix == ".git"}
+        cached = {p.name: p for p in _children(self.config.cache_root)}
+        live = {r["id"] for r in self.platform.store.query("SELECT id FROM waka_apps")}
+        removed = []
+        for app_id in sorted((set(held) | set(cached)) - live):
+            if not self._destroyed(app_id):
+                continue  # not projected yet, or not an app's: leave it
+            for path in (held.get(app_id), cached.get(app_id)):
+                if path is not None:
+                    shutil.rmtree(path, ignore_errors=True)
+            removed.append(app_id)
+        return removed
+
+    def _destroyed(self, app_id: str) -> bool:
+        try:
+            return self.platform.ledger.get_app(UUID(app_id)).destroyed
+        except (ValueError, NotFound):
+            return False
 
     def cache_dir(self, app_id: str) -> Path:
         return self.config.cache_root / app_id
