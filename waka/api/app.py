@@ -16,6 +16,8 @@ from waka.api import git
 from waka.api.errors import ENDPOINT_NOT_FOUND, error_response
 from waka.api.routes import (
     account,
+    addon_attachments,
+    addon_services,
     addons,
     apps,
     builds,
@@ -88,7 +90,9 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *run.routes(platform, rendezvous),  # POST /apps/{app}/dynos; GET/DELETE are in dynos
         *dynos.routes(platform),
         *collaborators.routes(platform),
+        *addon_services.routes(platform),
         *addons.routes(platform),
+        *addon_attachments.routes(platform),
         *data.routes(platform),
         *builds.routes(platform),
         *domains.routes(platform),

@@ -1,5 +1,5 @@
-"""Add-ons: the catalogue (services and plans), add-ons and their attachments, and the
-resolve actions the Heroku CLI uses to find an add-on by name.
+"""Add-ons: create, list, show, rename, change plan, destroy; the shapes of add-ons and
+attachments; and the resolve action the Heroku CLI uses to find an add-on by name.
 
 Provisioning is done by the add-on manager; creating an add-on waits a little for it, so a
 quick provider answers 201 with the add-on provisioned (as Heroku does), a slow one 202 with
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from uuid import UUID
 
 import orjson
 from starlette.routing import Route
 
-from waka.addons.catalogue import SERVICES, Plan, Service, find_service
+from waka.addons.catalogue import find_service
 from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, not_found
 from waka.bootstrap import Platform
@@ -34,43 +35,7 @@ CREATE_WAIT = 20.0  # seconds a create waits for the provider before answering 2
 # --- rendering ------------------------------------------------------------------------------
 
 
-def _service(service: Service) -> dict[str, Any]:
-    return {
-        "cli_plugin_name": None,
-        "created_at": "2026-01-01T00:00:00Z",
-        "human_name": service.human_name,
-        "id": str(service.id),
-        "name": service.name,
-        "state": "ga",
-        "supports_multiple_installations": True,
-        "supports_sharing": True,
-        "updated_at": "2026-01-01T00:00:00Z",
-        "supported_generations": [{"id": str(service.id), "name": "cedar"}],
-    }
-
-
-def _plan(service: Service, plan: Plan) -> dict[str, Any]:
-    return {
-        "addon_service": {"id": str(service.id), "name": service.name},
-        "created_at": "2026-01-01T00:00:00Z",
-        "compliance": None,
-        "default": plan.default,
-        "description": plan.description,
-        "human_name": plan.human_name,
-        "id": str(service.plan_id(plan)),
-        "installable_inside_private_network": False,
-        "installable_outside_private_network": True,
-        "name": f"{service.name}:{plan.name}",
-        "price": {"cents": plan.price_cents, "contract": False, "unit": "month"},
-        "space_default": False,
-        "state": "public",
-        "updated_at": "2026-01-01T00:00:00Z",
-        "visible": True,
-        "limits": dict(plan.limits),  # not in Heroku's schema: what the provider enforces
-    }
-
-
-def _app_ref(store: Any, app_id: str) -> dict[str, str]:
+def app_ref(store: Any, app_id: str) -> dict[str, str]:
     row = find_app(store, app_id)
     return {"id": app_id, "name": row["name"] if row else ""}
 
@@ -79,7 +44,7 @@ def render_addon(platform: Platform, row: Row) -> dict[str, Any]:
     service = find_service(row["service"])
     assert service is not None
     plan = service.find_plan(row["plan"]) or service.default_plan
-    app = _app_ref(platform.store, row["app_id"])
+    app = app_ref(platform.store, row["app_id"])
     keys = orjson.loads(row["config_keys"])
     config_vars = [
         f"{a['name']}_{key}"
@@ -122,7 +87,7 @@ def render_attachment(platform: Platform, row: Row) -> dict[str, Any]:
     keys = orjson.loads(addon["config_keys"]) if addon else []
     addon_ref: dict[str, Any] = {"id": row["addon_id"], "name": addon["name"] if addon else ""}
     if addon is not None:
-        addon_ref["app"] = _app_ref(platform.store, addon["app_id"])
+        addon_ref["app"] = app_ref(platform.store, addon["app_id"])
         service = find_service(addon["service"])
         if service is not None:
             plan = service.find_plan(addon["plan"]) or service.default_plan
@@ -132,7 +97,7 @@ def render_attachment(platform: Platform, row: Row) -> dict[str, Any]:
             }
     return {
         "addon": addon_ref,
-        "app": _app_ref(platform.store, row["app_id"]),
+        "app": app_ref(platform.store, row["app_id"]),
         "config_vars": [f"{row['name']}_{key}" for key in keys],
         "created_at": row["created_at"],
         "id": row["id"],
@@ -157,19 +122,12 @@ def attachment_not_found() -> ApiError:
     )
 
 
-def _service_or_404(ctx: Ctx) -> Service:
-    service = find_service(ctx.param("service"))
-    if service is None:
-        raise not_found("Couldn't find that add-on service.")
-    return service
-
-
-def _owned(ctx: Ctx, app_id: str) -> bool:
+def owned(ctx: Ctx, app_id: str) -> bool:
     app = find_app(ctx.platform.store, app_id)
     return app is not None and app["owner_id"] == ctx.user["id"]
 
 
-def _addon(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
+def visible_addon(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
     """An add-on the user may see, by id or name (on `app` when given)."""
     row = find_addon(ctx.platform.store, ident)
     if row is None and app is not None:  # an attachment name: DATABASE
@@ -181,7 +139,7 @@ def _addon(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
             ),
             None,
         )
-    if row is None or not _owned(ctx, row["app_id"]):
+    if row is None or not owned(ctx, row["app_id"]):
         raise addon_not_found()
     if app is not None and row["app_id"] != app["id"]:
         attached = {a["app_id"] for a in attachments_of_addon(ctx.platform.store, row["id"])}
@@ -190,7 +148,7 @@ def _addon(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
     return row
 
 
-def _attachment(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
+def visible_attachment(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
     row = find_attachment(ctx.platform.store, ident)
     if row is None and app is not None:
         row = next(
@@ -199,36 +157,11 @@ def _attachment(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
         )
     if (
         row is None
-        or not _owned(ctx, row["app_id"])
+        or not owned(ctx, row["app_id"])
         or (app is not None and row["app_id"] != app["id"])
     ):
         raise attachment_not_found()
     return row
-
-
-# --- catalogue ------------------------------------------------------------------------------
-
-
-def list_services(ctx: Ctx) -> Reply:
-    return Reply([_service(s) for s in SERVICES])
-
-
-def show_service(ctx: Ctx) -> Reply:
-    return Reply(_service(_service_or_404(ctx)))
-
-
-def list_plans(ctx: Ctx) -> Reply:
-    service = _service_or_404(ctx)
-    return Reply([_plan(service, p) for p in service.plans])
-
-
-def show_plan(ctx: Ctx) -> Reply:
-    service = _service_or_404(ctx)
-    wanted = ctx.param("plan")
-    for plan in service.plans:
-        if wanted in (plan.name, f"{service.name}:{plan.name}", str(service.plan_id(plan))):
-            return Reply(_plan(service, plan))
-    raise not_found("Couldn't find that plan.")
 
 
 # --- add-ons --------------------------------------------------------------------------------
@@ -245,11 +178,11 @@ def list_app_addons(ctx: Ctx) -> Reply:
 
 
 def show_addon(ctx: Ctx) -> Reply:
-    return Reply(render_addon(ctx.platform, _addon(ctx, ctx.param("addon"))))
+    return Reply(render_addon(ctx.platform, visible_addon(ctx, ctx.param("addon"))))
 
 
 def show_app_addon(ctx: Ctx) -> Reply:
-    return Reply(render_addon(ctx.platform, _addon(ctx, ctx.param("addon"), ctx.app())))
+    return Reply(render_addon(ctx.platform, visible_addon(ctx, ctx.param("addon"), ctx.app())))
 
 
 def create_addon(ctx: Ctx) -> Reply:
@@ -296,89 +229,28 @@ def _wait_for_provider(platform: Platform, addon_id: str) -> Row:
 
 
 def update_addon(ctx: Ctx) -> Reply:
-    row = _addon(ctx, ctx.param("addon"), ctx.app())
+    row = visible_addon(ctx, ctx.param("addon"), ctx.app())
     body = ctx.object_body()
     plan = body.get("plan")
     if isinstance(plan, dict):  # the CLI sends {"plan": {"name": "heroku-redis:premium-0"}}
         plan = plan.get("name")
     if plan is not None:
-        ctx.command(ctx.platform.ledger.change_addon_plan, ctx.actor, _uuid(row), plan)
+        ctx.command(ctx.platform.ledger.change_addon_plan, ctx.actor, uuid_of(row), plan)
         ctx.platform.wake_addon_manager(resync=True)
     if "name" in body:
-        ctx.command(ctx.platform.ledger.rename_addon, ctx.actor, _uuid(row), body["name"])
+        ctx.command(ctx.platform.ledger.rename_addon, ctx.actor, uuid_of(row), body["name"])
     updated = find_addon(ctx.platform.store, row["id"])
     assert updated is not None
     return Reply(render_addon(ctx.platform, updated))
 
 
 def destroy_addon(ctx: Ctx) -> Reply:
-    row = _addon(ctx, ctx.param("addon"), ctx.app())
+    row = visible_addon(ctx, ctx.param("addon"), ctx.app())
     rendered = render_addon(ctx.platform, row)
-    ctx.command(ctx.platform.ledger.destroy_addon, ctx.actor, _uuid(row))
+    ctx.command(ctx.platform.ledger.destroy_addon, ctx.actor, uuid_of(row))
     ctx.platform.wake_addon_manager()
     ctx.platform.wake_dyno_manager()
     return Reply({**rendered, "state": "deprovisioned"})
-
-
-# --- attachments ----------------------------------------------------------------------------
-
-
-def list_all_attachments(ctx: Ctx) -> Reply:
-    rows = [
-        a
-        for addon in addons_of_owner(ctx.platform.store, ctx.user["id"])
-        for a in attachments_of_addon(ctx.platform.store, addon["id"])
-    ]
-    return Reply([render_attachment(ctx.platform, r) for r in rows])
-
-
-def list_app_attachments(ctx: Ctx) -> Reply:
-    rows = attachments_of_app(ctx.platform.store, ctx.app()["id"])
-    return Reply([render_attachment(ctx.platform, r) for r in rows])
-
-
-def list_addon_attachments(ctx: Ctx) -> Reply:
-    addon = _addon(ctx, ctx.param("addon"))
-    rows = attachments_of_addon(ctx.platform.store, addon["id"])
-    return Reply([render_attachment(ctx.platform, r) for r in rows])
-
-
-def show_attachment(ctx: Ctx) -> Reply:
-    return Reply(render_attachment(ctx.platform, _attachment(ctx, ctx.param("attachment"))))
-
-
-def show_app_attachment(ctx: Ctx) -> Reply:
-    row = _attachment(ctx, ctx.param("attachment"), ctx.app())
-    return Reply(render_attachment(ctx.platform, row))
-
-
-def create_attachment(ctx: Ctx) -> Reply:
-    body = ctx.object_body()
-    addon_ident, app_ident = _ident(body.get("addon")), _ident(body.get("app"))
-    if not isinstance(addon_ident, str) or not isinstance(app_ident, str):
-        raise ApiError(422, "invalid_params", "addon and app are required (ids or names).")
-    app = find_app(ctx.platform.store, app_ident)
-    if app is None or app["owner_id"] != ctx.user["id"]:
-        raise not_found("Couldn't find that app.")
-    addon = _addon(ctx, addon_ident)
-    name = body.get("name")
-    if name is not None and not isinstance(name, str):
-        raise ApiError(422, "invalid_params", "name must be a string.")
-    attachment_id = ctx.command(
-        ctx.platform.ledger.attach_addon, ctx.actor, _uuid(addon), _uuid(app), name
-    )
-    ctx.platform.wake_dyno_manager()
-    row = find_attachment(ctx.platform.store, attachment_id)
-    assert row is not None
-    return Reply(render_attachment(ctx.platform, row), 201)
-
-
-def destroy_attachment(ctx: Ctx) -> Reply:
-    row = _attachment(ctx, ctx.param("attachment"))
-    rendered = render_attachment(ctx.platform, row)
-    ctx.command(ctx.platform.ledger.detach_addon, ctx.actor, _uuid_of(row["addon_id"]), row["id"])
-    ctx.platform.wake_dyno_manager()
-    return Reply(rendered)
 
 
 # --- resolve actions (the CLI's way of finding an add-on from what the user typed) ----------
@@ -405,7 +277,7 @@ def resolve_addons(ctx: Ctx) -> Reply:
 def _resolve(ctx: Ctx, ident: str, app: Row | None) -> list[Row]:
     store = ctx.platform.store
     direct = find_addon(store, ident)
-    if direct is not None and _owned(ctx, direct["app_id"]):
+    if direct is not None and owned(ctx, direct["app_id"]):
         return [direct]
     if app is None:
         return []
@@ -419,61 +291,15 @@ def _resolve(ctx: Ctx, ident: str, app: Row | None) -> list[Row]:
     return list({r["id"]: r for r in found}.values())
 
 
-def resolve_attachments(ctx: Ctx) -> Reply:
-    """By attachment id; with an app also by attachment name (DATABASE) or config var name
-    (DATABASE_URL); `app::NAME` names the app in the identifier."""
-    body = ctx.object_body()
-    ident, app_ident = body.get("addon_attachment"), body.get("app")
-    service = body.get("addon_service")
-    if not isinstance(ident, str) or not ident:
-        raise ApiError(422, "invalid_params", "addon_attachment is required.")
-    if "::" in ident:
-        app_ident, _, ident = ident.partition("::")
-    store = ctx.platform.store
-    by_id = find_attachment(store, ident)
-    candidates: list[Row] = [by_id] if by_id and _owned(ctx, by_id["app_id"]) else []
-    if not candidates and isinstance(app_ident, str) and app_ident:
-        app = find_app(store, app_ident)
-        if app is None or app["owner_id"] != ctx.user["id"]:
-            raise ApiError(404, "not_found", "Couldn't find that app.", resource="app")
-        wanted = ident.upper()
-        candidates = [
-            a
-            for a in attachments_of_app(store, app["id"])
-            if wanted in (a["name"], *_attachment_vars(store, a))
-        ]
-    matches = []
-    for attachment in candidates:
-        addon = find_addon(store, attachment["addon_id"])
-        if addon is None or (isinstance(service, str) and service and addon["service"] != service):
-            continue
-        matches.append(attachment)
-    if not matches:
-        raise attachment_not_found()
-    return Reply([render_attachment(ctx.platform, m) for m in matches])
-
-
-def _attachment_vars(store: Any, attachment: Row) -> list[str]:
-    addon = find_addon(store, attachment["addon_id"])
-    keys = orjson.loads(addon["config_keys"]) if addon else []
-    return [f"{attachment['name']}_{key}" for key in keys]
-
-
-def _ident(value: Any) -> Any:
+def ident_of(value: Any) -> Any:
     """An id or name, given bare or as {"id": ...} / {"name": ...} (the CLI sends objects)."""
     if isinstance(value, dict):
         return value.get("id") or value.get("name")
     return value
 
 
-def _uuid(row: Row) -> Any:
-    return _uuid_of(row["id"])
-
-
-def _uuid_of(value: str) -> Any:
-    from uuid import UUID
-
-    return UUID(value)
+def uuid_of(row: Row) -> UUID:
+    return UUID(row["id"])
 
 
 def routes(platform: Platform) -> list[Route]:
@@ -481,32 +307,12 @@ def routes(platform: Platform) -> list[Route]:
         return Route(path, endpoint(platform, handler), methods=["GET"])
 
     return [
-        get("/addon-services", list_services),
-        get("/addon-services/{service}", show_service),
-        get("/addon-services/{service}/plans", list_plans),
-        get("/addon-services/{service}/plans/{plan}", show_plan),
         get("/addons", list_all_addons),
         get("/addons/{addon}", show_addon),
-        get("/addons/{addon}/addon-attachments", list_addon_attachments),
         get("/apps/{app}/addons", list_app_addons),
         get("/apps/{app}/addons/{addon}", show_app_addon),
         Route("/apps/{app}/addons", endpoint(platform, create_addon), methods=["POST"]),
         Route("/apps/{app}/addons/{addon}", endpoint(platform, update_addon), methods=["PATCH"]),
         Route("/apps/{app}/addons/{addon}", endpoint(platform, destroy_addon), methods=["DELETE"]),
-        get("/addon-attachments", list_all_attachments),
-        get("/addon-attachments/{attachment}", show_attachment),
-        get("/apps/{app}/addon-attachments", list_app_attachments),
-        get("/apps/{app}/addon-attachments/{attachment}", show_app_attachment),
-        Route("/addon-attachments", endpoint(platform, create_attachment), methods=["POST"]),
-        Route(
-            "/addon-attachments/{attachment}",
-            endpoint(platform, destroy_attachment),
-            methods=["DELETE"],
-        ),
         Route("/actions/addons/resolve", endpoint(platform, resolve_addons), methods=["POST"]),
-        Route(
-            "/actions/addon-attachments/resolve",
-            endpoint(platform, resolve_attachments),
-            methods=["POST"],
-        ),
     ]

@@ -163,9 +163,7 @@ def routes(platform: Platform) -> list[Route]:
     return [
         get("/client/v11/databases/{addon}", pg_database),
         get("/client/v11/databases/{addon}/wait_status", pg_wait_status),
-        Route(
-            "/client/v11/databases/{addon}/reset", endpoint(platform, pg_reset), methods=["PUT"]
-        ),
+        Route("/client/v11/databases/{addon}/reset", endpoint(platform, pg_reset), methods=["PUT"]),
         Route(
             "/client/v11/databases/{addon}/connection_reset",
             endpoint(platform, pg_connection_reset),
