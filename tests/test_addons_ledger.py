@@ -263,3 +263,27 @@ def test_plan_change_keeps_the_resource_and_makes_no_release(platform, actor):
     pending = platform.ledger.create_addon(actor, app.id, "heroku-redis")
     with pytest.raises(InvalidParams, match="provisioning"):
         platform.ledger.change_addon_plan(actor, pending.id, "premium-0")
+
+
+def test_concurrent_add_ons_on_one_app_get_distinct_names(platform, actor):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = platform.ledger.create_app(actor, "shop")
+    with ThreadPoolExecutor(4) as pool:
+        addons = list(
+            pool.map(
+                lambda _: platform.ledger.create_addon(actor, app.id, "heroku-postgresql"),
+                range(4),
+            )
+        )
+    with ThreadPoolExecutor(4) as pool:  # the add-on manager's four workers, at once
+        complete = platform.ledger.complete_provisioning
+        done = list(pool.map(lambda a: complete(a.id, DB_CONFIG, actor), addons))
+    assert done == [True] * 4
+    platform.projector.catch_up()
+    names = [a["name"] for a in attachments_of_app(platform.store, str(app.id))]
+    assert len(names) == len(set(names)) == 5  # DATABASE once, and four colours
+    assert names.count("DATABASE") == 1
+    config = config_of(platform.store, str(app.id))
+    assert len(config) == 5
+    assert len(releases_of(platform.store, str(app.id))) == 5
