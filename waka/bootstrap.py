@@ -39,6 +39,7 @@ class Platform:
     ledger: Ledger
     store: ReadStore
     projector: Projector
+    partners: dict[str, Provider] = field(default_factory=dict)  # third-party add-ons
     sources: SourceStore = field(init=False)
     build_logs: BuildLogs = field(init=False)
     logplex: Logplex = field(init=False)
@@ -166,7 +167,7 @@ class Platform:
             providers[HEROKU_REDIS.name] = Unavailable(
                 HEROKU_REDIS, "redis-server is not installed on the waka host."
             )
-        return providers
+        return {**providers, **self.partners}
 
     @cached_property
     def addon_manager(self) -> AddonManager:
@@ -241,4 +242,30 @@ def bootstrap(settings: Settings | None = None) -> Platform:
     projector = Projector(ledger, store)
     projector.setup()
     projector.catch_up()
-    return Platform(settings=settings, ledger=ledger, store=store, projector=projector)
+    return Platform(
+        settings=settings,
+        ledger=ledger,
+        store=store,
+        projector=projector,
+        partners=load_partners(settings),
+    )
+
+
+def load_partners(settings: Settings) -> dict[str, Provider]:
+    """Third-party add-on services from their manifests, registered in the catalogue. A
+    manifest that cannot be read is left out, saying why; the platform starts anyway."""
+    from waka.adapters.partner_addons import ManifestError, load_manifest
+    from waka.addons.catalogue import register
+
+    if settings.addon_manifests is None:
+        return {}
+    partners: dict[str, Provider] = {}
+    for path in sorted(settings.addon_manifests.glob("*.json")):
+        try:
+            provider = load_manifest(path, settings.home / "addons" / "partners")
+            register(provider.service)
+        except (ManifestError, ValueError) as error:
+            log.error("add-on manifest left out: %s", error)
+            continue
+        partners[provider.service.name] = provider
+    return partners

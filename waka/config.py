@@ -26,6 +26,7 @@ class Settings:
     # servers at (default: the Docker bridge's gateway for container dynos, else 127.0.0.1).
     addons_postgres_url: str | None = None
     addons_host: str | None = None
+    addon_manifests: Path | None = None  # a directory of third-party add-on manifests (*.json)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -43,6 +44,9 @@ class Settings:
             runtime=env.get("WAKA_RUNTIME") or "auto",
             addons_postgres_url=env.get("WAKA_ADDONS_POSTGRES_URL") or None,
             addons_host=env.get("WAKA_ADDONS_HOST") or None,
+            addon_manifests=Path(env["WAKA_ADDON_MANIFESTS"])
+            if env.get("WAKA_ADDON_MANIFESTS")
+            else None,
         )
 
     @property

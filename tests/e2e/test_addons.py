@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -281,3 +282,41 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
         what="the other app's database dropped",
     )
     assert api.get("/addons") == []
+
+
+def test_a_third_party_add_on_with_the_heroku_cli(heroku_cli, tmp_path_factory):
+    """A manifest in WAKA_ADDON_MANIFESTS; its partner API served over HTTP by the test."""
+    from tests.test_partner_addons import Partner
+
+    partner = Partner()
+    serving = threading.Thread(target=partner.serve_forever, daemon=True)
+    serving.start()
+    tmp = tmp_path_factory.mktemp("waka-partner")
+    (tmp / "manifests").mkdir()
+    manifest = {
+        "id": "acme-mail",
+        "name": "ACME Mail",
+        "api": {
+            "config_vars_prefix": "ACME_MAIL",
+            "password": "s3cret",
+            "production": {"base_url": partner.base_url},
+        },
+        "plans": [{"name": "test", "price_cents": 0, "default": True}],
+    }
+    (tmp / "manifests" / "acme-mail.json").write_text(json.dumps(manifest))
+    env = {"WAKA_ADDON_MANIFESTS": str(tmp / "manifests")}
+    try:
+        with running_server(tmp, heroku_cli, env) as server:
+            app = unique_name("mail")
+            server.heroku("apps:create", app)
+            assert "acme-mail" in server.heroku("addons:services").stdout
+            created = server.heroku("addons:create", "acme-mail", "-a", app, "--name", f"{app}-m")
+            assert f"Created {app}-m as ACME_MAIL_URL" in flat(created.stdout), created
+            assert config(server, app)["ACME_MAIL_URL"].startswith("smtp://res-")
+            listed = server.heroku("addons", "-a", app).stdout
+            assert f"acme-mail ({app}-m)" in listed and "free" in listed, listed
+            server.heroku("addons:destroy", f"{app}-m", "-a", app, "--confirm", app)
+            wait_for(lambda: partner.requests[-1][0] == "DELETE", what="the partner's DELETE")
+            assert "ACME_MAIL_URL" not in config(server, app)
+    finally:
+        partner.shutdown()

@@ -134,8 +134,22 @@ HEROKU_REDIS = Service(
     ),
 )
 
-SERVICES: tuple[Service, ...] = (HEROKU_POSTGRESQL, HEROKU_REDIS)
+BUILT_IN: tuple[Service, ...] = (HEROKU_POSTGRESQL, HEROKU_REDIS)
+
+# Third-party services the operator added (add-on manifests, read at start by the composition
+# root). Keyed by name: registering a service again replaces it.
+_registered: dict[str, Service] = {}
+
+
+def register(service: Service) -> None:
+    if any(s.name == service.name for s in BUILT_IN):
+        raise ValueError(f"{service.name} is a built-in add-on service")
+    _registered[service.name] = service
+
+
+def services() -> list[Service]:
+    return [*BUILT_IN, *_registered.values()]
 
 
 def find_service(name_or_id: str) -> Service | None:
-    return next((s for s in SERVICES if name_or_id in (s.name, str(s.id))), None)
+    return next((s for s in services() if name_or_id in (s.name, str(s.id))), None)

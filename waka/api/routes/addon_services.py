@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.routing import Route
 
-from waka.addons.catalogue import SERVICES, Plan, Service, find_service
+from waka.addons.catalogue import Plan, Service, find_service, services
 from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import not_found
 from waka.bootstrap import Platform
@@ -56,7 +56,7 @@ def _service_or_404(ctx: Ctx) -> Service:
 
 
 def list_services(ctx: Ctx) -> Reply:
-    return Reply([_service(s) for s in SERVICES])
+    return Reply([_service(s) for s in services()])
 
 
 def show_service(ctx: Ctx) -> Reply:
