@@ -175,6 +175,11 @@ class Platform:
 
         return AddonManager(self.ledger, self.store, self.projector, self.providers)
 
+    @property
+    def addon_manager_running(self) -> bool:
+        manager = self.__dict__.get("addon_manager")
+        return manager is not None and manager.running
+
     def wake_addon_manager(self, resync: bool = False) -> None:
         """Start waiting work now; `resync`: also check provisioned resources (a plan change)."""
         if "addon_manager" in self.__dict__:

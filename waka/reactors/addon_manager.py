@@ -56,20 +56,25 @@ class AddonManager:
     _running: dict[str, tuple[Future[None], float]] = field(default_factory=dict)
     _overdue: dict[str, float] = field(default_factory=dict)  # when a stuck call last counted
     _last_resync: float = 0.0
+    running: bool = False  # run_forever is passing: an API request may wait for its work
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="waka-addon")
         self._attempts_lock = threading.Lock()  # the pass and the pool's calls both count
 
     def run_forever(self, stopped: Callable[[], bool], interval: float = 1.0) -> None:
-        while not stopped():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("add-on manager pass failed; retrying")
-            self.wakeup.wait(timeout=interval)
-            self.wakeup.clear()
-        self.close()
+        self.running = True
+        try:
+            while not stopped():
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("add-on manager pass failed; retrying")
+                self.wakeup.wait(timeout=interval)
+                self.wakeup.clear()
+        finally:
+            self.running = False
+            self.close()
 
     def close(self) -> None:
         """Wait for provider calls under way (each is bounded by its provider's timeouts)."""
@@ -161,13 +166,7 @@ class AddonManager:
     def _provider_failed(
         self, addon_id: str, error: ProviderError, actor: dict[str, str] | None = None
     ) -> None:
-        with self._attempts_lock:
-            attempts = self._attempts.setdefault(addon_id, _Attempts())
-            attempts.count += 1
-            attempts.last_error = str(error)
-            delay = min(self.first_retry * 2 ** (attempts.count - 1), MAX_RETRY)
-            attempts.next_at = time.monotonic() + delay
-            count = attempts.count
+        count = self._back_off(addon_id, error)
         log.warning("add-on %s: attempt %d failed: %s", addon_id, count, error)
         if error.retryable and count < PROVISION_ATTEMPTS:
             return
@@ -180,16 +179,23 @@ class AddonManager:
             if addon_id in self._overdue:
                 self._overdue[addon_id] = float("inf")  # given up: count no more
 
+    def _back_off(self, addon_id: str, error: Exception) -> int:
+        """Count a failed call and hold the next one back (1, 2, 4 ... 60 s); returns the
+        count of failures in a row."""
+        with self._attempts_lock:
+            attempts = self._attempts.setdefault(addon_id, _Attempts())
+            attempts.count += 1
+            attempts.last_error = str(error)
+            delay = min(self.first_retry * 2 ** (attempts.count - 1), MAX_RETRY)
+            attempts.next_at = time.monotonic() + delay
+            return attempts.count
+
     def _deprovision(self, row: Row) -> None:
         """Removal is always safe to retry: it goes on (with back-off) until it succeeds."""
         try:
             self._provider(row).deprovision(row["id"])
         except Exception as error:  # ProviderError, or a provider's bug: retry with back-off
-            attempts = self._attempts.setdefault(row["id"], _Attempts())
-            attempts.count += 1
-            attempts.next_at = time.monotonic() + min(
-                self.first_retry * 2 ** (attempts.count - 1), MAX_RETRY
-            )
+            self._back_off(row["id"], error)
             log.warning("add-on %s: removal failed, will retry: %s", row["name"], error)
             return
         self._attempts.pop(row["id"], None)
@@ -203,11 +209,7 @@ class AddonManager:
         try:
             self._provider(row).reset(row["id"])
         except Exception as error:  # retried with back-off while it stays requested
-            attempts = self._attempts.setdefault(row["id"], _Attempts())
-            attempts.count += 1
-            attempts.next_at = time.monotonic() + min(
-                self.first_retry * 2 ** (attempts.count - 1), MAX_RETRY
-            )
+            self._back_off(row["id"], error)
             log.warning("add-on %s: reset failed, will retry: %s", row["name"], error)
             return
         self._attempts.pop(row["id"], None)

@@ -217,8 +217,8 @@ def _wait_for_provider(platform: Platform, addon_id: str) -> Row:
     """Give a running add-on manager a moment to make the resource (a database takes ~0.1 s)."""
     row = find_addon(platform.store, addon_id)
     assert row is not None
-    if "addon_manager" not in platform.__dict__:
-        return row  # no manager in this process (API-only tests): it stays provisioning
+    if not platform.addon_manager_running:
+        return row  # no manager passing in this process: the answer is "provisioning"
     platform.wake_addon_manager()
     deadline = time.monotonic() + CREATE_WAIT
     while row["state"] == "provisioning" and time.monotonic() < deadline:

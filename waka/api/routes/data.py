@@ -75,7 +75,7 @@ def pg_reset(ctx: Ctx) -> Reply:
     reset = ctx.command(ctx.platform.ledger.request_reset, ctx.actor, UUID(row["id"]))
     ctx.platform.wake_addon_manager()
     deadline = time.monotonic() + RESET_WAIT
-    while "addon_manager" in ctx.platform.__dict__ and time.monotonic() < deadline:
+    while ctx.platform.addon_manager_running and time.monotonic() < deadline:
         ctx.platform.projector.catch_up()
         current = find_addon(ctx.platform.store, row["id"])
         if current is None or current["resets_done"] >= reset:
