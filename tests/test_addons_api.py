@@ -74,7 +74,8 @@ def create(api: Api, app: str, plan: str, **body) -> dict:
 
 def test_catalogue(api: Api) -> None:
     services = api.get("/addon-services").json()
-    assert {s["name"] for s in services} == {"heroku-postgresql", "heroku-redis"}
+    # (third-party services registered by other tests in this process may be listed too)
+    assert {s["name"] for s in services} >= {"heroku-postgresql", "heroku-redis"}
     plans = api.get("/addon-services/heroku-postgresql/plans").json()
     default = [p for p in plans if p["default"]]
     assert [p["name"] for p in default] == ["heroku-postgresql:essential-0"]
@@ -369,3 +370,23 @@ def test_pg_reset_and_killall_through_the_data_api(api: Api, providers) -> None:
 
     events = [type(e).__name__ for e in api.platform.ledger.events.get(UUID(addon["id"]))]
     assert events[-2:] == ["ResetRequested", "ResetDone"]
+
+
+def test_waka_up_says_what_each_add_on_runs_on_without_passwords(make_platform, tmp_path):
+    from waka.cli import addon_summary
+    from waka.config import Settings
+
+    secret = "postgresql://admin:hunter2@127.0.0.1:5432/postgres"
+    with_server = make_platform(
+        Settings(home=tmp_path / "a", runtime="process", addons_postgres_url=secret)
+    )
+    lines = addon_summary(with_server)
+    assert "add-on heroku-postgresql: postgresql://127.0.0.1:5432/postgres; dynos reach it at" + (
+        " 127.0.0.1"
+    ) in lines
+    assert not any("hunter2" in line or "admin" in line for line in lines)
+    embedded = make_platform(Settings(home=tmp_path / "b", runtime="process"))
+    assert any(
+        "heroku-postgresql unavailable" in line and "WAKA_ADDONS_POSTGRES_URL" in line
+        for line in addon_summary(embedded)
+    )

@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from waka.config import Settings
 
@@ -267,6 +267,8 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     print(f"waka: dynos run as {manager.dynos.kind}", flush=True)
     # Add-ons: made and removed by their providers; their servers outlive a stop of waka.
     addon_manager = platform.addon_manager
+    for line in addon_summary(platform):
+        print(f"waka: {line}", flush=True)
     provisioning = asyncio.create_task(asyncio.to_thread(addon_manager.run_forever, stop.is_set))
 
     async def wake(app_id: str) -> None:
@@ -304,6 +306,28 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     await provisioning
     await managing
     manager.dynos.shutdown()
+
+
+def addon_summary(platform: Any) -> list[str]:
+    """What each add-on service runs on here, for the operator (no passwords)."""
+    from urllib.parse import urlparse
+
+    from waka.addons.provider import Unavailable
+
+    lines = []
+    for name, provider in platform.providers.items():
+        if isinstance(provider, Unavailable):
+            lines.append(f"add-on {name} unavailable: {provider.reason}")
+            continue
+        where = getattr(provider, "admin_url", None) or getattr(provider, "base_url", None)
+        if where:
+            url = urlparse(where)
+            port = f":{url.port}" if url.port else ""
+            where = f"{url.scheme}://{url.hostname}{port}{url.path}"  # no user or password
+        else:
+            where = "a redis-server process per add-on"
+        lines.append(f"add-on {name}: {where}; dynos reach it at {platform.addons_host}")
+    return lines
 
 
 def _unbindable(bind: str) -> str | None:
