@@ -71,6 +71,23 @@ class PartnerHandler(BaseHTTPRequestHandler):
         pass
 
 
+def manifest_for(partner: Partner, pro: bool = False) -> dict:
+    """ACME Mail's manifest: its partner API at `partner`, a free plan (and a paid one)."""
+    plans = [{"name": "test", "price_cents": 0, "default": True}]
+    if pro:
+        plans.append({"name": "pro", "human_name": "Pro", "price_cents": 2500})
+    return {
+        "id": "acme-mail",
+        "name": "ACME Mail",
+        "api": {
+            "config_vars_prefix": "ACME_MAIL",
+            "password": "s3cret",
+            "production": {"base_url": partner.base_url},
+        },
+        "plans": plans,
+    }
+
+
 @pytest.fixture
 def partner() -> Iterator[Partner]:
     server = Partner()
@@ -84,23 +101,7 @@ def partner() -> Iterator[Partner]:
 def api(make_platform, tmp_path: Path, partner: Partner) -> Api:
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    (manifests / "acme-mail.json").write_text(
-        json.dumps(
-            {
-                "id": "acme-mail",
-                "name": "ACME Mail",
-                "api": {
-                    "config_vars_prefix": "ACME_MAIL",
-                    "password": "s3cret",
-                    "production": {"base_url": partner.base_url},
-                },
-                "plans": [
-                    {"name": "test", "price_cents": 0, "default": True},
-                    {"name": "pro", "human_name": "Pro", "price_cents": 2500},
-                ],
-            }
-        )
-    )
+    (manifests / "acme-mail.json").write_text(json.dumps(manifest_for(partner, pro=True)))
     (manifests / "broken.json").write_text('{"id": "broken"}')  # left out, with a log line
     settings = Settings(home=tmp_path / "waka", runtime="process", addon_manifests=manifests)
     return Api(make_platform(settings))

@@ -286,24 +286,14 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
 
 def test_a_third_party_add_on_with_the_heroku_cli(heroku_cli, tmp_path_factory):
     """A manifest in WAKA_ADDON_MANIFESTS; its partner API served over HTTP by the test."""
-    from tests.test_partner_addons import Partner
+    from tests.test_partner_addons import Partner, manifest_for
 
     partner = Partner()
     serving = threading.Thread(target=partner.serve_forever, daemon=True)
     serving.start()
     tmp = tmp_path_factory.mktemp("waka-partner")
     (tmp / "manifests").mkdir()
-    manifest = {
-        "id": "acme-mail",
-        "name": "ACME Mail",
-        "api": {
-            "config_vars_prefix": "ACME_MAIL",
-            "password": "s3cret",
-            "production": {"base_url": partner.base_url},
-        },
-        "plans": [{"name": "test", "price_cents": 0, "default": True}],
-    }
-    (tmp / "manifests" / "acme-mail.json").write_text(json.dumps(manifest))
+    (tmp / "manifests" / "acme-mail.json").write_text(json.dumps(manifest_for(partner)))
     env = {"WAKA_ADDON_MANIFESTS": str(tmp / "manifests")}
     try:
         with running_server(tmp, heroku_cli, env) as server:
