@@ -114,3 +114,36 @@ def test_settings_not_the_process_environment_decide_the_cipher(settings, monkey
         assert ledger.mapper.cipher is None
     finally:
         ledger.close()
+
+
+def test_the_read_models_seal_config_values_with_the_key(settings, make_platform, cipher_key):
+    """Config values (add-on credentials among them) are sealed in the read models too."""
+    sealed_settings = dataclasses.replace(settings, cipher_key=cipher_key)
+    platform = make_platform(sealed_settings)
+    actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
+    app = platform.ledger.create_app(actor, "secret-app")
+    platform.ledger.set_config(actor, app.id, {"API_TOKEN": SECRET})
+    addon = platform.ledger.create_addon(actor, app.id, "heroku-redis")
+    url = f"redis://:{SECRET}-pw@127.0.0.1:6379"
+    platform.ledger.complete_provisioning(addon.id, {"URL": url}, actor)
+    platform.projector.catch_up()
+
+    rows = platform.store.query("SELECT key, value, sealed FROM waka_config_vars")
+    assert {r["key"] for r in rows} == {"API_TOKEN", "REDIS_URL"}
+    assert all(r["sealed"] == 1 and SECRET not in r["value"] for r in rows)
+    assert config_of(platform.store, str(app.id)) == {"API_TOKEN": SECRET, "REDIS_URL": url}
+
+    platform.projector.rebuild()  # sealed afresh from the ledger: still readable
+    assert config_of(platform.store, str(app.id))["REDIS_URL"] == url
+    reopened = make_platform(sealed_settings)  # another process with the same key
+    assert config_of(reopened.store, str(app.id))["API_TOKEN"] == SECRET
+
+
+def test_without_a_key_the_read_models_hold_values_readably(settings, make_platform):
+    platform = make_platform(settings)
+    actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
+    app = platform.ledger.create_app(actor, "secret-app")
+    platform.ledger.set_config(actor, app.id, {"API_TOKEN": SECRET})
+    platform.projector.catch_up()
+    rows = platform.store.query("SELECT value, sealed FROM waka_config_vars")
+    assert rows == [{"value": SECRET, "sealed": 0}]

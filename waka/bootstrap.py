@@ -18,6 +18,7 @@ from waka.ledger import Ledger
 from waka.logplex import Logplex
 from waka.projections.domains import domains_of
 from waka.projections.projector import Projector
+from waka.projections.sealing import Sealer
 from waka.projections.store import PostgresReadStore, ReadStore, SqliteReadStore
 from waka.router import Backend, Route, RouteTable
 
@@ -240,10 +241,11 @@ def bootstrap(settings: Settings | None = None) -> Platform:
     settings.home.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(env=settings.eventsourcing_env())
     store: ReadStore
+    sealer = Sealer(settings.cipher_key)  # the ledger's key seals the read models' secrets
     if settings.database_url:
-        store = PostgresReadStore(settings.database_url, settings.database_schema)
+        store = PostgresReadStore(settings.database_url, settings.database_schema, sealer=sealer)
     else:
-        store = SqliteReadStore(settings.home / "projections.sqlite")
+        store = SqliteReadStore(settings.home / "projections.sqlite", sealer=sealer)
     projector = Projector(ledger, store)
     projector.setup()
     projector.catch_up()

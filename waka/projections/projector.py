@@ -24,6 +24,7 @@ from waka.projections.config_vars import ConfigVarsProjection
 from waka.projections.domains import DomainsProjection
 from waka.projections.formation import FormationProjection
 from waka.projections.releases import ReleasesProjection
+from waka.projections.sealing import Sealer
 from waka.projections.store import ReadStore, Row
 
 POSITIONS = """CREATE TABLE IF NOT EXISTS waka_positions (
@@ -32,11 +33,11 @@ POSITIONS = """CREATE TABLE IF NOT EXISTS waka_positions (
 BATCH = 500
 
 
-def all_projections() -> list[Projection]:
+def all_projections(sealer: Sealer | None = None) -> list[Projection]:
     return [
         AppsProjection(),
         ReleasesProjection(),
-        ConfigVarsProjection(),
+        ConfigVarsProjection(sealer),
         FormationProjection(),
         AccountsProjection(),
         BuildsProjection(),
@@ -57,7 +58,7 @@ class Projector:
     ) -> None:
         self.ledger = ledger
         self.store = store
-        self.projections = list(projections or all_projections())
+        self.projections = list(projections or all_projections(getattr(store, "sealer", None)))
         self._lock = threading.Lock()
 
     def setup(self) -> None:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from waka.projections.sealing import Sealer
+
 Row = dict[str, Any]
 
 # Any fixed number: the key of the advisory lock that serialises projection catch-ups.
@@ -26,6 +28,8 @@ class Cursor(Protocol):
 
 
 class ReadStore(Protocol):
+    sealer: Sealer  # encrypts secrets in the read models (when there is a cipher key)
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     def transaction(self) -> Any: ...  # context manager yielding a Cursor
     def close(self) -> None: ...
@@ -45,7 +49,8 @@ class _SqliteCursor:
 
 
 class SqliteReadStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
+        self.sealer = sealer or Sealer()
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -101,7 +106,10 @@ class _PostgresCursor:
 
 
 class PostgresReadStore:
-    def __init__(self, url: str, schema: str = "public", max_size: int = 10) -> None:
+    def __init__(
+        self, url: str, schema: str = "public", max_size: int = 10, sealer: Sealer | None = None
+    ) -> None:
+        self.sealer = sealer or Sealer()
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
