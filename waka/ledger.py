@@ -430,9 +430,8 @@ class Ledger(Application[UUID]):
                 addon.id,
                 addon.attachment_name,
             )
-            plan = f"{addon.service}:{addon.plan}"
             attachments = [
-                {"id": str(attachment_id(addon.id, app.id, n)), "name": n, "plan": plan}
+                {"id": str(attachment_id(addon.id, app.id, n)), "name": n, "plan": addon.plan_name}
                 for n in names
             ]
             app.attach_addon(str(addon.id), addon.name, attachments, config, actor)
@@ -470,10 +469,7 @@ class Ledger(Application[UUID]):
         attachment's id. The app gets the add-on's config vars in a new release."""
         addon, _ = self._live_addon(addon_id, actor)
         app = self._live_app(app_id, actor)
-        if addon.state != "provisioned":
-            raise InvalidParams(
-                f"{addon.name} is {addon.state}; only a provisioned add-on attaches."
-            )
+        addon.check_attachable()  # before naming the attachment: the clearer error first
         service = find_service(addon.service)
         assert service is not None
         requested = rules.check_attachment_name(name) if name else None
@@ -488,7 +484,7 @@ class Ledger(Application[UUID]):
         attachment = {
             "id": str(attachment_id(addon.id, app.id, names[0])),
             "name": names[0],
-            "plan": f"{addon.service}:{addon.plan}",
+            "plan": addon.plan_name,
         }
         app.attach_addon(str(addon.id), addon.name, [attachment], addon.config, actor)
         addon.attach(attachment["id"], str(app.id), attachment["name"], actor)

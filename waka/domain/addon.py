@@ -87,9 +87,17 @@ class Addon(Aggregate):
 
     # --- attachments ----------------------------------------------------------------------
 
-    def attach(self, attachment_id: str, app_id: str, name: str, actor: Actor) -> None:
+    @property
+    def plan_name(self) -> str:
+        """As the API names plans: heroku-postgresql:essential-0."""
+        return f"{self.service}:{self.plan}"
+
+    def check_attachable(self) -> None:
         if self.state != PROVISIONED:
             raise InvalidParams(f"{self.name} is {self.state}; only a provisioned add-on attaches.")
+
+    def attach(self, attachment_id: str, app_id: str, name: str, actor: Actor) -> None:
+        self.check_attachable()
         if any(a["app_id"] == app_id and a["name"] == name for a in self.attachments.values()):
             raise Conflict(f"{self.name} is already attached to that app as {name}.")
         self._attach(attachment_id=attachment_id, app_id=app_id, name=name, actor=actor)

@@ -9,6 +9,7 @@ it still provisioning.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -209,23 +210,32 @@ def create_addon(ctx: Ctx) -> Reply:
         name,
         attachment.get("name"),
     )
-    row = _wait_for_provider(ctx.platform, str(addon.id))
+    wait_for_manager(
+        ctx.platform, str(addon.id), lambda r: r["state"] != "provisioning", CREATE_WAIT
+    )
+    row = find_addon(ctx.platform.store, str(addon.id))
+    if row is None:  # destroyed meanwhile
+        raise addon_not_found()
     return Reply(render_addon(ctx.platform, row), 201 if row["state"] == "provisioned" else 202)
 
 
-def _wait_for_provider(platform: Platform, addon_id: str) -> Row:
-    """Give a running add-on manager a moment to make the resource (a database takes ~0.1 s)."""
-    row = find_addon(platform.store, addon_id)
-    assert row is not None
+def wait_for_manager(
+    platform: Platform, addon_id: str, done: Callable[[Row], bool], timeout: float
+) -> bool:
+    """Give a running add-on manager a moment to do the add-on's work (a database takes
+    ~0.1 s); True once `done` holds for its row, or the row is gone."""
     if not platform.addon_manager_running:
-        return row  # no manager passing in this process: the answer is "provisioning"
+        return False  # no manager passing in this process: the answer is "under way"
     platform.wake_addon_manager()
-    deadline = time.monotonic() + CREATE_WAIT
-    while row["state"] == "provisioning" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = time.monotonic() + timeout
+    while True:
         platform.projector.catch_up()
-        row = find_addon(platform.store, addon_id) or row
-    return row
+        row = find_addon(platform.store, addon_id)
+        if row is None or done(row):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def update_addon(ctx: Ctx) -> Reply:

@@ -7,7 +7,6 @@ with no message: that is how the CLI tells "not yet provisioned" from a real err
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
@@ -16,7 +15,8 @@ from starlette.routing import Route
 
 from waka.addons.catalogue import find_service
 from waka.api.endpoint import Ctx, Reply, endpoint
-from waka.api.routes.addons import addon_not_found
+from waka.api.errors import ApiError
+from waka.api.routes.addons import addon_not_found, wait_for_manager
 from waka.bootstrap import Platform
 from waka.projections.addons import find_addon
 from waka.projections.apps import find_app
@@ -68,19 +68,10 @@ def pg_reset(ctx: Ctx) -> Reply:
     """`pg:reset`: the add-on manager empties the database; answered once it has (or 202)."""
     row = _addon(ctx, "heroku-postgresql")
     if ctx.object_body().get("extensions"):
-        return Reply(
-            {"id": "invalid_params", "message": "Installing extensions on reset is not supported."},
-            422,
-        )
+        raise ApiError(422, "invalid_params", "Installing extensions on reset is not supported.")
     reset = ctx.command(ctx.platform.ledger.request_reset, ctx.actor, UUID(row["id"]))
-    ctx.platform.wake_addon_manager()
-    deadline = time.monotonic() + RESET_WAIT
-    while ctx.platform.addon_manager_running and time.monotonic() < deadline:
-        ctx.platform.projector.catch_up()
-        current = find_addon(ctx.platform.store, row["id"])
-        if current is None or current["resets_done"] >= reset:
-            return Reply({"message": f"{row['name']} was reset."})
-        time.sleep(0.05)
+    if wait_for_manager(ctx.platform, row["id"], lambda r: r["resets_done"] >= reset, RESET_WAIT):
+        return Reply({"message": f"{row['name']} was reset."})
     return Reply({"message": f"{row['name']} is being reset."}, 202)
 
 
