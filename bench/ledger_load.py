@@ -28,16 +28,14 @@ postgresql://postgres:postgres@127.0.0.1:5432/postgres.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +43,7 @@ from typing import Any, ClassVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
+import report  # noqa: E402
 from machine import CpuWatch, describe  # noqa: E402
 
 from waka.bootstrap import Platform, bootstrap  # noqa: E402
@@ -62,27 +61,6 @@ class PlainLedger(Ledger):
     name = "waka"
     is_snapshotting_enabled = False
     snapshotting_intervals: ClassVar = {}
-
-
-@contextlib.contextmanager
-def settings_for(backend: str, database_url: str) -> Iterator[Settings]:
-    with tempfile.TemporaryDirectory(prefix="waka-bench-") as home:
-        if backend == "sqlite":
-            yield Settings(home=Path(home))
-            return
-        import psycopg
-        from psycopg import sql
-
-        schema = f"bench_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            yield Settings(home=Path(home), database_url=database_url, database_schema=schema)
-        finally:
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-                )
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -263,21 +241,7 @@ def print_table(rows: list[Row]) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    numeric = {3, 4, 5}
-
-    def line(values: tuple[str, ...]) -> str:
-        padded = [
-            v.rjust(w) if i in numeric else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = ["-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)]
-    print(line(header))
-    print("|" + "|".join(rule) + "|")
-    for c in cells:
-        print(line(c))
+    report.print_table(header, cells, numeric={3, 4, 5})
 
 
 def main() -> int:
@@ -299,7 +263,7 @@ def main() -> int:
     for backend in backends:
         watch = CpuWatch()
         watch.start()
-        with settings_for(backend, database_url) as settings:
+        with report.settings_for(backend, database_url) as settings:
             rows += bench_backend(backend, settings, events, repeat)
         others.append(f"{watch.others_share():.0%} during the {backend} run")
 

@@ -50,6 +50,7 @@ from uuid import UUID
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
+import report  # noqa: E402
 from machine import CpuWatch, describe  # noqa: E402
 
 IDLE = 2.0  # a reader stops this long after the last line it got
@@ -102,21 +103,7 @@ HEADER = (
 
 def print_table(rows: list[Row]) -> None:
     cells = [r.cells() for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADER)]
-    numeric = {1, 2, 3, 5, 6, 7, 8}
-
-    def line(values: tuple[str, ...]) -> str:
-        padded = [
-            v.rjust(w) if i in numeric else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = ["-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)]
-    print(line(HEADER))
-    print("|" + "|".join(rule) + "|")
-    for c in cells:
-        print(line(c))
+    report.print_table(HEADER, cells, numeric={1, 2, 3, 5, 6, 7, 8})
 
 
 def say(text: str) -> None:

@@ -48,6 +48,26 @@ def git(repo: Path, *args: str) -> str:
     )
 
 
+def start_waka(
+    home: Path, port: int, router_port: int, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`waka up` on WAKA_HOME=home/waka (output in home/up.log), and a user's API key."""
+    env = {**os.environ, "WAKA_HOME": str(home / "waka"), **settings}
+    key = (
+        run(sys.executable, "-m", "waka", "users:create", "bench@example.com", env=env)
+        .strip()
+        .splitlines()[-1]
+    )
+    command = ["waka", "up", "--api-port", str(port), "--router-port", str(router_port)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        env=env,
+        stdout=(home / "up.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    return server, key
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one warm push only")
@@ -57,28 +77,8 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="waka-bench-push-"))
     port = free_port()
-    env = {**os.environ, "WAKA_HOME": str(home / "waka")}
-    key = (
-        run(sys.executable, "-m", "waka", "users:create", "bench@example.com", env=env)
-        .strip()
-        .splitlines()[-1]
-    )
     log_path = home / "up.log"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "waka",
-            "up",
-            "--api-port",
-            str(port),
-            "--router-port",
-            str(free_port()),
-        ],
-        env=env,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    server, key = start_waka(home, port, free_port())
     try:
         wait_for(port)
         request(port, key, "POST", "/apps", b'{"name": "bench-push"}')

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from push_time import SAMPLE, free_port, git, request, run, wait_for
+from push_time import SAMPLE, free_port, git, request, start_waka, wait_for
 
 
 class Api:
@@ -71,27 +70,7 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="waka-bench-run-"))
     port, router_port = free_port(), free_port()
-    env = {**os.environ, "WAKA_HOME": str(home / "waka"), "WAKA_SLEEP_AFTER": "2"}
-    key = (
-        run(sys.executable, "-m", "waka", "users:create", "bench@example.com", env=env)
-        .strip()
-        .splitlines()[-1]
-    )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "waka",
-            "up",
-            "--api-port",
-            str(port),
-            "--router-port",
-            str(router_port),
-        ],
-        env=env,
-        stdout=(home / "up.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    server, key = start_waka(home, port, router_port, WAKA_SLEEP_AFTER="2")
     rows = []
     try:
         wait_for(port)

@@ -24,15 +24,12 @@ postgresql://postgres:postgres@127.0.0.1:5432/postgres (a fresh schema, dropped 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
+import report  # noqa: E402
 from machine import CpuWatch, describe  # noqa: E402
 
 from waka.bootstrap import Platform, bootstrap  # noqa: E402
@@ -68,27 +66,6 @@ class CountingLedger(Ledger):
         with self._count_lock:
             self.saves += 1
         return super().save(*objs, **kwargs)
-
-
-@contextlib.contextmanager
-def settings_for(backend: str, database_url: str) -> Iterator[Settings]:
-    with tempfile.TemporaryDirectory(prefix="waka-bench-") as home:
-        if backend == "sqlite":
-            yield Settings(home=Path(home))
-            return
-        import psycopg
-        from psycopg import sql
-
-        schema = f"bench_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            yield Settings(home=Path(home), database_url=database_url, database_schema=schema)
-        finally:
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-                )
 
 
 @dataclass
@@ -255,21 +232,7 @@ def print_table(rows: list[Row]) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    numeric = {2, 3}
-
-    def line(values: tuple[str, ...]) -> str:
-        padded = [
-            v.rjust(w) if i in numeric else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = ["-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)]
-    print(line(header))
-    print("|" + "|".join(rule) + "|")
-    for c in cells:
-        print(line(c))
+    report.print_table(header, cells, numeric={2, 3})
 
 
 def main() -> int:
@@ -289,7 +252,7 @@ def main() -> int:
     for backend in backends:
         watch = CpuWatch()
         watch.start()
-        with settings_for(backend, database_url) as settings:
+        with report.settings_for(backend, database_url) as settings:
             rows += bench_backend(backend, settings, n)
         others.append(f"{watch.others_share():.0%} during the {backend} run")
 
