@@ -8,11 +8,13 @@ view (mounts, workdir and env name paths as the container sees them), so callers
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import resource
 import select
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -321,9 +323,43 @@ def docker_client() -> Any | None:
 
 
 def bridge_gateway(client: Any) -> str | None:
-    """The host's address on Docker's default bridge: where containers reach host services."""
+    """The host's address on Docker's default bridge: where containers reach host services.
+
+    A freshly started engine may report the bridge's subnet without a gateway, so this asks,
+    in turn: the network's IPAM gateway, the address of the bridge's interface on this host
+    (docker0 unless the engine names another), and the subnet's first host (Docker's default)."""
     try:
-        configs = client.networks.get("bridge").attrs.get("IPAM", {}).get("Config") or []
+        attrs = client.networks.get("bridge").attrs
     except Exception:  # no bridge network: the engine runs with another default
         return None
-    return next((c["Gateway"] for c in configs if c.get("Gateway")), None)
+    configs = (attrs.get("IPAM") or {}).get("Config") or []
+    gateway = next((c["Gateway"] for c in configs if c.get("Gateway")), None)
+    if gateway:
+        return gateway
+    interface = (attrs.get("Options") or {}).get("com.docker.network.bridge.name", "docker0")
+    address = interface_address(interface)
+    if address:
+        return address
+    for config in configs:
+        try:
+            subnet = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
+        except ValueError:
+            continue
+        if subnet.version == 4 and subnet.num_addresses > 2:
+            return str(next(subnet.hosts()))
+    return None
+
+
+def interface_address(name: str) -> str | None:
+    """The IPv4 address of network interface `name` on this host, or None."""
+    import fcntl
+    import struct
+
+    siocgifaddr = 0x8915
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            packed = struct.pack("256s", name.encode()[:15])
+            answer = fcntl.ioctl(probe.fileno(), siocgifaddr, packed)
+    except OSError:  # no such interface, or it has no IPv4 address
+        return None
+    return socket.inet_ntoa(answer[20:24])
