@@ -33,6 +33,7 @@ from waka.buildpacks import (
     compile_app,
     parse_release,
 )
+from waka.buildpacks.languages import unsupported_language
 from waka.buildpacks.output import BuildLog
 from waka.buildpacks.sources import BUILTIN_DIR
 
@@ -127,6 +128,13 @@ def write_buildpack(
     return path
 
 
+def write_files(root: Path, files: Mapping[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
 # --- detection ---------------------------------------------------------------------------
 
 
@@ -182,8 +190,71 @@ def test_an_app_no_buildpack_accepts_fails_like_heroku(build: Build, tmp_path: P
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "README.md").write_text("just words\n")
     build.source(tmp_path / "nothing")
-    with pytest.raises(BuildError, match="No default language could be detected for this app"):
+    with pytest.raises(BuildError) as error:
         build.compile()
+    message = str(error.value)
+    assert message.startswith("No default language could be detected for this app. ")
+    for what in ("requirements.txt", "package.json", "index.html", "Procfile"):
+        assert what in message
+    assert "`heroku buildpacks:set <name or git URL>`" in message
+
+
+@pytest.mark.parametrize(
+    ("files", "language", "marker"),
+    [
+        ({"go.mod": "module example.com/hello\n", "main.go": "package main\n"}, "Go", "go.mod"),
+        # A Procfile does not make a Go app runnable: without Go it would crash-loop.
+        ({"go.mod": "module x\n", "Procfile": "web: ./bin/hello\n"}, "Go", "go.mod"),
+        ({"Godeps/Godeps.json": "{}"}, "Go", "Godeps/Godeps.json"),
+        ({"Gemfile": "source 'https://rubygems.org'\n"}, "Ruby", "Gemfile"),
+        # Heroku detects Ruby before Node.js and Python: a Rails app with a package.json.
+        ({"Gemfile": "", "package.json": "{}", "requirements.txt": ""}, "Ruby", "Gemfile"),
+        ({"composer.json": "{}"}, "PHP", "composer.json"),
+        ({"index.php": "<?php\n", "index.html": ""}, "PHP", "index.php"),
+        ({"pom.xml": "<project/>"}, "Java", "pom.xml"),
+        ({"build.gradle": ""}, "Gradle", "build.gradle"),
+        ({"build.sbt": ""}, "Scala", "build.sbt"),
+        ({"project.clj": ""}, "Clojure", "project.clj"),
+    ],
+)
+def test_a_language_without_a_buildpack_is_refused_by_name(
+    build: Build, tmp_path: Path, files: dict[str, str], language: str, marker: str
+) -> None:
+    app = write_files(tmp_path / "app", files)
+    build.source(app)
+    with pytest.raises(BuildError) as error:
+        build.compile()
+    assert str(error.value) == (
+        f"waka has no buildpack for {language} apps (this one has a {marker}). Its built-in "
+        "buildpacks build Python, Node.js, static sites and Procfile-only apps: set a "
+        f"{language} buildpack with `heroku buildpacks:set <git URL>`, then push again."
+    )
+    assert error.value.output.splitlines() == [f"-----> {language} app detected"]
+    assert not (build.dir / ".profile.d").exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "detected"),
+    [
+        # Heroku detects Node.js and Python before PHP, Java and Go, so does waka.
+        ({"go.mod": "", "package.json": "{}"}, "nodejs"),
+        ({"composer.json": "{}", "package.json": "{}"}, "nodejs"),
+        ({"pom.xml": "", "requirements.txt": ""}, "python"),
+        ({"README.md": "", "Makefile": ""}, None),
+    ],
+)
+def test_python_and_nodejs_come_before_other_languages(
+    tmp_path: Path, files: dict[str, str], detected: str | None
+) -> None:
+    app = write_files(tmp_path / "app", files)
+    assert unsupported_language(app) is None
+    assert detected_builtin(app) == detected
+
+
+def test_a_buildpack_the_app_set_builds_any_language(build: Build) -> None:
+    slug = build.source("shell-app")
+    (slug / "go.mod").write_text("module example.com/hello\n")
+    assert build.compile(buildpacks=["heroku/procfile"]).description == "Procfile"
 
 
 def test_builtin_names_and_herokus_names() -> None:
@@ -330,6 +401,124 @@ def test_a_failing_pip_install_fails_the_build(build: Build) -> None:
     assert "-----> Python app detected" in error.value.output
 
 
+# --- python: Django's collectstatic and the bin/pre_compile, bin/post_compile hooks ----------
+
+
+@pytest.fixture(scope="module")
+def django_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build cache for the Django builds here, so Django is downloaded once."""
+    return tmp_path_factory.mktemp("django-cache")
+
+
+@pytest.fixture
+def django_build(build: Build, django_cache: Path) -> Build:
+    build.cache.symlink_to(django_cache, target_is_directory=True)
+    return build
+
+
+def test_django_collectstatic_runs_between_the_hooks(django_build: Build) -> None:
+    build = django_build
+    slug = build.source("django-web")
+    build.compile(config={"GREETING": "hi"})
+    steps = [
+        "-----> Running bin/pre_compile hook",
+        "       pre_compile: writing static/generated.txt",
+        "-----> Using Python " + ".".join(map(str, sys.version_info[:3])),
+        "-----> $ python manage.py collectstatic --noinput",
+        f"       2 static files copied to '{slug / 'staticfiles'}'.",
+        "-----> Running bin/post_compile hook",
+        f"       post_compile ran in {slug} with Django 5.2.19",
+    ]
+    positions = [build.lines.index(step) for step in steps]
+    assert positions == sorted(positions), build.text
+    assert not any(line.strip().startswith("Copying ") for line in build.lines)
+    # What pre_compile made was collected with the app's own static file.
+    assert (slug / "staticfiles" / "css" / "site.css").read_text().startswith("body {")
+    assert (slug / "staticfiles" / "generated.txt").read_text() == "made by bin/pre_compile\n"
+    assert (slug / "post_compile.txt").is_file()
+
+
+@pytest.mark.parametrize(("value", "runs"), [("1", False), ("true", False), ("0", True)])
+def test_disable_collectstatic_skips_it(django_build: Build, value: str, runs: bool) -> None:
+    build = django_build
+    slug = build.source("django-web")
+    build.compile(config={"DISABLE_COLLECTSTATIC": value})
+    skipped = "-----> Skipping Django collectstatic since the env var DISABLE_COLLECTSTATIC is set."
+    assert (skipped in build.lines) is not runs
+    assert ("-----> $ python manage.py collectstatic --noinput" in build.lines) is runs
+    assert (slug / "staticfiles").exists() is runs
+    assert "-----> Running bin/post_compile hook" in build.lines
+
+
+def test_a_failing_collectstatic_fails_the_build_saying_how_to_skip_it(
+    django_build: Build,
+) -> None:
+    build = django_build
+    slug = build.source("django-web")
+    settings = slug / "mysite" / "settings.py"
+    settings.write_text(settings.read_text().replace("STATIC_ROOT = ", "# STATIC_ROOT = "))
+    with pytest.raises(BuildError) as error:
+        build.compile()
+    assert str(error.value) == (
+        "Failed to compile Python app: could not collect the app's Django static files."
+    )
+    output = error.value.output.splitlines()
+    assert any("ImproperlyConfigured" in line for line in output)  # the traceback is shown
+    assert " !        $ heroku config:set DISABLE_COLLECTSTATIC=1" in output
+    assert " !     https://devcenter.heroku.com/articles/django-assets" in output
+    assert "-----> Running bin/post_compile hook" not in output
+
+
+def test_collectstatic_needs_a_manage_py(django_build: Build) -> None:
+    build = django_build
+    slug = build.source("django-web")
+    (slug / "manage.py").unlink()
+    shutil.rmtree(slug / "bin")
+    build.compile()
+    assert "-----> Skipping Django collectstatic since no manage.py file found." in build.lines
+    assert not (slug / "staticfiles").exists()
+
+
+PLAIN_PYTHON = {"pyproject.toml": "[project]\nname = 'plain'\nversion = '1'\ndependencies = []\n"}
+
+
+def test_hooks_run_in_the_app_dir_with_the_config_vars(build: Build, tmp_path: Path) -> None:
+    app = write_files(
+        tmp_path / "app",
+        {
+            **PLAIN_PYTHON,
+            # No shebang, no x bit (as some checkouts leave it): still run, as on Heroku.
+            "bin/pre_compile": 'echo "pre in $(pwd) says $GREETING"\necho pre > pre.txt\n',
+            "bin/post_compile": "#!/bin/sh\necho post sees $(cat pre.txt) >&2\n"
+            "python -c 'print(\"python works\")'\n",
+        },
+    )
+    slug = build.source(app)
+    build.compile(config={"GREETING": "hello"})
+    assert build.lines[build.lines.index("-----> Running bin/pre_compile hook") + 1] == (
+        f"       pre in {slug} says hello"
+    )
+    post = build.lines.index("-----> Running bin/post_compile hook")
+    assert build.lines[post + 1 : post + 3] == ["       post sees pre", "       python works"]
+    assert not any("collectstatic" in line for line in build.lines)  # no Django, no step
+
+
+@pytest.mark.parametrize("hook", ["pre_compile", "post_compile"])
+def test_a_failing_hook_fails_the_build(build: Build, tmp_path: Path, hook: str) -> None:
+    app = write_files(
+        tmp_path / "app", {**PLAIN_PYTHON, f"bin/{hook}": "#!/bin/sh\necho 'no good'\nexit 3\n"}
+    )
+    build.source(app)
+    with pytest.raises(BuildError) as error:
+        build.compile()
+    assert str(error.value) == (
+        f"Failed to compile Python app: the app's bin/{hook} script failed (exit status 3)."
+    )
+    output = error.value.output.splitlines()
+    assert output[output.index(f"-----> Running bin/{hook} hook") + 1] == "       no good"
+    assert ("-----> No dependencies to install" in output) is (hook == "post_compile")
+
+
 # --- nodejs --------------------------------------------------------------------------------
 
 
@@ -355,15 +544,35 @@ def test_nodejs_npm_ci_build_script_and_warm_cache(build: Build) -> None:
     assert (slug / "node_modules" / "is-number").is_dir()
 
 
-def test_nodejs_without_a_lock_file_is_a_clear_error(build: Build) -> None:
+def test_nodejs_without_a_lock_file_installs_with_npm_install_and_warns(build: Build) -> None:
     slug = build.source("node-web")
     (slug / "package-lock.json").unlink()
+    result = build.compile()
+    assert result.description == "Node.js"
+    warning = build.lines.index(
+        " !     No package-lock.json: installing with `npm install`, which may resolve other"
+    )
+    assert build.lines[warning + 4] == ""  # a block of its own
+    assert build.lines.index("-----> Installing dependencies with npm install") > warning
+    assert "-----> Installing dependencies with npm ci" not in build.lines
+    assert (slug / "node_modules" / "is-number" / "package.json").is_file()
+    assert (slug / "dist" / "built.txt").is_file()
+
+
+def test_nodejs_failure_summary_is_only_the_cause_not_an_earlier_warning(build: Build) -> None:
+    slug = build.source("node-web")
+    package = (slug / "package.json").read_text()
+    (slug / "package.json").write_text(
+        package.replace('"private"', '"engines": {"node": "0.8.x"},\n  "private"')
+    )
+    (slug / "package-lock.json").rename(slug / "yarn.lock")
     with pytest.raises(BuildError) as error:
         build.compile()
     assert str(error.value) == (
-        "Failed to compile Node.js app: "
-        "package-lock.json is missing; run npm install and commit it."
+        "Failed to compile Node.js app: Found yarn.lock, but this buildpack installs with npm "
+        "only: package-lock.json is missing; run npm install and commit it."
     )
+    assert "asks for Node.js 0.8.x (engines.node)" in error.value.output
 
 
 def test_nodejs_engines_mismatch_only_warns(build: Build) -> None:
@@ -625,6 +834,37 @@ def test_a_failing_compile_raises_with_the_buildpacks_output(build: Build, tmp_p
         "-----> Test app detected",
         "       compiling...",
         "       it broke",
+    ]
+
+
+def test_the_failure_summary_is_the_first_paragraph_of_the_last_warning_block(
+    build: Build, tmp_path: Path
+) -> None:
+    script = "\n".join(
+        [
+            "echo ' !     A warning from earlier, in a block of its own.'",
+            "echo",
+            "echo 'working...'",
+            "echo",
+            "echo ' !     Error: the real cause,'",
+            "echo ' !     over two lines.'",
+            "echo ' !'",
+            "echo ' !     How to fix it, which the build output shows.'",
+            "echo",
+            "exit 1",
+        ]
+    )
+    bp = write_buildpack(tmp_path / "bp", script)
+    build.source("shell-app")
+    with pytest.raises(BuildError) as error:
+        build.compile([str(bp)])
+    assert str(error.value) == "Failed to compile Test app: the real cause, over two lines."
+    assert error.value.output.splitlines()[-5:] == [
+        "",
+        " !     Error: the real cause,",
+        " !     over two lines.",
+        " !",
+        " !     How to fix it, which the build output shows.",
     ]
 
 

@@ -9,8 +9,13 @@ WARNING = " !     "
 INDENT = " " * 7
 
 
+def is_warning(line: str) -> bool:
+    """A ` !     ` line, or the bare ` !` that separates paragraphs of one warning block."""
+    return line.startswith(WARNING) or line == WARNING.rstrip()
+
+
 def heroku_line(line: str) -> str:
-    if line.startswith((STEP, WARNING)) or not line.strip():
+    if line.startswith(STEP) or is_warning(line) or not line.strip():
         return line
     return INDENT + line
 

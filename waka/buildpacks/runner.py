@@ -19,7 +19,8 @@ from pathlib import Path
 from waka.adapters.runtime import Mount, Runtime, RunTimedOut
 from waka.buildpacks import sources
 from waka.buildpacks.errors import BuildError
-from waka.buildpacks.output import WARNING, BuildLog
+from waka.buildpacks.languages import unsupported_language
+from waka.buildpacks.output import WARNING, BuildLog, is_warning
 from waka.buildpacks.procfile import ProcfileError, parse_procfile
 from waka.buildpacks.release import ReleaseError, parse_release
 
@@ -32,8 +33,11 @@ DRIVER_DIR = "/tmp/waka"
 DRIVER = Path(__file__).with_name("driver.sh")
 BUILD_TIMEOUT = 15 * 60.0  # Heroku's limit for a build
 NO_DETECT = (
-    "No default language could be detected for this app. Add a requirements.txt, "
-    "package.json, index.html or Procfile, or set a buildpack."
+    "No default language could be detected for this app. The built-in buildpacks detect "
+    "Python (requirements.txt, pyproject.toml, setup.py, .python-version or runtime.txt), "
+    "Node.js (package.json), a static site (index.html, public/index.html or static.json) and "
+    "a Procfile-only app (Procfile): add one of those, or set a buildpack with "
+    "`heroku buildpacks:set <name or git URL>`."
 )
 
 
@@ -70,6 +74,8 @@ def compile_app(
     cache_dir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="buildpacks-", dir=work_dir))
     try:
+        if not buildpacks:
+            _refuse_unsupported(build_dir, log)
         chosen = _choose(buildpacks, run_dir, log)
         _stage(chosen, config, run_dir)
         command = ["bash", f"{DRIVER_DIR}/driver.sh", "all" if buildpacks else "detect"]
@@ -119,6 +125,15 @@ def clear_cache(cache_dir: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def _refuse_unsupported(build_dir: Path, log: BuildLog) -> None:
+    """An app in a language Heroku builds but waka can't is refused, naming the language,
+    rather than falling through to the static or Procfile buildpack and crash-looping."""
+    found = unsupported_language(build_dir)
+    if found:
+        log.step(f"{found.language.name} app detected")
+        raise BuildError(found.message())
 
 
 def _choose(entries: Sequence[str], run_dir: Path, log: BuildLog) -> list[sources.Buildpack]:
@@ -198,7 +213,7 @@ def _check(
     label, name = used[-1] if used else ("", "")
     code = int(error[2]) if len(error) == 3 and error[2].lstrip("-").isdigit() else status
     if error[:1] == ["compile"]:
-        reason = _final_warning(log.lines)
+        reason = _failure_reason(log.lines)
         what = f"Failed to compile {name or label} app"
         raise BuildError(f"{what}: {reason}" if reason else what + _exit_note(code, memory_mb))
     if error[:1] == ["release"]:
@@ -206,15 +221,22 @@ def _check(
     raise BuildError(f"Build failed{_exit_note(status, memory_mb)}")
 
 
-def _final_warning(lines: list[str]) -> str:
-    """The ` !     ` lines a buildpack printed last, by convention its reason for failing."""
+def _failure_reason(lines: list[str]) -> str:
+    """Why a buildpack failed, by convention the last block of ` !     ` lines it printed.
+
+    Only that block's first paragraph (a ` !` line ends one), so a warning printed earlier
+    and a long explanation after the cause stay in the build output, out of the summary.
+    """
     block: list[str] = []
     for line in reversed(lines):
-        if line.startswith(WARNING):
-            block.insert(0, line.removeprefix(WARNING).strip())
+        if is_warning(line):
+            block.insert(0, line.removeprefix(WARNING.rstrip()).strip())
         elif block or line.strip():
             break
-    return " ".join(block)
+    while block and not block[0]:
+        block.pop(0)
+    paragraph = block[: block.index("")] if "" in block else block
+    return " ".join(paragraph).removeprefix("Error: ")
 
 
 def _exit_note(code: int, memory_mb: int) -> str:

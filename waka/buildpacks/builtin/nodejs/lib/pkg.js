@@ -49,9 +49,11 @@ function engines(pkg) {
   if (!semver) {
     console.log(`       engines.node asks for ${range}; not checked (no semver here)`);
   } else if (!semver.satisfies(process.version, range)) {
+    // A warning block of its own (a blank line after it): a failure later in the build has
+    // its own reason, which the build's summary line must not run together with this.
     console.log(
       ` !     package.json asks for Node.js ${range} (engines.node), but this stack has ` +
-        `${process.version}; building with it anyway (the stack cannot install other versions).`,
+        `${process.version}; building with it anyway (the stack cannot install other versions).\n`,
     );
   }
 }
