@@ -43,12 +43,14 @@ class Platform:
     partners: dict[str, Provider] = field(default_factory=dict)  # third-party add-ons
     sources: SourceStore = field(init=False)
     build_logs: BuildLogs = field(init=False)
+    release_logs: BuildLogs = field(init=False)  # release-phase output, one per release
     logplex: Logplex = field(init=False)
     routes: RouteTable = field(init=False)
 
     def __post_init__(self) -> None:
         self.sources = SourceStore(self.settings.home / "sources")
         self.build_logs = BuildLogs(self.settings.home / "builds")
+        self.release_logs = BuildLogs(self.settings.home / "release-output")
         self.logplex = Logplex()
         self.routes = RouteTable()
 

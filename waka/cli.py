@@ -258,6 +258,10 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
 
     api_log = ApiLog(platform.ledger, platform.logplex)  # app[api] lines from the ledger
     api_log.start()
+    from waka.router.follower import RouteFollower
+
+    route_follower = RouteFollower(platform.ledger, platform.routes)  # renames route at once
+    route_follower.start()
     platform.drains.start()
     rendezvousing = asyncio.create_task(rendezvous.serve_forever())
     recovering = asyncio.create_task(asyncio.to_thread(run.recover, platform))  # old one-offs
@@ -298,6 +302,7 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
         await rendezvousing
     await recovering
     api_log.stop()
+    route_follower.stop()
     platform.drains.stop()
     await follower
     await building

@@ -7,6 +7,7 @@ no update is ever lost. Reads go to the projections, not here.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -27,6 +28,7 @@ from waka.domain.errors import Conflict, InvalidParams, NameTaken, NotFound
 from waka.domain.names import AddonName, AppName, DomainName
 
 T = TypeVar("T")
+log = logging.getLogger("waka.ledger")
 
 SNAPSHOT_INTERVAL = 100
 
@@ -97,6 +99,29 @@ class Ledger(Application[UUID]):
             merged["IS_SNAPSHOTTING_ENABLED"] = "y"
         merged.update(env or {})
         return Environment(name, merged)
+
+    # --- notifications --------------------------------------------------------------------
+
+    _listeners: tuple[Callable[[list[Any]], None], ...] = ()
+
+    def listen(self, listener: Callable[[list[Any]], None]) -> Callable[[], None]:
+        """Call `listener(events)` right after every save made in this process, so a reactor
+        here is woken by the ledger at once (other processes' writes reach it by its resync).
+        Returns the function that stops it."""
+        self._listeners = (*self._listeners, listener)
+
+        def stop() -> None:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return stop
+
+    def _notify(self, recordings: list[Any]) -> None:
+        events = [r.domain_event for r in recordings]
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:  # the events are saved: a listener's fault is not the writer's
+                log.exception("ledger listener %r failed", listener)
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -248,6 +273,37 @@ class Ledger(Application[UUID]):
         if version is not None:
             self.save(app)
         return version
+
+    @retry_on_conflict
+    def request_release_phase(
+        self, app_id: UUID, build_id: str, slug: dict[str, Any], actor: Actor
+    ) -> dict[str, Any]:
+        """A build's release takes its version (pending) before its release phase runs;
+        returns the pending release ({"version", ...}); the same one when asked again."""
+        app = self.get_app(app_id)
+        before = app.version
+        pending = app.request_release_phase(build_id, slug, str(uuid4()), actor)
+        if app.version != before:
+            self.save(app)
+        return pending
+
+    @retry_on_conflict
+    def release_slug(
+        self, actor: Actor, app_id: UUID, slug: dict[str, Any], description: str
+    ) -> tuple[App, int]:
+        """A new release of a slug this app built; pending while its release phase runs."""
+        return self._command(
+            app_id, actor, lambda app: app.release_slug(slug, description, str(uuid4()), actor)
+        )
+
+    @retry_on_conflict
+    def finish_release(self, app_id: UUID, version: int, failure: str | None, actor: Actor) -> bool:
+        """A pending slug release's release phase ended; idempotent."""
+        app = self.get_app(app_id)
+        if app.finish_release(version, failure, actor):
+            self.save(app)
+            return True
+        return False
 
     @retry_on_conflict
     def set_buildpacks(self, actor: Actor, app_id: UUID, buildpacks: list[str]) -> App:

@@ -24,7 +24,8 @@ def named(kind: str, name: str) -> dict[str, str]:
     return {"id": catalogue_id(kind, name), "name": name}
 
 
-def app(row: Row, settings: Settings) -> dict[str, Any]:
+def app(row: Row, settings: Settings, slug_size: int | None = None) -> dict[str, Any]:
+    """`slug_size`: bytes of the live slug's compressed tarball (None: no slug yet)."""
     name = row["name"]
     return {
         "acm": False,
@@ -47,7 +48,7 @@ def app(row: Row, settings: Settings) -> dict[str, Any]:
         "region": named("region", row["region"]),
         "released_at": row["released_at"],
         "repo_size": None,
-        "slug_size": None,
+        "slug_size": slug_size,
         "space": None,
         "stack": named("stack", row["stack"]),
         "updated_at": row["updated_at"],
@@ -55,8 +56,11 @@ def app(row: Row, settings: Settings) -> dict[str, Any]:
     }
 
 
-def release(row: Row, app_row: Row) -> dict[str, Any]:
+def release(row: Row, app_row: Row, settings: Settings) -> dict[str, Any]:
     slug = {"id": row["slug_id"]} if row["slug_id"] else None
+    # Only a release with a release phase has output; its random id is the permission, as
+    # Heroku's stream URL is (the CLI fetches it without credentials).
+    output = f"{settings.api_url}/release-output/{row['output_id']}" if row["output_id"] else None
     return {
         "addon_plan_names": orjson.loads(row["addon_plan_names"]),
         "artifacts": [{"type": "slug", "id": row["slug_id"]}] if row["slug_id"] else [],
@@ -70,8 +74,8 @@ def release(row: Row, app_row: Row) -> dict[str, Any]:
         "user": {"id": row["user_id"], "email": row["user_email"]},
         "version": row["version"],
         "current": row["version"] == app_row["current_release"],
-        "output_stream_url": None,
-        "eligible_for_rollback": True,
+        "output_stream_url": output,
+        "eligible_for_rollback": row["status"] == "succeeded",
     }
 
 

@@ -39,6 +39,11 @@ def describe_config_change(changes: dict[str, str | None]) -> str:
     return " and ".join(parts)
 
 
+def _deploy_description(slug: dict[str, Any]) -> str:
+    commit = str(slug.get("commit") or "")
+    return f"Deploy {commit[:8]}" if commit else "Deploy"
+
+
 class App(Aggregate):
     @event("Created")
     def __init__(self, name: str, owner: Actor, region: str, stack: str, actor: Actor) -> None:
@@ -66,6 +71,9 @@ class App(Aggregate):
         self.release_positions: list[int] = []
         self.failed_releases: list[int] = []
         self.current_release = 0
+        # Releases whose release phase runs: {"version", "slug_id", "process_types",
+        # "description", "build_id"}; each takes its version when requested.
+        self.pending_releases: list[dict[str, Any]] = []
 
     @classmethod
     def create(cls, name: str, owner: Actor, region: str, stack: str) -> App:
@@ -82,8 +90,28 @@ class App(Aggregate):
     @event("Released")
     def _release(self, version: int, description: str, slug_id: str | None, actor: Actor) -> None:
         # Applied before the aggregate's version is bumped: this event is version + 1.
-        self.release_positions.append(self.version + 1)
+        self._place_release(version)
         self.current_release = version
+
+    def _place_release(self, version: int) -> None:
+        """Remember where release `version` was decided: a new version is appended; a pending
+        one (its version taken when it was requested) is decided now, so a rollback to it
+        replays the ledger up to here."""
+        if version <= len(self.release_positions):
+            self.release_positions[version - 1] = self.version + 1
+            self.pending_releases = [p for p in self._pending() if p["version"] != version]
+        else:
+            self.release_positions.append(self.version + 1)
+
+    def _pending(self) -> list[dict[str, Any]]:
+        # Snapshots taken before pending releases existed have no such attribute.
+        return self.__dict__.setdefault("pending_releases", [])
+
+    def pending_release(self, version: int) -> dict[str, Any] | None:
+        return next((p for p in self._pending() if p["version"] == version), None)
+
+    def pending_release_of_build(self, build_id: str) -> dict[str, Any] | None:
+        return next((p for p in self._pending() if p["build_id"] == build_id), None)
 
     def _next_release(self, description: str, slug_id: str | None, actor: Actor) -> int:
         version = self.latest_release + 1
@@ -95,8 +123,122 @@ class App(Aggregate):
         self, version: int, description: str, slug_id: str, reason: str, actor: Actor
     ) -> None:
         """A release whose release phase failed: it takes a version but never goes live."""
-        self.release_positions.append(self.version + 1)
+        self._place_release(version)
         self.failed_releases.append(version)
+
+    def release_slug(
+        self, slug: dict[str, Any], description: str, output_id: str, actor: Actor
+    ) -> int:
+        """Release a slug this app built (`POST /apps/:app/releases`, `releases:retry`) with the
+        config vars of now. With a `release` process type the release is pending until its
+        release phase passes (`finish_release`); without, it goes live at once."""
+        self._check_live()
+        if "release" in slug["process_types"]:
+            return self._request_release_phase(slug, description, None, output_id, actor)
+        return self._go_live(slug, description, actor)
+
+    def request_release_phase(
+        self, build_id: str, slug: dict[str, Any], output_id: str, actor: Actor
+    ) -> dict[str, Any]:
+        """A build's slug is about to run its release phase: its release takes its version now
+        (pending), so the release and its output can be followed while the phase runs.
+        Asked again for the same build (a build run again after a crash), the same one."""
+        self._check_live()
+        existing = self.pending_release_of_build(build_id)
+        if existing is None:
+            self._request_release_phase(slug, _deploy_description(slug), build_id, output_id, actor)
+            existing = self.pending_release_of_build(build_id)
+        assert existing is not None
+        return existing
+
+    def _request_release_phase(
+        self,
+        slug: dict[str, Any],
+        description: str,
+        build_id: str | None,
+        output_id: str,
+        actor: Actor,
+    ) -> int:
+        version = self.latest_release + 1
+        self._request_release(
+            version=version,
+            description=description,
+            slug_id=slug["id"],
+            process_types=dict(slug["process_types"]),
+            build_id=build_id,
+            output_id=output_id,
+            actor=actor,
+        )
+        return version
+
+    @event("ReleaseRequested")
+    def _request_release(
+        self,
+        version: int,
+        description: str,
+        slug_id: str,
+        process_types: dict[str, str],
+        build_id: str | None,
+        output_id: str,
+        actor: Actor,
+    ) -> None:
+        """A release waiting for its release phase: its version is taken (status pending)."""
+        self.release_positions.append(self.version + 1)
+        self._pending().append(
+            {
+                "version": version,
+                "description": description,
+                "slug_id": slug_id,
+                "process_types": process_types,
+                "build_id": build_id,
+                "output_id": output_id,
+            }
+        )
+
+    def finish_release(self, version: int, failure: str | None, actor: Actor) -> bool:
+        """The release phase of a pending slug release ended: the release goes live, or fails
+        (the current release stays). False (and nothing recorded) if it is not pending."""
+        pending = self.pending_release(version)
+        if pending is None or pending["build_id"] is not None or self.destroyed:
+            return False  # a build's pending release is finished by finish_build
+        if failure is not None:
+            self._fail_release(
+                version=version,
+                description=pending["description"],
+                slug_id=pending["slug_id"],
+                reason=failure,
+                actor=actor,
+            )
+            return True
+        slug = {"id": pending["slug_id"], "process_types": pending["process_types"]}
+        self._go_live(slug, pending["description"], actor, version)
+        return True
+
+    def _go_live(
+        self, slug: dict[str, Any], description: str, actor: Actor, version: int | None = None
+    ) -> int:
+        process_types = dict(slug["process_types"])
+        self._release_slug(slug_id=slug["id"], process_types=process_types, actor=actor)
+        version = version or self.latest_release + 1
+        self._release(version=version, description=description, slug_id=slug["id"], actor=actor)
+        self._join_formation(slug["process_types"], actor)
+        return version
+
+    @event("SlugReleased")
+    def _release_slug(self, slug_id: str, process_types: dict[str, str], actor: Actor) -> None:
+        """A slug made earlier goes live (the cause of its `Released`, as `RolledBack` is)."""
+        self.slug_id = slug_id
+        self.process_types = process_types
+
+    def _join_formation(self, process_types: dict[str, str], actor: Actor) -> None:
+        """A process type seen for the first time joins the formation; web starts with one
+        dyno, as on Heroku."""
+        new_types = [t for t in process_types if t not in self.formation]
+        if new_types:
+            self._change_formation(
+                updates=[{"type": t, "quantity": 1 if t == "web" else 0} for t in new_types],
+                actor=actor,
+            )
 
     def is_failed_release(self, version: int) -> bool:
         return version in self.failed_releases
@@ -139,6 +281,11 @@ class App(Aggregate):
         if self.is_failed_release(target_version):
             raise InvalidParams(
                 f"v{target_version} failed in its release phase; it cannot be rolled back to."
+            )
+        if self.pending_release(target_version) is not None:
+            raise InvalidParams(
+                f"v{target_version} is still running its release phase; it cannot be rolled "
+                "back to."
             )
         if target.id != self.id or target.current_release != target_version:
             raise InvalidParams("Rollback target is not a release of this app.")
@@ -314,9 +461,9 @@ class App(Aggregate):
         self._succeed_build(
             build_id=build_id, slug=slug, released=release_failure is None, actor=actor
         )
-        version = self.latest_release + 1
-        commit = str(slug.get("commit") or "")
-        description = f"Deploy {commit[:8]}" if commit else "Deploy"
+        pending = self.pending_release_of_build(build_id)  # its release phase ran
+        version = pending["version"] if pending else self.latest_release + 1
+        description = _deploy_description(slug)
         if release_failure is not None:
             self._fail_release(
                 version=version,
@@ -327,14 +474,7 @@ class App(Aggregate):
             )
             return version
         self._release(version=version, description=description, slug_id=slug["id"], actor=actor)
-        # A process type seen for the first time joins the formation; web starts with one
-        # dyno, as on Heroku.
-        new_types = [t for t in slug["process_types"] if t not in self.formation]
-        if new_types:
-            self._change_formation(
-                updates=[{"type": t, "quantity": 1 if t == "web" else 0} for t in new_types],
-                actor=actor,
-            )
+        self._join_formation(slug["process_types"], actor)
         return version
 
     @event("BuildSucceeded")
@@ -446,7 +586,9 @@ class App(Aggregate):
             if not isinstance(update, dict):
                 raise InvalidParams("Each formation update must be an object.")
             process_type = rules.check_process_type(update.get("type"))
-            if self.process_types and process_type not in self.process_types:
+            # Only types the current release's slug declares, as on Heroku: an app never
+            # deployed has none.
+            if process_type not in self.process_types:
                 raise NotFound(f"Couldn't find that process type ({process_type}).")
             item: dict[str, Any] = {"type": process_type}
             if update.get("quantity") is not None:

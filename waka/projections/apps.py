@@ -65,7 +65,9 @@ class AppsProjection(Projection):
             (iso(e.timestamp), str(e.originator_id)),
         )
 
-    def deployed(self, cur: Cursor, e: App.BuildSucceeded | App.RolledBack) -> None:
+    def deployed(
+        self, cur: Cursor, e: App.BuildSucceeded | App.RolledBack | App.SlugReleased
+    ) -> None:
         """The live slug's process types, whose commands the formation shows."""
         if isinstance(e, App.BuildSucceeded):
             if not e.released:
@@ -99,6 +101,7 @@ class AppsProjection(Projection):
         App.FormationChanged: touched,
         App.BuildSucceeded: deployed,
         App.RolledBack: deployed,
+        App.SlugReleased: deployed,
         App.DynosRestarted: restarted,
         App.Destroyed: destroyed,
     }

@@ -1,4 +1,8 @@
-"""The releases read model: every release of every live app."""
+"""The releases read model: every release of every live app.
+
+A release with a release phase is `pending` from its request until the phase ends; its
+`output_id` names its release-phase output (served at the release's `output_stream_url`).
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,26 @@ class ReleasesProjection(Projection):
             user_id TEXT NOT NULL, user_email TEXT NOT NULL,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
             addon_plan_names TEXT NOT NULL,
+            output_id TEXT, build_id TEXT, release_command TEXT,
             UNIQUE (app_id, version))""",
         # The plans of the add-ons attached to each app now: a release lists them.
         "waka_release_addons": """CREATE TABLE IF NOT EXISTS waka_release_addons (
             attachment_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, addon_id TEXT NOT NULL,
             plan TEXT NOT NULL)""",
     }
+
+    def requested(self, cur: Cursor, e: App.ReleaseRequested) -> None:
+        self._insert(cur, e, "pending")
+        cur.execute(
+            "UPDATE waka_releases SET output_id = ?, build_id = ?, release_command = ?"
+            " WHERE id = ?",
+            (
+                e.output_id,
+                e.build_id,
+                e.process_types.get("release"),
+                str(release_id(e.originator_id, e.version)),
+            ),
+        )
 
     def released(self, cur: Cursor, e: App.Released) -> None:
         self._insert(cur, e, "succeeded")
@@ -58,7 +76,11 @@ class ReleasesProjection(Projection):
         return rows[0]["plan"].partition(":")[0] if rows else ""
 
     @staticmethod
-    def _insert(cur: Cursor, e: App.Released | App.ReleaseFailed, status: str) -> None:
+    def _insert(
+        cur: Cursor, e: App.Released | App.ReleaseFailed | App.ReleaseRequested, status: str
+    ) -> None:
+        """A new release, or the end of a pending one's release phase (its status changes;
+        its creation time and output stay)."""
         rows = cur.query(
             "SELECT DISTINCT addon_id, plan FROM waka_release_addons WHERE app_id = ?",
             (str(e.originator_id),),
@@ -67,7 +89,9 @@ class ReleasesProjection(Projection):
         cur.execute(
             "INSERT INTO waka_releases (id, app_id, version, description, slug_id, status,"
             " user_id, user_email, created_at, updated_at, addon_plan_names)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+            " updated_at = excluded.updated_at, addon_plan_names = excluded.addon_plan_names",
             (
                 str(release_id(e.originator_id, e.version)),
                 str(e.originator_id),
@@ -88,6 +112,7 @@ class ReleasesProjection(Projection):
         cur.execute("DELETE FROM waka_release_addons WHERE app_id = ?", (str(e.originator_id),))
 
     handlers = {
+        App.ReleaseRequested: requested,
         App.Released: released,
         App.ReleaseFailed: failed,
         App.AddonAttached: attached,
@@ -99,6 +124,20 @@ class ReleasesProjection(Projection):
 
 def releases_of(store: ReadStore, app_id: str) -> list[Row]:
     return store.query("SELECT * FROM waka_releases WHERE app_id = ? ORDER BY version", (app_id,))
+
+
+def pending_slug_releases(store: ReadStore) -> list[Row]:
+    """Releases of a slug waiting for their release phase, oldest first (a build's own pending
+    release is run by that build)."""
+    return store.query(
+        "SELECT * FROM waka_releases WHERE status = 'pending' AND build_id IS NULL"
+        " ORDER BY created_at, version"
+    )
+
+
+def release_by_output(store: ReadStore, output_id: str) -> Row | None:
+    rows = store.query("SELECT * FROM waka_releases WHERE output_id = ?", (output_id,))
+    return rows[0] if rows else None
 
 
 def find_release(store: ReadStore, app_id: str, id_or_version: str) -> Row | None:

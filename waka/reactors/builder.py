@@ -25,7 +25,7 @@ import orjson
 
 from waka.adapters.archives import UnsafeArchive, safe_extract
 from waka.adapters.build_logs import BuildLog, BuildLogs
-from waka.adapters.runtime import Mount, Runtime, RunTimedOut
+from waka.adapters.runtime import Runtime
 from waka.adapters.slugs import SlugStore, SlugTooLarge
 from waka.adapters.sources import SourceError, SourceStore
 from waka.buildpacks import BuildError, compile_app
@@ -36,6 +36,7 @@ from waka.projections.apps import find_app
 from waka.projections.builds import pending_builds
 from waka.projections.config_vars import config_of
 from waka.projections.store import Row
+from waka.reactors.release_phase import ReleasePhase
 
 log = logging.getLogger("waka.builder")
 
@@ -79,6 +80,14 @@ class Builder:
         self.config = config
         self.wakeup = threading.Event()
         self._last_sweep = 0.0
+        self.release_phase = ReleasePhase(
+            runtime,
+            slugs,
+            platform.release_logs,
+            work_root=config.work_root,
+            memory_mb=config.memory_mb,
+            timeout=config.release_timeout,
+        )
 
     def run_pending(self) -> int:
         """Build everything pending, oldest first; return how many builds ran."""
@@ -87,6 +96,7 @@ class Builder:
         for row in pending_builds(self.platform.store):
             self.build(row)
             done += 1
+        done += self.release_phase.run_pending(self.platform)  # releases of existing slugs
         if time.monotonic() - self._last_sweep >= SWEEP_EVERY:
             self.sweep_destroyed()
         return done
@@ -201,45 +211,26 @@ class Builder:
         }
         release_failure = None
         if "release" in result.process_types:
+            # The release takes its version now (pending), so it and its output can be
+            # followed while the release phase runs (`heroku releases:output`).
+            actor: Actor = {"id": row["user_id"], "email": row["user_email"]}
+            pending = self.platform.ledger.request_release_phase(
+                UUID(app_id), row["id"], slug_record, actor
+            )
+            self.platform.projector.catch_up()
             with timer("release_phase"):
-                release_failure = self._release_phase(
-                    result.process_types["release"], slug.id, config, output, work
+                release_failure = self.release_phase.run(
+                    result.process_types["release"],
+                    slug.id,
+                    config,
+                    pending["output_id"],
+                    output,
                 )
         return slug_record, release_failure
-
-    def _release_phase(
-        self, command: str, slug_id: str, config: dict[str, str], output: BuildLog, work: Path
-    ) -> str | None:
-        """Run the `release:` process once with the new slug and config; why it failed, or None."""
-        output.step("Running release command...")
-        slug_dir = work / "slug"
-        slug_dir.mkdir()
-        self.slugs.extract(slug_id, slug_dir)
-        env = {**config, "HOME": "/app", "DYNO": "release.1", "PS": "release.1"}
-        try:
-            status = self.runtime.run(
-                ["bash", "-c", f"{PROFILE}{command}"],
-                mounts=[Mount(host=slug_dir, container="/app")],
-                env=env,
-                workdir="/app",
-                memory_mb=self.config.memory_mb,
-                output=lambda data: output.write(_indent(data)),
-                timeout=self.config.release_timeout,
-            )
-        except RunTimedOut:
-            return f"release command timed out after {self.config.release_timeout:.0f} s"
-        if status != 0:
-            return f"release command exited with status {status}"
-        return None
 
     def _work_root(self) -> Path:
         self.config.work_root.mkdir(parents=True, exist_ok=True)
         return self.config.work_root
-
-
-# Dynos and the release phase source the slug's .profile.d scripts first, as on Heroku.
-# $HOME (= /app), not a literal path: the host runtime rewrites env values, not shell text.
-PROFILE = 'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; '
 
 
 class PhaseTimer:
@@ -272,11 +263,6 @@ def _hoist_single_directory(app_dir: Path) -> None:
     for child in list(top.iterdir()):
         child.rename(app_dir / child.name)
     top.rmdir()
-
-
-def _indent(data: bytes) -> bytes:
-    lines = data.decode(errors="replace").splitlines(keepends=True)
-    return "".join(f"       {line}" for line in lines).encode()
 
 
 def _megabytes(size: int) -> str:

@@ -4,13 +4,18 @@ The dyno manager replaces entries from its own thread while the router reads the
 request, so reads take no lock: writers build new dicts under a lock and swap them in whole
 (a reference assignment is atomic), and a reader sees either the old table or the new one.
 Each snapshot remembers the answers it gave per Host value, so a lookup is usually one dict get.
+
+Two writers: the dyno manager states each app's whole route every tick, from read models it
+read at the start of the tick; the ledger's follower (`waka/router/follower.py`) applies
+renames and destroys the moment they are saved. A name the ledger gave wins over a tick's
+older read, so a rename is served at once and a stale tick cannot take it back.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 LOCAL_SUFFIX = ".localhost"
 _SEEN_MAX = 4096
@@ -50,10 +55,17 @@ class RouteTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshot = _Snapshot({}, {}, {})
+        # Names the ledger gave apps while this table lived (None: destroyed).
+        self._ledger_names: dict[str, str | None] = {}
 
     def set_app(self, route: Route, domains: Iterable[str] = ()) -> None:
         wanted = {normalize_host(d) for d in domains}
         with self._lock:
+            if route.app_id in self._ledger_names:
+                name = self._ledger_names[route.app_id]
+                if name is None:
+                    return  # destroyed: a tick that read the app before cannot bring it back
+                route = replace(route, app_name=name)
             old = self._snapshot
             routes = {**old.routes, route.app_id: route}
             names = {n: a for n, a in old.names.items() if a != route.app_id}
@@ -62,8 +74,23 @@ class RouteTable:
             table.update(dict.fromkeys(wanted, route.app_id))  # a domain goes to its last setter
             self._snapshot = _Snapshot(routes, names, table)
 
-    def remove_app(self, app_id: str) -> None:
+    def rename_app(self, app_id: str, new_name: str) -> None:
+        """The ledger renamed the app: its new name routes now, its old name no longer."""
         with self._lock:
+            self._ledger_names[app_id] = new_name
+            old = self._snapshot
+            names = {n: a for n, a in old.names.items() if a != app_id}
+            names[new_name.lower()] = app_id
+            routes = old.routes
+            if app_id in routes:
+                routes = {**routes, app_id: replace(routes[app_id], app_name=new_name)}
+            self._snapshot = _Snapshot(routes, names, dict(old.domains))
+
+    def remove_app(self, app_id: str, destroyed: bool = False) -> None:
+        """Take the app off the table; `destroyed` (the ledger says so): for good."""
+        with self._lock:
+            if destroyed:
+                self._ledger_names[app_id] = None
             old = self._snapshot
             routes = {a: r for a, r in old.routes.items() if a != app_id}
             names = {n: a for n, a in old.names.items() if a != app_id}

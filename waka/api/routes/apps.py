@@ -12,6 +12,8 @@ from waka.api.errors import ApiError, not_found
 from waka.api.ranges import paginate
 from waka.bootstrap import Platform
 from waka.projections.apps import apps_owned_by, find_app
+from waka.projections.builds import find_slug
+from waka.projections.store import Row
 
 RANGE_FIELDS = {
     "id": lambda a: a["id"],
@@ -31,6 +33,12 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _app(ctx: Ctx, row: Row) -> dict[str, Any]:
+    """The app as Heroku shows it, with its live slug's size (`apps:info`'s Slug Size)."""
+    slug = row["slug_id"] and find_slug(ctx.platform.store, row["id"], row["slug_id"])
+    return render.app(row, ctx.platform.settings, slug["size"] if slug else None)
+
+
 def create_app(ctx: Ctx) -> Reply:
     body = ctx.object_body()
     created = ctx.command(
@@ -42,14 +50,11 @@ def create_app(ctx: Ctx) -> Reply:
     )
     row = find_app(ctx.platform.store, str(created.id))
     assert row is not None  # the projector has just caught up with the creation
-    return Reply(render.app(row, ctx.platform.settings), 201)
+    return Reply(_app(ctx, row), 201)
 
 
 def list_apps(ctx: Ctx) -> Reply:
-    apps = [
-        render.app(r, ctx.platform.settings)
-        for r in apps_owned_by(ctx.platform.store, ctx.user["id"])
-    ]
+    apps = [_app(ctx, r) for r in apps_owned_by(ctx.platform.store, ctx.user["id"])]
     status, page, headers = paginate(apps, ctx.request.headers.get("range"), RANGE_FIELDS)
     return Reply(page, status, headers)
 
@@ -61,7 +66,7 @@ def list_user_apps(ctx: Ctx) -> Reply:
 
 
 def show_app(ctx: Ctx) -> Reply:
-    return Reply(render.app(ctx.app(), ctx.platform.settings))
+    return Reply(_app(ctx, ctx.app()))
 
 
 def update_app(ctx: Ctx) -> Reply:
@@ -83,7 +88,7 @@ def update_app(ctx: Ctx) -> Reply:
         ctx.command(ledger.rename_app, ctx.actor, app_id, body["name"])
     updated = find_app(ctx.platform.store, row["id"])
     assert updated is not None
-    return Reply(render.app(updated, ctx.platform.settings))
+    return Reply(_app(ctx, updated))
 
 
 def delete_app(ctx: Ctx) -> Reply:
@@ -91,7 +96,7 @@ def delete_app(ctx: Ctx) -> Reply:
     ctx.command(ctx.platform.ledger.destroy_app, ctx.actor, ctx.app_id(row))
     ctx.platform.wake_addon_manager()  # its add-ons' resources go now
     ctx.platform.sweep_destroyed()  # and its repository and build cache
-    return Reply(render.app(row, ctx.platform.settings))
+    return Reply(_app(ctx, row))
 
 
 def routes(platform: Platform) -> list[Route]:

@@ -1,23 +1,35 @@
-"""Releases: list, info by id or version, and rollback (POST with {"release": ...})."""
+"""Releases: list, info by id or version, rollback (POST with {"release": ...}), a new
+release of a slug (POST with {"slug": ...}, which `heroku releases:retry` sends), and the
+release-phase output each release with a release phase has at its `output_stream_url`."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+from starlette.concurrency import iterate_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from waka.api import render
 from waka.api.endpoint import Ctx, Reply, endpoint
-from waka.api.errors import ApiError, not_found
+from waka.api.errors import ApiError, error_response, not_found
 from waka.api.ranges import paginate
 from waka.bootstrap import Platform
 from waka.projections.apps import find_app
-from waka.projections.releases import find_release, releases_of
+from waka.projections.builds import find_slug
+from waka.projections.releases import find_release, release_by_output, releases_of
 
 RANGE_FIELDS = {"id": lambda r: r["id"], "version": lambda r: r["version"]}
 
 
 def list_releases(ctx: Ctx) -> Reply:
     row = ctx.app()
-    releases = [render.release(r, row) for r in releases_of(ctx.platform.store, row["id"])]
+    settings = ctx.platform.settings
+    releases = [
+        render.release(r, row, settings) for r in releases_of(ctx.platform.store, row["id"])
+    ]
     # Without a Range header Heroku lists by version, oldest first.
     header = ctx.request.headers.get("range") or "version ..; max=200"
     status, page, headers = paginate(releases, header, RANGE_FIELDS)
@@ -29,7 +41,7 @@ def show_release(ctx: Ctx) -> Reply:
     release = find_release(ctx.platform.store, row["id"], ctx.param("release"))
     if release is None:
         raise not_found("Couldn't find that release.")
-    return Reply(render.release(release, row))
+    return Reply(render.release(release, row, ctx.platform.settings))
 
 
 def create_release(ctx: Ctx) -> Reply:
@@ -43,7 +55,7 @@ def create_release(ctx: Ctx) -> Reply:
             ctx.platform.ledger.rollback, ctx.actor, ctx.app_id(row), target["version"]
         )
     elif "slug" in body:
-        raise not_found("Couldn't find that slug.")  # slugs are made by builds
+        return _release_slug(ctx, row, body)
     else:
         raise ApiError(422, "invalid_params", "Give a release to roll back to, or a slug.")
     updated = find_app(ctx.platform.store, row["id"])
@@ -56,11 +68,57 @@ def create_release(ctx: Ctx) -> Reply:
             f"Rollback keeps the add-ons attached now ({', '.join(kept)}) and their current "
             "config vars; add-ons are not rolled back."
         )
-    return Reply(render.release(new, updated), 201, headers)
+    return Reply(render.release(new, updated, ctx.platform.settings), 201, headers)
+
+
+def _release_slug(ctx: Ctx, row: Any, body: dict[str, Any]) -> Reply:
+    """A new release of a slug this app built, with the config vars of now. With a release
+    phase it is pending until the phase ends (the builder's thread runs it)."""
+    ref = body["slug"]
+    slug_id = ref.get("id") if isinstance(ref, dict) else ref
+    if not isinstance(slug_id, str) or not slug_id:
+        raise ApiError(422, "invalid_params", "slug must be a slug id.")
+    description = body.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ApiError(422, "invalid_params", "description must be a string.")
+    slug = find_slug(ctx.platform.store, row["id"], slug_id)
+    if slug is None:
+        raise not_found("Couldn't find that slug.")
+    commit = slug["commit_sha"] or ""
+    description = description or (f"Deploy {commit[:8]}" if commit else "Deploy")
+    release = {"id": slug["id"], "process_types": orjson.loads(slug["process_types"])}
+    _, version = ctx.command(
+        ctx.platform.ledger.release_slug, ctx.actor, ctx.app_id(row), release, description
+    )
+    ctx.platform.wake_builder()
+    updated = find_app(ctx.platform.store, row["id"])
+    new = find_release(ctx.platform.store, row["id"], str(version))
+    assert updated is not None and new is not None
+    return Reply(render.release(new, updated, ctx.platform.settings), 201)
 
 
 def routes(platform: Platform) -> list[Route]:
+    async def release_output(request: Request) -> Response:
+        """A release's release-phase output, streamed while the phase runs and replayed
+        afterwards. Its random id is the permission, as Heroku's output_stream_url is."""
+        output_id = request.path_params["output"]
+        try:
+            platform.release_logs.path(output_id)
+        except ValueError:
+            return error_response(404, "not_found", "Couldn't find that release output.")
+        if release_by_output(platform.store, output_id) is None:
+            return error_response(404, "not_found", "Couldn't find that release output.")
+
+        def done() -> bool:
+            platform.projector.catch_up()
+            row = release_by_output(platform.store, output_id)
+            return row is None or row["status"] != "pending"
+
+        chunks = platform.release_logs.follow(output_id, done)
+        return StreamingResponse(iterate_in_threadpool(chunks), media_type="text/plain")
+
     return [
+        Route("/release-output/{output}", release_output, methods=["GET"]),
         Route("/apps/{app}/releases", endpoint(platform, list_releases), methods=["GET"]),
         Route("/apps/{app}/releases", endpoint(platform, create_release), methods=["POST"]),
         Route("/apps/{app}/releases/{release}", endpoint(platform, show_release), methods=["GET"]),
