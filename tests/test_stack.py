@@ -118,6 +118,88 @@ def test_the_stack_gets_the_machines_updates_and_security_sources(tmp_path: Path
     )
 
 
+def test_the_stack_has_what_apps_and_buildpacks_need() -> None:
+    """Close to Heroku's build image: `python`, a C toolchain, libpq's headers and pg_config
+    (psycopg2 from source), and the tools the official buildpacks call."""
+    needed = {
+        "python-is-python3",
+        "python3-dev",
+        "build-essential",
+        "libpq-dev",
+        "libssl-dev",
+        "libffi-dev",
+        "zlib1g-dev",
+        "libxml2-dev",
+        "jq",
+        "make",
+        "xz-utils",
+        "unzip",
+        "file",
+        "curl",
+        "git",
+        "nodejs",
+    }
+    assert needed <= set(stack.PACKAGES), needed - set(stack.PACKAGES)
+    assert len(set(stack.PACKAGES)) == len(stack.PACKAGES), "a package is listed twice"
+    assert set(stack.RUN_PACKAGES).isdisjoint(stack.BUILD_PACKAGES)
+    assert {"python", "gcc", "pg_config", "jq", "make", "xz", "unzip", "file"} <= set(stack.TOOLS)
+
+
+class FakeImage:
+    def __init__(self, packages: tuple[str, ...] | None) -> None:
+        self.id = "sha256:old"
+        self.labels = {stack.PACKAGES_LABEL: " ".join(packages)} if packages else {}
+
+
+class FakeClient:
+    def __init__(self, packages: tuple[str, ...] | None) -> None:
+        import docker.errors
+
+        image = FakeImage(packages)
+        self.images = type(
+            "Images",
+            (),
+            {
+                "get": lambda _, name: (
+                    image
+                    if packages is not None
+                    else (_ for _ in ()).throw(docker.errors.ImageNotFound(name))
+                )
+            },
+        )()
+
+
+@pytest.mark.parametrize(
+    ("built_with", "force", "rebuilds"),
+    [
+        (stack.PACKAGES, False, False),
+        (tuple(reversed(stack.PACKAGES)), False, False),  # the same list, another order
+        (stack.PACKAGES, True, True),
+        (stack.PACKAGES[:5], False, True),  # an image from an older, shorter list
+        ((), False, True),  # an image with no package label: made before there was one
+        (None, False, True),  # no image
+    ],
+)
+def test_build_keeps_an_up_to_date_image_and_rebuilds_an_outdated_one(
+    monkeypatch: pytest.MonkeyPatch, built_with, force: bool, rebuilds: bool
+) -> None:
+    monkeypatch.setattr(stack, "_preflight", lambda: FakeClient(built_with))
+
+    def bootstrap_starts(**_: object) -> str:
+        raise StackError("the build would start here")
+
+    monkeypatch.setattr(stack, "find_mirror", bootstrap_starts)
+    said: list[str] = []
+    if rebuilds:
+        with pytest.raises(StackError, match="would start"):
+            stack.build_stack(force=force, say=said.append)
+    else:
+        assert stack.build_stack(force=force, say=said.append) == 0.0
+        assert "exists" in said[0]
+    outdated = built_with is not None and not force and set(built_with) != set(stack.PACKAGES)
+    assert ("another package list" in " ".join(said)) == outdated
+
+
 def test_build_directory_is_unmounted_before_it_is_deleted(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting needs root")
@@ -166,6 +248,60 @@ def test_the_image_has_python_node_npm_and_git(client) -> None:
     labels = client.images.get(stack.STACK_IMAGE).labels
     assert labels["waka.stack"] == stack.STACK_NAME
     assert labels["waka.python3"] == python
+    assert stack.built_with(client) == stack.PACKAGES, "rebuild it: `waka stack build`"
+
+
+@pytest.mark.parametrize(
+    "tool", ["python", "gcc", "pg_config", "jq", "make", "xz", "unzip", "file", "curl"]
+)
+def test_the_image_has_the_tool(client, tool: str) -> None:
+    found = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network=none",
+            stack.STACK_IMAGE,
+            "sh",
+            "-c",
+            f"command -v {tool}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, f"{tool} is not in {stack.STACK_IMAGE}: {found}"
+    assert found.stdout.startswith("/usr/bin/"), found.stdout
+
+
+def test_python_is_python_3_and_compiles_against_libpq(client) -> None:
+    """`python` is the stack's Python 3, and a C program builds against libpq's headers with
+    the flags pg_config gives (what psycopg2's setup does), then runs."""
+    program = """\
+#include <libpq-fe.h>
+#include <stdio.h>
+int main(void) { printf("libpq %d\\n", PQlibVersion()); return 0; }
+"""
+    script = (
+        'python --version && cd /tmp && printf "%s" "$PROGRAM" > t.c'
+        ' && gcc -I"$(pg_config --includedir)" t.c -L"$(pg_config --libdir)" -lpq -o t && ./t'
+    )
+    docker_run = ["docker", "run", "--rm", "--network=none", "-e", f"PROGRAM={program}"]
+    ran = subprocess.run(
+        [*docker_run, stack.STACK_IMAGE, "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran
+    version, libpq = ran.stdout.splitlines()
+    assert version.startswith("Python 3."), ran.stdout
+    assert libpq.startswith("libpq ") and int(libpq.split()[1]) >= 150000, ran.stdout
+
+
+def test_check_image_names_a_missing_tool(client) -> None:
+    with pytest.raises(StackError, match="lacks no-such-tool"):
+        stack.check_image(client, tools=("make", "no-such-tool"))
 
 
 def test_stack_build_keeps_an_existing_image(client, capsys) -> None:

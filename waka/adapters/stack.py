@@ -1,10 +1,16 @@
 """The stack image: the Debian system that builds and runs apps, made with no container registry.
 
 `waka stack build` bootstraps Debian bookworm from the apt mirror this machine is configured with
-(debootstrap), installs Python, Node.js, git and curl into it in a chroot, and imports the root
-file system into the local Docker engine as STACK_IMAGE. The mirror is read from the machine's apt
-sources at run time; set WAKA_STACK_MIRROR (a Debian mirror URL) where they name none for
-bookworm.
+(debootstrap), installs the stack's packages into it in a chroot (close to Heroku's build image:
+Python, Node.js, git, a C toolchain, common -dev headers, jq, make, xz, unzip, file, curl...) and
+imports the root file system into the local Docker engine as STACK_IMAGE. The mirror is read from
+the machine's apt sources at run time; set WAKA_STACK_MIRROR (a Debian mirror URL) where they name
+none for bookworm.
+
+One image builds and runs apps (Heroku splits a build image from a smaller run image): on one
+Docker engine a bigger image costs its disk once, not per dyno, and does not slow a dyno's start
+(bench/stack_build.py measures both; docs/performance.md has the figures). One image also means a
+C extension compiled at build time finds its shared libraries at run time.
 """
 
 from __future__ import annotations
@@ -30,21 +36,127 @@ STACK_NAME = "waka-bookworm"
 SUITE = "bookworm"
 MIRROR_ENV = "WAKA_STACK_MIRROR"
 # Installed with apt-get in the chroot: npm in debootstrap's --include came out broken.
-PACKAGES = (
+# What apps and buildpacks call at run time; Heroku's run image has all of these too.
+RUN_PACKAGES = (
     "python3",
     "python3-venv",
     "python3-pip",
+    "python-is-python3",  # `python manage.py`, `#!/usr/bin/env python`, `heroku run python`
     "nodejs",
     "npm",
     "git",
     "curl",
+    "wget",
+    "ca-certificates",
     "tar",
     "gzip",
+    "bzip2",
+    "xz-utils",
+    "zstd",
+    "unzip",
+    "zip",
+    "file",
+    "jq",  # the official buildpacks parse JSON with it
+    "make",
+    "patch",
+    "rsync",
+    "less",
     "procps",
+    "openssh-client",
+    "netcat-openbsd",
+    "postgresql-client",
+    "tzdata",
+    "shared-mime-info",
+    # shared libraries of common compiled dependencies (the -dev packages below bring them too)
+    "libpq5",
+    "libxml2",
+    "libxslt1.1",
+    "libyaml-0-2",
+    "libjpeg62-turbo",
+    "libmariadb3",
+    "libmemcached11",
+    "libsodium23",
 )
+# What compiles dependencies from source: a C/C++ toolchain, autotools, and the headers of the
+# libraries apps most often bind (psycopg2 needs pg_config from libpq-dev, lxml libxml2/libxslt,
+# mysqlclient libmariadb, Pillow libjpeg/zlib, ...). Heroku's build image adds the same kind.
+BUILD_PACKAGES = (
+    "build-essential",  # gcc, g++, make, libc6-dev, dpkg-dev
+    "autoconf",
+    "automake",
+    "libtool",
+    "pkg-config",
+    "cmake",
+    "bison",
+    "gettext",
+    "python3-dev",
+    "libpq-dev",
+    "libssl-dev",
+    "libffi-dev",
+    "zlib1g-dev",
+    "libbz2-dev",
+    "liblzma-dev",
+    "libzstd-dev",
+    "liblz4-dev",
+    "libreadline-dev",
+    "libsqlite3-dev",
+    "libncurses-dev",
+    "libgdbm-dev",
+    "libdb-dev",
+    "uuid-dev",
+    "libxml2-dev",
+    "libxslt1-dev",
+    "libyaml-dev",
+    "libjpeg-dev",
+    "libpng-dev",
+    "libwebp-dev",
+    "libfreetype-dev",
+    "libcurl4-openssl-dev",
+    "default-libmysqlclient-dev",
+    "libmemcached-dev",
+    "libsodium-dev",
+    "libevent-dev",
+    "libicu-dev",
+    "libgmp-dev",
+    "libkrb5-dev",
+    "libsasl2-dev",
+    "libldap2-dev",
+    "libmagic-dev",
+    "libonig-dev",
+    "libzip-dev",
+    "libargon2-dev",
+)
+PACKAGES = RUN_PACKAGES + BUILD_PACKAGES
+# Commands the image must have; `waka stack build` checks each after the import.
+TOOLS = (
+    "python",
+    "python3",
+    "pip3",
+    "node",
+    "npm",
+    "git",
+    "gcc",
+    "g++",
+    "make",
+    "pkg-config",
+    "pg_config",
+    "psql",
+    "jq",
+    "curl",
+    "xz",
+    "bzip2",
+    "zstd",
+    "unzip",
+    "zip",
+    "file",
+    "patch",
+    "tar",
+    "gzip",
+)
+PACKAGES_LABEL = "waka.packages"  # what the image was built with: another list rebuilds it
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 _SCHEMES = ("http://", "https://", "file:/")  # what debootstrap can fetch from
-_CHECK = "python3 --version && node --version && npm --version && git --version"
+_VERSIONS = "python3 --version && node --version && npm --version && git --version"
 
 Say = Callable[[str], None]
 
@@ -166,13 +278,30 @@ def image_exists(client: Any, image: str = STACK_IMAGE) -> bool:
     return True
 
 
-def build_stack(*, force: bool = False, say: Say = print) -> None:
-    """Build STACK_IMAGE unless it exists (or `force`); raises StackError with the reason."""
+def built_with(client: Any, image: str = STACK_IMAGE) -> tuple[str, ...] | None:
+    """The package list `image` was built with (its label), or None for an image without one."""
+    label = client.images.get(image).labels.get(PACKAGES_LABEL)
+    return tuple(label.split()) if label else None
+
+
+def build_stack(
+    *,
+    force: bool = False,
+    say: Say = print,
+    image: str = STACK_IMAGE,
+    packages: tuple[str, ...] = PACKAGES,
+    tools: tuple[str, ...] = TOOLS,
+) -> float:
+    """Build `image` with `packages` unless it exists with that list (or `force`), and check it
+    has `tools`; raises StackError with the reason. The seconds the build took (0: kept)."""
     client = _preflight()
-    if image_exists(client) and not force:
-        say(f"Stack image {STACK_IMAGE} exists; `waka stack build --force` rebuilds it.")
-        return
-    old = client.images.get(STACK_IMAGE).id if image_exists(client) else None
+    exists = image_exists(client, image)
+    if exists and not force:
+        if set(built_with(client, image) or ()) == set(packages):
+            say(f"Stack image {image} exists; `waka stack build --force` rebuilds it.")
+            return 0.0
+        say(f"Stack image {image} was built with another package list; rebuilding it.")
+    old = client.images.get(image).id if exists else None
     mirror = find_mirror()
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="waka-stack-"))
@@ -192,30 +321,33 @@ def build_stack(*, force: bool = False, say: Say = print) -> None:
             log,
         )
         (rootfs / "etc/apt/sources.list").write_text(chroot_sources(mirror))
-        say(f"-----> Installing {' '.join(PACKAGES)}")
-        versions = _provision(rootfs, log)
+        say(f"-----> Installing {len(packages)} packages: {' '.join(packages)}")
+        versions = _provision(rootfs, packages, log)
         say("-----> " + ", ".join(versions.values()))
-        say(f"-----> Importing into Docker as {STACK_IMAGE}")
-        _import(rootfs, versions, log)
+        say(f"-----> Importing into Docker as {image}")
+        _import(rootfs, image, packages, versions, log)
     finally:
         _remove(work, say)
-    if old and old != client.images.get(STACK_IMAGE).id:
+    if old and old != client.images.get(image).id:
         with suppress(Exception):  # still used by a container: it stays, untagged
             client.images.remove(old)
     say("-----> Checking the image")
-    lines = check_image(client)
-    size = client.images.get(STACK_IMAGE).attrs.get("Size", 0)
+    lines = check_image(client, image, tools)
+    size = client.images.get(image).attrs.get("Size", 0)
+    took = time.monotonic() - started
     say(f"       {'; '.join(lines)}")
-    say(
-        f"-----> Built {STACK_IMAGE} ({size / 2**20:.0f} MiB) in {time.monotonic() - started:.0f} s"
-    )
+    say(f"-----> Built {image} ({size / 2**20:.0f} MiB) in {took:.0f} s")
+    return took
 
 
-def check_image(client: Any, image: str = STACK_IMAGE) -> list[str]:
-    """The versions the image reports for its tools; StackError if any is missing."""
+def check_image(client: Any, image: str = STACK_IMAGE, tools: tuple[str, ...] = TOOLS) -> list[str]:
+    """The versions the image reports for its main tools; StackError if any of `tools` (or of
+    those versions) is missing."""
+    missing = " ".join(f'command -v {t} >/dev/null || echo "missing: {t}";' for t in tools)
+    script = f"{missing} {_VERSIONS}"
     out = bytearray()
     status = DockerRuntime(client, image).run(
-        ["sh", "-c", _CHECK],
+        ["sh", "-c", script],
         mounts=(),
         env={},
         workdir="/",
@@ -225,10 +357,13 @@ def check_image(client: Any, image: str = STACK_IMAGE) -> list[str]:
         network=False,
         labels={"waka.role": "stack-check"},
     )
-    text = out.decode(errors="replace").strip()
+    lines = out.decode(errors="replace").strip().splitlines()
+    absent = [line.removeprefix("missing: ") for line in lines if line.startswith("missing: ")]
+    if absent:
+        raise StackError(f"{image} lacks {', '.join(absent)}: its packages do not provide them")
     if status != 0:
-        raise StackError(f"{image} does not run `{_CHECK}` (exit {status}): {text}")
-    return text.splitlines()
+        raise StackError(f"{image} does not run `{_VERSIONS}` (exit {status}): {lines}")
+    return lines
 
 
 def _preflight() -> Any:
@@ -248,15 +383,15 @@ def _preflight() -> Any:
     return client
 
 
-def _provision(rootfs: Path, log: Path) -> dict[str, str]:
+def _provision(rootfs: Path, packages: tuple[str, ...], log: Path) -> dict[str, str]:
     """apt-get install the stack's packages in the chroot; the tool versions it ended with."""
     policy = rootfs / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")  # no daemons start inside the chroot
     policy.chmod(0o755)
     with _proc_mounted(rootfs):
         _chroot(rootfs, "apt-get update", log)
-        packages = " ".join(PACKAGES)
-        _chroot(rootfs, f"apt-get install -y --no-install-recommends {packages}", log)
+        names = " ".join(packages)
+        _chroot(rootfs, f"apt-get install -y --no-install-recommends {names}", log)
         _chroot(rootfs, "apt-get clean", log)
         versions = {
             tool: _chroot(rootfs, f"{tool} --version", log).splitlines()[0].strip()
@@ -279,11 +414,14 @@ def _provision(rootfs: Path, log: Path) -> dict[str, str]:
     return versions
 
 
-def _import(rootfs: Path, versions: dict[str, str], log: Path) -> None:
+def _import(
+    rootfs: Path, image: str, packages: tuple[str, ...], versions: dict[str, str], log: Path
+) -> None:
     built = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     labels = {
         "waka.stack": STACK_NAME,
         "waka.built": built,
+        PACKAGES_LABEL: " ".join(packages),
         **{f"waka.{tool}": version for tool, version in versions.items()},
     }
     label = " ".join(f"{key}={shlex.quote(value)}" for key, value in labels.items())
@@ -293,7 +431,7 @@ def _import(rootfs: Path, versions: dict[str, str], log: Path) -> None:
         f"LABEL {label}",
         'CMD ["/bin/bash"]',
     ]
-    command = ["docker", "import", *(f"--change={c}" for c in changes), "-", STACK_IMAGE]
+    command = ["docker", "import", *(f"--change={c}" for c in changes), "-", image]
     with log.open("ab") as sink:
         tar = subprocess.Popen(
             ["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."],
