@@ -65,7 +65,10 @@ def test_django_collectstatic_hooks_and_disable_collectstatic(
     generated = through_router(server, app, "/static/generated.txt")
     assert (generated.status_code, generated.text) == (200, "made by bin/pre_compile\n")
     hook = through_router(server, app, "/hook")
-    assert (hook.status_code, hook.text) == (200, f"post_compile ran in /app with Django {DJANGO}\n")
+    assert (hook.status_code, hook.text) == (
+        200,
+        f"post_compile ran in /app with Django {DJANGO}\n",
+    )
 
     # DISABLE_COLLECTSTATIC=1 as a config var: the next build skips the step.
     server.heroku("config:set", "DISABLE_COLLECTSTATIC=1", "-a", app)
