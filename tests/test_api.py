@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
+from uuid import UUID
 
 import pytest
 from starlette.testclient import TestClient
 
+from tests.deploys import deploy
 from waka.api.app import create_api
 from waka.bootstrap import Platform
 
@@ -106,7 +108,12 @@ def test_config_vars_and_releases(api: Api) -> None:
 
 
 def test_formation(api: Api) -> None:
-    api.post("/apps", json={"name": "shop"})
+    app_id = api.post("/apps", json={"name": "shop"}).json()["id"]
+    # Only a slug's process types can be scaled: deploy one with web.
+    user = api.get("/account").json()
+    deploy(api.platform.ledger, {"id": user["id"], "email": user["email"]}, UUID(app_id),
+           {"web": "python app.py"})
+    api.platform.projector.catch_up()
     batch = api.patch("/apps/shop/formation", json={"updates": [{"type": "web", "quantity": "2"}]})
     assert batch.status_code == 200
     assert [(f["type"], f["quantity"], f["size"]) for f in batch.json()] == [
@@ -116,8 +123,8 @@ def test_formation(api: Api) -> None:
     assert api.get("/apps/shop/formation/web").json()["quantity"] == 3
     assert [f["type"] for f in api.get("/apps/shop/formation").json()] == ["web"]
     assert api.get("/apps/shop/formation/worker").status_code == 404
-    # Scaling makes no release.
-    assert len(api.get("/apps/shop/releases").json()) == 1
+    # Scaling makes no release (v2 is the deploy).
+    assert len(api.get("/apps/shop/releases").json()) == 2
     assert api.get("/apps/shop/dynos").json() == []
 
 
@@ -160,10 +167,10 @@ def test_auth(api: Api) -> None:
         ("patch", "/apps/shop/config-vars", {"OK": ["x"]}, 422, "invalid_params", "string"),
         ("patch", "/apps/shop/config-vars", {"BIG": "x" * 40000}, 422, "invalid_params", "32768"),
         ("patch", "/apps/nope/config-vars", {"A": "1"}, 404, "not_found", "Couldn't find that app"),
-        ("patch", "/apps/shop/formation", {"updates": [{"type": "web", "quantity": -1}]}, 422,
-         "invalid_params", "between 0"),
-        ("patch", "/apps/shop/formation", {"updates": [{"type": "web", "size": "huge"}]}, 422,
-         "invalid_params", "dyno size"),
+        # Never deployed: no process types to scale (bad quantities and sizes of a deployed
+        # app are in test_formation_and_config_rules.py).
+        ("patch", "/apps/shop/formation", {"updates": [{"type": "web", "quantity": 1}]}, 404,
+         "not_found", "Couldn't find that process type (web)."),
         ("patch", "/apps/shop/formation", {"updates": "web"}, 422, "invalid_params", "updates"),
         ("post", "/apps/shop/releases", {}, 422, "invalid_params", "roll back"),
         ("get", "/apps/shop/nothing-here", None, 404, "not_found", "endpoint was not found"),

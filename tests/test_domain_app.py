@@ -14,6 +14,13 @@ def new_app(name="my-app"):
     return App.create(name=name, owner=OWNER, region="local", stack="waka-bookworm")
 
 
+def deployed_app(name="my-app"):
+    """An app whose current slug declares web and worker (a deploy sets them; set directly)."""
+    app = new_app(name)
+    app.process_types = {"web": "gunicorn app:app", "worker": "python worker.py"}
+    return app
+
+
 def released(app):
     """(version, description) of each release the app has made and not yet saved."""
     return [(e.version, e.description) for e in app.pending_events if isinstance(e, App.Released)]
@@ -226,7 +233,7 @@ def test_empty_config_patch_makes_no_release():
 
 
 def test_formation_changes_make_no_release():
-    app = new_app()
+    app = deployed_app()
     assert app.scale([{"type": "web", "quantity": 2}], OWNER) == ["web"]
     app.scale([{"type": "web", "size": "performance-m"}, {"type": "worker", "quantity": 1}], OWNER)
     assert released(app) == [(1, "Initial release")]
@@ -239,7 +246,7 @@ def test_formation_changes_make_no_release():
 
 
 def test_release_positions_locate_each_release_in_the_ledger():
-    app = new_app()
+    app = deployed_app()
     app.set_config({"FOO": "1"}, OWNER)
     app.scale([{"type": "web", "quantity": 1}], OWNER)
     app.set_config({"FOO": "2"}, OWNER)
@@ -365,7 +372,7 @@ def test_domain_errors_carry_heroku_error_ids_and_messages():
     ("given", "quantity"), [(0, 0), (1, 1), (100, 100), ("3", 3), (" 4 ", 4), ("0", 0)]
 )
 def test_quantity_in_range_is_accepted(given, quantity):
-    app = new_app()
+    app = deployed_app()
     app.scale([{"type": "web", "quantity": given}], OWNER)
     assert app.formation["web"]["quantity"] == quantity
 
@@ -374,14 +381,14 @@ def test_quantity_in_range_is_accepted(given, quantity):
     "quantity", [-1, 101, 1000, True, False, 1.5, "1.5", "two", "", "+101", "-1", [2]]
 )
 def test_quantity_out_of_range_or_not_whole_is_refused(quantity):
-    app = new_app()
+    app = deployed_app()
     with pytest.raises(InvalidParams, match=r"(?i)quantity"):
         app.scale([{"type": "web", "quantity": quantity}], OWNER)
     assert app.formation == {}
 
 
 def test_relative_quantity_changes_the_current_quantity():
-    app = new_app()
+    app = deployed_app()
     app.scale([{"type": "web", "quantity": "+2"}], OWNER)
     assert app.formation["web"]["quantity"] == 2
     app.scale([{"type": "web", "quantity": "+3"}], OWNER)
@@ -410,14 +417,14 @@ def test_relative_quantity_changes_the_current_quantity():
     ],
 )
 def test_size_names_are_case_insensitive(given, size):
-    app = new_app()
+    app = deployed_app()
     app.scale([{"type": "web", "size": given}], OWNER)
     assert app.formation["web"] == {"quantity": 0, "size": size}
 
 
 @pytest.mark.parametrize("size", ["Huge", "standard-3x", "", 2, "Standard 1X"])
 def test_unknown_sizes_are_refused(size):
-    app = new_app()
+    app = deployed_app()
     with pytest.raises(InvalidParams, match="Invalid dyno size"):
         app.scale([{"type": "web", "size": size}], OWNER)
 
@@ -436,23 +443,29 @@ def test_unknown_sizes_are_refused(size):
     ],
 )
 def test_malformed_formation_updates_are_refused(updates):
-    app = new_app()
+    app = deployed_app()
     with pytest.raises(InvalidParams):
         app.scale(updates, OWNER)
     assert "FormationChanged" not in event_names(app)
 
 
 def test_a_bad_update_refuses_the_whole_batch():
-    app = new_app()
+    app = deployed_app()
     with pytest.raises(InvalidParams):
         app.scale([{"type": "web", "quantity": 2}, {"type": "worker", "quantity": -1}], OWNER)
     assert app.formation == {}
 
 
-def test_any_process_type_is_accepted_until_process_types_are_known():
-    app = new_app()
-    app.scale([{"type": "anything_goes-1", "quantity": 1}], OWNER)
-    assert "anything_goes-1" in app.formation
+def test_an_app_never_deployed_has_no_process_type_to_scale():
+    app = new_app()  # no slug: no process types, as on Heroku
+    for updates in (
+        [{"type": "web", "quantity": 1, "size": "eco"}],
+        [{"type": "web", "size": "eco"}],
+    ):
+        with pytest.raises(NotFound, match=r"^Couldn't find that process type \(web\)\.$"):
+            app.scale(updates, OWNER)
+    assert app.formation == {}
+    assert "FormationChanged" not in event_names(app)
 
 
 def test_unknown_process_type_is_refused_once_process_types_are_known():

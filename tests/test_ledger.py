@@ -5,6 +5,7 @@ from uuid import uuid4
 
 import pytest
 
+from tests.deploys import deploy
 from waka.domain import rules
 from waka.domain.account import Account, hash_api_key
 from waka.domain.app import App
@@ -197,12 +198,13 @@ def test_unknown_app_is_not_found(platform, actor):
 
 def test_scale_and_maintenance_make_no_release(platform, actor):
     app = platform.ledger.create_app(actor, "my-app")
+    assert deploy(platform.ledger, actor, app.id, {"web": "python app.py"}) == 2
     platform.ledger.scale(actor, app.id, [{"type": "web", "quantity": 2, "size": "eco"}])
     platform.ledger.set_maintenance(actor, app.id, True)
     loaded = platform.ledger.get_app(app.id)
     assert loaded.formation == {"web": {"quantity": 2, "size": "Eco"}}
     assert loaded.maintenance is True
-    assert [e.version for e in release_events(platform, app.id)] == [1]
+    assert [e.version for e in release_events(platform, app.id)] == [1, 2]
 
 
 # --- releases and rollback -------------------------------------------------------------------
@@ -263,7 +265,7 @@ def test_rollback_of_a_destroyed_app_is_not_found(platform, actor):
 def test_config_at_release(platform, actor):
     app = platform.ledger.create_app(actor, "my-app")
     platform.ledger.set_config(actor, app.id, {"A": "1"})  # v2
-    platform.ledger.scale(actor, app.id, [{"type": "web", "quantity": 1}])  # no release
+    platform.ledger.set_maintenance(actor, app.id, True)  # no release
     platform.ledger.set_config(actor, app.id, {"B": "2"})  # v3
     platform.ledger.set_config(actor, app.id, {"A": None})  # v4
     assert [platform.ledger.config_at_release(app.id, v) for v in (1, 2, 3, 4)] == [

@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from tests.deploys import deploy
 from waka.domain import rules
 from waka.domain.account import hash_api_key
 from waka.domain.app import formation_id, release_id
@@ -26,19 +27,21 @@ def make_history(ledger):
     shop = ledger.create_app(alice, "shop")
     ledger.set_config(alice, shop.id, {"DATABASE_URL": "postgres://db/shop", "DEBUG": "1"})  # v2
     ledger.set_config(alice, shop.id, {"DEBUG": None, "WORKERS": 4})  # v3
+    deploy(ledger, alice, shop.id)  # v4: a slug with web and worker
     ledger.scale(
         alice, shop.id, [{"type": "web", "quantity": 2}, {"type": "worker", "quantity": 1}]
     )
     ledger.scale(alice, shop.id, [{"type": "web", "size": "performance-m"}])
     ledger.set_maintenance(alice, shop.id, True)
     ledger.rename_app(alice, shop.id, "web-shop")
-    ledger.rollback(alice, shop.id, 2)  # v4
-    ledger.set_config(alice, shop.id, {"FEATURE_X": "on"})  # v5
+    ledger.rollback(alice, shop.id, 2)  # v5
+    ledger.set_config(alice, shop.id, {"FEATURE_X": "on"})  # v6
 
     blog = ledger.create_app(bob, "blog")
     ledger.set_config(bob, blog.id, {"THEME": "dark"})
     gone = ledger.create_app(bob, "gone-app")
     ledger.set_config(bob, gone.id, {"SECRET": "x"})
+    deploy(ledger, bob, gone.id, {"web": "python app.py"}, slug_id="slug-2")
     ledger.scale(bob, gone.id, [{"type": "web", "quantity": 1}])
     ledger.destroy_app(bob, gone.id)
     ledger.create_app(bob, "gone-app")  # the name again, a new app
@@ -82,7 +85,7 @@ def test_read_models_after_a_realistic_history(platform):
     assert by_id["name"] == "web-shop"
     assert by_id["owner_email"] == "alice@example.com"
     assert by_id["maintenance"] == 1
-    assert by_id["current_release"] == 5
+    assert by_id["current_release"] == 6
     assert (by_id["region"], by_id["stack"]) == (rules.DEFAULT_REGION, rules.DEFAULT_STACK)
     assert find_app(store, "shop") is None
     assert find_app(store, str(h["gone"])) is None
@@ -97,13 +100,14 @@ def test_read_models_after_a_realistic_history(platform):
         (1, "Initial release"),
         (2, "Set DATABASE_URL, DEBUG config vars"),
         (3, "Set WORKERS config vars and remove DEBUG config vars"),
-        (4, "Rollback to v2"),
-        (5, "Set FEATURE_X config vars"),
+        (4, "Deploy"),
+        (5, "Rollback to v2"),
+        (6, "Set FEATURE_X config vars"),
     ]
     assert {r["user_email"] for r in releases} == {"alice@example.com"}
-    assert [r["id"] for r in releases] == [str(release_id(h["shop"], v)) for v in range(1, 6)]
-    assert find_release(store, shop, "v4")["description"] == "Rollback to v2"
-    assert find_release(store, shop, "4") == find_release(store, shop, releases[3]["id"])
+    assert [r["id"] for r in releases] == [str(release_id(h["shop"], v)) for v in range(1, 7)]
+    assert find_release(store, shop, "v5")["description"] == "Rollback to v2"
+    assert find_release(store, shop, "5") == find_release(store, shop, releases[4]["id"])
     assert find_release(store, shop, "v9") is None
     assert releases_of(store, str(h["gone"])) == []
 
@@ -168,6 +172,7 @@ def test_incremental_catch_ups_equal_one_build_from_scratch(platform, tmp_path):
     catch_up()
     for step in [
         lambda: ledger.set_config(actor, app.id, {"A": "1"}),
+        lambda: deploy(ledger, actor, app.id, {"web": "python app.py"}),
         lambda: ledger.scale(actor, app.id, [{"type": "web", "quantity": 3}]),
         lambda: ledger.rename_app(actor, app.id, "stepwise-2"),
         lambda: ledger.set_config(actor, app.id, {"A": None, "B": "2"}),
@@ -256,7 +261,7 @@ def test_positions_resume_after_a_restart(platform, make_platform, caught_up_bef
     if caught_up_before_stop:
         assert row_counts(restarted) == counts
         assert restarted.projector.dump() == dump
-    assert find_app(restarted.store, "web-shop")["current_release"] == 5
+    assert find_app(restarted.store, "web-shop")["current_release"] == 6
 
     # New writes after the restart are applied once, on top.
     restarted.ledger.set_config(h["alice"], h["shop"], {"AFTER": "restart"})
@@ -268,6 +273,7 @@ def test_positions_resume_after_a_restart(platform, make_platform, caught_up_bef
         4,
         5,
         6,
+        7,
     ]
 
     again = make_platform()

@@ -152,27 +152,23 @@ def test_config_releases_and_rollback(server: WakaServer) -> None:
     assert app.config == {"FOO": "bar", "BAZ": "qux"}
 
 
-def test_scale_records_formation_without_a_release(server: WakaServer) -> None:
+def test_scale_of_an_app_never_deployed_is_refused(server: WakaServer) -> None:
+    # No slug, no process types: Heroku answers 404 (a deployed app's scaling is in
+    # test_cli_edges.py).
     name = create_app(server, "scale")
 
-    err = server.heroku("ps:scale", "web=2", "-a", name).stderr
-    assert "Scaling dynos... done, now running web at 2:" in err
+    refused = server.heroku("ps:scale", "web=1:eco", "-a", name, check=False)
+    assert refused.returncode != 0
+    assert "Couldn't find that process type (web)." in flat(refused.stderr), refused
 
-    out = server.heroku("ps:scale", "-a", name).stdout
-    assert out.startswith("web=2:"), out
-
-    # A formation change makes no release (Heroku semantics).
-    out = server.heroku("releases", "-a", name).stdout
-    assert f"=== {name} Releases - Current: v1" in out
-    assert [r[0] for r in release_rows(out)] == [1]
-
+    listed = server.heroku("ps:scale", "-a", name, check=False)
+    assert f"No process types on {name}." in flat(listed.stderr), listed
     assert [e.action for e in server.audit("--app", name)] == [
         f"Create app {name}",
         "Release v1: Initial release",
-        "Scale web=2",
     ]
     app = server.ledger_app(name)
-    assert app.formation["web"]["quantity"] == 2
+    assert app.formation == {}
     assert app.latest_release == 1
 
 

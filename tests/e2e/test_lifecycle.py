@@ -24,7 +24,7 @@ def test_restart_resumes_from_the_ledger(make_waka: Callable[..., WakaServer]) -
     name = unique_name("restart")
     server.heroku("apps:create", name)
     server.heroku("config:set", "FOO=bar", "BAZ=qux", "-a", name)
-    server.heroku("ps:scale", "web=3", "-a", name)
+    server.heroku("maintenance:on", "-a", name)
 
     server.stop_cleanly()  # SIGINT, exit code 0 within 10 s
     server.start()  # a new `waka up` on the same WAKA_HOME
@@ -36,7 +36,7 @@ def test_restart_resumes_from_the_ledger(make_waka: Callable[..., WakaServer]) -
     out = server.heroku("config", "-a", name).stdout
     assert key_values(section(out, f"{name} Config Vars")) == {"FOO": "bar", "BAZ": "qux"}
 
-    assert server.heroku("ps:scale", "-a", name).stdout.startswith("web=3:")
+    assert server.heroku("maintenance", "-a", name).stdout.strip() == "on"
 
     # Writes carry on where the ledger stopped.
     err = server.heroku("config:unset", "BAZ", "-a", name).stderr
