@@ -69,6 +69,13 @@ def check_config_changes(changes: object) -> dict[str, str | None]:
                     f"Invalid value for config var {key}: expected a string or null."
                 )
             value = str(value)  # Heroku coerces numbers to strings
+        if value is not None and "\x00" in value:
+            # execve() ends a variable at the first NUL: such a value would be released and
+            # then keep every dyno from starting.
+            raise InvalidParams(
+                f"Invalid value for config var {key}: it contains a NUL character (\\u0000), "
+                "which an environment variable cannot hold."
+            )
         checked[key] = value
     return checked
 
