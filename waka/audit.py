@@ -9,9 +9,11 @@ from typing import Any
 
 from eventsourcing.application import Application
 
+from waka.buildpacks.sources import display_url
 from waka.domain.account import Account
 from waka.domain.app import App, describe_config_change
 from waka.projections.base import iso
+from waka.redaction import redact_url
 
 BATCH = 1000
 
@@ -60,7 +62,8 @@ def describe(event: Any) -> str | None:
         case App.BuildFailed():
             return f"Build failed: {event.reason}"
         case App.BuildpacksChanged():
-            return f"Set buildpacks: {', '.join(event.buildpacks) or '(detect)'}"
+            shown = ", ".join(display_url(b) for b in event.buildpacks)  # no credentials
+            return f"Set buildpacks: {shown or '(detect)'}"
         case App.BuildCacheCleared():
             return "Clear build cache"
         case App.DynosRestarted():
@@ -70,7 +73,7 @@ def describe(event: Any) -> str | None:
         case App.DomainRemoved():
             return f"Remove domain {event.hostname}"
         case App.DrainAdded():
-            return f"Add log drain {event.url}"
+            return f"Add log drain {redact_url(event.url)}"  # its URL may hold a secret
         case App.DrainRemoved():
             return "Remove a log drain"
         case App.Destroyed():

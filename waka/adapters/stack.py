@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from waka.adapters.runtime import DEFAULT_PATH, DockerRuntime, docker_client
+from waka.buildpacks.sources import display_url
 
 STACK_IMAGE = "waka/stack:bookworm"
 STACK_NAME = "waka-bookworm"
@@ -308,7 +309,7 @@ def build_stack(
     try:
         rootfs = work / "rootfs"
         log = work / "build.log"
-        say(f"-----> Bootstrapping Debian {SUITE} from {mirror}")
+        say(f"-----> Bootstrapping Debian {SUITE} from {display_url(mirror)}")  # no password
         _run(
             [
                 "debootstrap",

@@ -35,6 +35,7 @@ from waka.logplex.lines import LogLine
 from waka.logplex.logplex import Logplex
 from waka.logplex.syslog import frames
 from waka.projections.store import ReadStore
+from waka.redaction import redact_url
 
 log = logging.getLogger("waka.drains")
 
@@ -45,8 +46,13 @@ USER_AGENT = "Logplex/waka"
 class Drain:
     id: str
     app_id: str
-    url: str
+    url: str  # may hold credentials: never logged, `shown` is
     token: str
+
+    @property
+    def shown(self) -> str:
+        """The URL as logs may show it: scheme, host and port only."""
+        return redact_url(self.url)
 
 
 @dataclass
@@ -126,7 +132,7 @@ class HttpSender:
             response.read()
         except (OSError, http.client.HTTPException) as error:
             self.close()
-            raise DrainUnavailable(f"{type(error).__name__}: {error}") from None
+            raise DrainUnavailable(_describe(error, self.drain)) from None
         if response.will_close:
             self.close()
         status = response.status
@@ -172,12 +178,23 @@ class SyslogSender:
             self._socket().sendall(frames(lines, self.drain.token))
         except OSError as error:  # ssl.SSLError is an OSError too
             self.close()
-            raise DrainUnavailable(f"{type(error).__name__}: {error}") from None
+            raise DrainUnavailable(_describe(error, self.drain)) from None
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _describe(error: BaseException, drain: Drain) -> str:
+    """An error as the log may show it: http.client quotes a bad path in its messages, and
+    the path or the user info may be the drain's secret."""
+    text = f"{type(error).__name__}: {error}"
+    parts = urlsplit(drain.url)
+    for secret in (drain.url, parts.path, parts.query, parts.username, parts.password):
+        if secret and len(secret) > 1:
+            text = text.replace(secret, "[redacted]")
+    return text
 
 
 def _peer_closed(sock: socket.socket) -> bool:
@@ -196,7 +213,7 @@ def sender_for(drain: Drain, options: DrainOptions) -> Sender:
         return HttpSender(drain, options)
     if scheme in ("syslog", "syslog+tls"):
         return SyslogSender(drain, options)
-    raise ValueError(f"unsupported drain URL {drain.url!r}")
+    raise ValueError(f"unsupported drain URL scheme {scheme!r}")
 
 
 class DrainWorker:
@@ -253,13 +270,15 @@ class DrainWorker:
                 except DrainRejected as error:
                     self.stats.rejected += len(batch)
                     self.stats.last_error = str(error)
-                    log.warning("drain %s refused %d lines: %s", self.drain.url, len(batch), error)
+                    log.warning(
+                        "drain %s refused %d lines: %s", self.drain.shown, len(batch), error
+                    )
                     batch = []
                 except DrainUnavailable as error:
                     self.stats.failures += 1
                     self.stats.last_error = str(error)
                     log.info(
-                        "drain %s unavailable (%s); retry in %.1fs", self.drain.url, error, delay
+                        "drain %s unavailable (%s); retry in %.1fs", self.drain.shown, error, delay
                     )
                     self._stopping.wait(delay)
                     delay = min(delay * 2, self.options.backoff_max)
@@ -334,7 +353,7 @@ class DrainForwarder:
                     try:
                         sender = self.make_sender(drain, self.options)
                     except ValueError as error:
-                        log.warning("skipping drain %s: %s", drain.url, error)
+                        log.warning("skipping drain %s: %s", drain.shown, error)
                         continue
                     worker = self._workers[drain_id] = DrainWorker(drain, sender, self.options)
                     worker.start()
