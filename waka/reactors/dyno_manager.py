@@ -67,6 +67,10 @@ class _Dyno:
 
 @dataclass
 class _Backoff:
+    # The dyno of one release and restart generation: a new release's (or a restarted)
+    # dyno starts at once, whatever the old one's crashes.
+    release: int
+    generation: int
     crashes: int = 0
     not_before: float = 0.0
 
@@ -234,7 +238,7 @@ class DynoManager:
                     # Web dynos that keep crashing (in back-off) and none serving: H10.
                     crashed=not backends
                     and any(
-                        (app_id, s.name) in self.backoff
+                        self._backoff_of(s) is not None
                         for s in desired.values()
                         if s.process_type == "web"
                     ),
@@ -295,7 +299,7 @@ class DynoManager:
             )
             self.log_line(spec.app_id, "heroku", spec.name, "Stopping process with SIGKILL")
             self.dynos.remove(dyno.container_id)
-            self._note_crash(spec.app_id, spec.name)
+            self._note_crash(spec.app_id, spec.name, spec.release, spec.generation)
             self.log_line(
                 spec.app_id, "heroku", spec.name, "State changed from starting to crashed"
             )
@@ -311,17 +315,29 @@ class DynoManager:
         )
         self.dynos.remove(dyno.container_id)
         self.known.pop(dyno.container_id, None)
-        self._note_crash(dyno.app_id, dyno.name)
+        self._note_crash(dyno.app_id, dyno.name, dyno.release, dyno.generation)
 
-    def _note_crash(self, app_id: str, name: str) -> None:
+    def _note_crash(self, app_id: str, name: str, release: int, generation: int) -> None:
         # The first crash restarts at once; each further one waits twice as long (max 60 s).
-        backoff = self.backoff.setdefault((app_id, name), _Backoff())
+        backoff = self.backoff.get((app_id, name))
+        if backoff is None or (backoff.release, backoff.generation) != (release, generation):
+            backoff = self.backoff[(app_id, name)] = _Backoff(release, generation)
         delay = 0.0 if backoff.crashes == 0 else min(2.0 ** (backoff.crashes - 1), MAX_BACKOFF)
         backoff.crashes += 1
         backoff.not_before = time.monotonic() + delay
 
-    def _start_when_due(self, spec: DynoSpec) -> None:
+    def _backoff_of(self, spec: DynoSpec) -> _Backoff | None:
+        """The crash back-off of this very dyno; an older release's or generation's is over."""
         backoff = self.backoff.get((spec.app_id, spec.name))
+        if backoff is None or (backoff.release, backoff.generation) != (
+            spec.release,
+            spec.generation,
+        ):
+            return None
+        return backoff
+
+    def _start_when_due(self, spec: DynoSpec) -> None:
+        backoff = self._backoff_of(spec)
         if backoff and time.monotonic() < backoff.not_before:
             return
         self.log_line(
@@ -332,7 +348,7 @@ class DynoManager:
         except Exception as error:
             log.exception("could not start %s of %s", spec.name, spec.app_name)
             self.log_line(spec.app_id, "heroku", spec.name, f"Failed to start: {error}")
-            self._note_crash(spec.app_id, spec.name)
+            self._note_crash(spec.app_id, spec.name, spec.release, spec.generation)
             return
         self.known[container_id] = _Dyno(state="starting")
         self.dynos.follow_output(
