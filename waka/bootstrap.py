@@ -23,6 +23,7 @@ from waka.projections.store import PostgresReadStore, ReadStore, SqliteReadStore
 from waka.router import Backend, Route, RouteTable
 
 if TYPE_CHECKING:
+    from waka.adapters.git_repos import GitRepos
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
     from waka.addons.provider import Provider
@@ -63,7 +64,13 @@ class Platform:
 
         if self.settings.runtime == "process":
             return ProcessRuntime()
-        return default_runtime(STACK_IMAGE)
+        return default_runtime(STACK_IMAGE, {"waka.platform": self.settings.platform_id})
+
+    @cached_property
+    def git_repos(self) -> GitRepos:
+        from waka.adapters.git_repos import GitRepos
+
+        return GitRepos(self.settings.home / "repos")
 
     @cached_property
     def slugs(self) -> SlugStore:

@@ -222,7 +222,18 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
         print(f"waka: cannot listen for `heroku run`: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 
-    config = Config()
+    class ApiConfig(Config):
+        def create_sockets(self):  # type: ignore[no-untyped-def]
+            # Hypercorn makes its listening sockets inheritable (for its worker processes,
+            # which `waka up` does not use). Every child (git http-backend and its hooks,
+            # builds, Redis servers) would then hold the API's port: after a crash, waka could
+            # not listen again while one of them lived.
+            sockets = super().create_sockets()
+            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
+                sock.set_inheritable(False)
+            return sockets
+
+    config = ApiConfig()
     config.bind = _binds(host, platform.settings.api_port)
     config.accesslog = None
     config.errorlog = logging.getLogger("waka.http")  # one handler (ours), not hypercorn's too

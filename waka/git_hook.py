@@ -14,11 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from waka.bootstrap import bootstrap
+from waka.adapters import processes
+from waka.adapters.git_repos import LOCK, GitRepos
+from waka.bootstrap import Platform, bootstrap
 from waka.config import Settings
-from waka.projections.builds import build_by_id
+from waka.projections.apps import find_app
+from waka.projections.builds import build_by_id, find_slug, pending_build_of_commit
 from waka.projections.releases import find_release
 
 ZERO = "0" * 40
@@ -47,7 +50,7 @@ def main() -> int:
     old, new, ref = updates[0]
 
     # One push per app at a time: a second one is refused clearly, never interleaved.
-    lock = open("waka-push.lock", "w")  # noqa: SIM115 - held until the process exits
+    lock = open(LOCK, "w")  # noqa: SIM115 - held until the process exits
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -61,32 +64,59 @@ def main() -> int:
     platform = bootstrap(settings)
     app_id = UUID(os.environ["WAKA_GIT_APP_ID"])
     actor = {"id": os.environ["WAKA_GIT_USER_ID"], "email": os.environ["WAKA_GIT_USER_EMAIL"]}
+    repo = Path.cwd()  # git runs its hooks in the repository
 
-    token = platform.sources.new_token()
-    with platform.sources.upload(token) as sink:
-        archive = subprocess.Popen(
-            ["git", "archive", "--format=tar.gz", new], stdout=subprocess.PIPE
+    platform.projector.catch_up()
+    if released_commit(platform, str(app_id)) == new:
+        # Its build was released after the push that sent it was cut off (a restart).
+        say(f"-----> {new[:7]} is already released: nothing to build.")
+        EXPECT.write_text(f"{ref} {new}\n")
+        return 0
+    earlier = pending_build_of_commit(platform.store, str(app_id), new)
+    if earlier is not None:
+        build_id = earlier["id"]  # a build of this commit is under way: follow it
+        GitRepos.record_push(repo, build_id, ref, old, new)
+        say("-----> A build of this commit is already under way; following it.")
+    else:
+        build_id = str(uuid4())
+        token = platform.sources.new_token()
+        with platform.sources.upload(token) as sink:
+            archive = subprocess.Popen(
+                ["git", "archive", "--format=tar.gz", new], stdout=subprocess.PIPE
+            )
+            assert archive.stdout is not None
+            while chunk := archive.stdout.read(1 << 16):
+                sink.write(chunk)
+            if archive.wait() != 0:
+                say(" !     Could not read the pushed commit.")
+                return 1
+        # Recorded first: if the platform stops from here on, the branch catches up with the
+        # release the builder makes after the restart (waka/adapters/git_repos.py).
+        GitRepos.record_push(repo, build_id, ref, old, new)
+        platform.ledger.request_build(
+            actor, app_id, f"{settings.api_url}/sources/{token}", new, build_id=build_id
         )
-        assert archive.stdout is not None
-        while chunk := archive.stdout.read(1 << 16):
-            sink.write(chunk)
-        if archive.wait() != 0:
-            say(" !     Could not read the pushed commit.")
-            return 1
-
-    build_id = platform.ledger.request_build(
-        actor, app_id, f"{settings.api_url}/sources/{token}", new
-    )
+    platform_process = os.environ.get("WAKA_PLATFORM_PROCESS", "")
 
     def finished() -> bool:
+        if platform_process and not processes.alive(platform_process):
+            raise PlatformGone
         platform.projector.catch_up()
         build = build_by_id(platform.store, build_id)
         return build is None or build["status"] != "pending"
 
-    for chunk in platform.build_logs.follow(build_id, finished):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
+    try:
+        for chunk in platform.build_logs.follow(build_id, finished):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    except PlatformGone:
+        GitRepos.keep_pushed_objects(repo)  # for the branch to move when the build is released
+        say(" !     waka stopped while this push was building, so the push is not applied now.")
+        say(" !     The build finishes when waka is back, and then your branch is updated;")
+        say(" !     see `heroku releases`. Pushing the same commit again makes no second release.")
+        return 1
 
+    GitRepos.forget_push(repo, build_id)  # git gets the branch update back from here
     build = build_by_id(platform.store, build_id)
     if build is None or build["status"] != "succeeded":
         return 1
@@ -97,6 +127,17 @@ def main() -> int:
     # git updates the branch after this hook ends; the next push waits to see that happen.
     EXPECT.write_text(f"{ref} {new}\n")
     return 0
+
+
+class PlatformGone(Exception):
+    """The waka process that serves this push is no longer running."""
+
+
+def released_commit(platform: Platform, app_id: str) -> str | None:
+    """The commit the app's current release runs, if it came from git."""
+    app = find_app(platform.store, app_id)
+    slug = find_slug(platform.store, app_id, app["slug_id"]) if app and app["slug_id"] else None
+    return slug["commit_sha"] if slug else None
 
 
 def based_on_current(old: str, ref: str) -> bool:

@@ -239,10 +239,16 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def request_build(
-        self, actor: Actor, app_id: UUID, source_url: str, source_version: str = ""
+        self,
+        actor: Actor,
+        app_id: UUID,
+        source_url: str,
+        source_version: str = "",
+        build_id: str | None = None,
     ) -> str:
-        """Queue a build of the source tarball at `source_url`; the builder picks it up."""
-        build_id = str(uuid4())
+        """Queue a build of the source tarball at `source_url`; the builder picks it up.
+        A caller may choose the id (the git hook records it before the build exists)."""
+        build_id = build_id or str(uuid4())
         self._command(
             app_id,
             actor,

@@ -249,13 +249,15 @@ class WakaServer:
             extra["WAKA_DATABASE_SCHEMA"] = self.database_schema or "public"
         return clean_env(**extra)
 
-    def start(self) -> None:
-        """Start `waka up` on a free port and wait until the API answers HTTP."""
+    def start(self, same_ports: bool = False) -> None:
+        """Start `waka up` on free ports (or, `same_ports`, on the ones it had: a restart
+        after a crash) and wait until the API answers HTTP."""
         assert self.process is None, "already running"
         for attempt in range(3):  # another process may take the port between probe and bind
-            self.port = free_port()
-            self.router_port = free_port()
-            self.rendezvous_port = free_port()  # parallel servers must not race for 5001
+            if not same_ports:
+                self.port = free_port()
+                self.router_port = free_port()
+                self.rendezvous_port = free_port()  # parallel servers must not race for 5001
             log = self.log_path.open("ab")
             log.write(f"--- waka up --api-port {self.port}\n".encode())
             log.flush()
@@ -284,7 +286,12 @@ class WakaServer:
                 return
             code = self.process.poll()
             self._kill()
-            if code is None or attempt == 2 or "already in use" not in self.log().lower():
+            if (
+                code is None
+                or attempt == 2
+                or same_ports
+                or "already in use" not in self.log().lower()
+            ):
                 raise AssertionError(
                     f"`waka up --api-port {self.port}` did not answer within {START_TIMEOUT} s "
                     f"(exit code {code}). Its output:\n{self.log()}"
@@ -326,6 +333,10 @@ class WakaServer:
         assert code == 0, f"`waka up` exited with {code} on SIGINT. Its output:\n{self.log()}"
         last_run = self.log().rpartition("--- waka up --api-port")[2]
         assert "waka: stopped" in last_run, self.log()
+
+    def crash(self) -> None:
+        """kill -9 `waka up`, as a crash would: nothing of it gets to clean up."""
+        self._kill()
 
     def _kill(self) -> None:
         if self.process is not None:

@@ -71,6 +71,28 @@ class Runtime(Protocol):
         """
         ...
 
+    def sweep(self) -> int:
+        """Remove what earlier runs left behind (a crash mid-run); how many were removed."""
+        ...
+
+
+class LabelledRuntime:
+    """A runtime whose every run carries `labels` as well: the builder marks each container
+    with the app and build it belongs to."""
+
+    def __init__(self, runtime: Runtime, labels: Mapping[str, str]) -> None:
+        self.runtime = runtime
+        self.labels = dict(labels)
+        self.name = runtime.name
+
+    def run(
+        self, command: list[str], *, labels: Mapping[str, str] | None = None, **options: Any
+    ) -> int:
+        return self.runtime.run(command, labels={**self.labels, **(labels or {})}, **options)
+
+    def sweep(self) -> int:
+        return self.runtime.sweep()
+
 
 class DockerRuntime:
     """One container per command, always removed afterwards. Runs as root inside (files written
@@ -78,9 +100,10 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, client: Any, image: str) -> None:
+    def __init__(self, client: Any, image: str, labels: Mapping[str, str] | None = None) -> None:
         self.client = client  # a docker.DockerClient
         self.image = image
+        self.labels = dict(labels or {})  # on every container, e.g. which platform made it
 
     def run(
         self,
@@ -116,7 +139,7 @@ class DockerRuntime:
                     for m in mounts
                 ],
                 network_mode=None if network else "none",
-                labels={"waka.role": "run", **(labels or {})},
+                labels={"waka.role": "run", **self.labels, **(labels or {})},
                 detach=True,
             )
         except docker.errors.ImageNotFound as error:
@@ -144,6 +167,19 @@ class DockerRuntime:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)  # kills it first if it still runs
 
+    def sweep(self) -> int:
+        """Remove every container this runtime's labels mark that is left from before (a
+        crash mid-build leaves its container): call only when none of ours is running."""
+        if not self.labels:
+            return 0  # no labels to tell ours from anyone else's
+        wanted = ["waka.role=run", *(f"{k}={v}" for k, v in self.labels.items())]
+        removed = 0
+        for container in self.client.containers.list(all=True, filters={"label": wanted}):
+            with contextlib.suppress(Exception):  # already gone
+                container.remove(force=True)
+                removed += 1
+        return removed
+
     @staticmethod
     def _kill(container: Any, killed: threading.Event) -> None:
         killed.set()
@@ -168,6 +204,9 @@ class ProcessRuntime:
 
     name = "process"
     memory_factor = 2
+
+    def sweep(self) -> int:
+        return 0  # a run's process group is killed when it ends; nothing outlives it here
 
     def run(
         self,
@@ -291,8 +330,9 @@ def docker_available() -> bool:
     return docker_client() is not None
 
 
-def default_runtime(image: str) -> Runtime:
-    """Docker when the engine answers and has `image`; else the host, saying why in the log."""
+def default_runtime(image: str, labels: Mapping[str, str] | None = None) -> Runtime:
+    """Docker when the engine answers and has `image`; else the host, saying why in the log.
+    `labels` mark every container it makes (so leftovers can be swept)."""
     client = docker_client()
     if client is None:
         log.warning("no Docker engine answers: builds run on this host, without isolation")
@@ -308,7 +348,7 @@ def default_runtime(image: str) -> Runtime:
             image,
         )
         return ProcessRuntime()
-    return DockerRuntime(client, image)
+    return DockerRuntime(client, image, labels)
 
 
 def docker_client() -> Any | None:

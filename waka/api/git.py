@@ -1,52 +1,35 @@
 """Git smart HTTP: `git push http://localhost:5000/<app>.git main`, served by the real
 `git http-backend` (as CGI), one bare repository per app, with waka's pre-receive hook.
 
-The response streams as git produces it, so the pusher sees the build's `remote:` lines
-while the build runs. The API key is the password; any user name will do.
+This is a plain ASGI app, not a Starlette endpoint: a push's response (the build's `remote:`
+lines) starts while its request body (the pack) may still be arriving, so one task must own
+`receive()`. Starlette's StreamingResponse listens for a disconnect with `receive()` of its
+own, which took pack chunks away from the reader and broke every push over a few hundred KB.
+Here the uploader is the only reader: it feeds git the body, then waits for the disconnect.
+
+The API key is the password; any user name will do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
+import signal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from waka.adapters import processes
 from waka.api.endpoint import authenticate
 from waka.api.errors import ApiError, error_response
 from waka.bootstrap import Platform
 from waka.projections.apps import find_app
 
-HOOKS = {
-    "pre-receive": "#!/bin/sh\n# Installed by waka: every push builds the app.\n"
-    "exec {python} -m waka.git_hook\n",
-    "post-receive": "#!/bin/sh\nexec {python} -m waka.git_hook post-receive\n",
-}
-
-
-def repository(platform: Platform, app_id: str) -> Path:
-    """The app's bare repository (by id, so a rename keeps it), created on first use."""
-    repo = platform.settings.home / "repos" / f"{app_id}.git"
-    if not (repo / "HEAD").exists():
-        repo.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["git", "init", "--quiet", "--bare", "--initial-branch=main", str(repo)], check=True
-        )
-        subprocess.run(["git", "-C", str(repo), "config", "http.receivepack", "true"], check=True)
-    for name, template in HOOKS.items():
-        hook = repo / "hooks" / name
-        text = template.format(python=sys.executable)
-        if not hook.exists() or hook.read_text() != text:  # keep them pointing at this Python
-            hook.write_text(text)
-            hook.chmod(0o755)
-    return repo
+CHUNK = 1 << 16
 
 
 def _authorize(platform: Platform, request: Request) -> tuple[dict, dict]:
@@ -56,15 +39,21 @@ def _authorize(platform: Platform, request: Request) -> tuple[dict, dict]:
         raise ApiError(404, "not_found", "Couldn't find that app.")
     if app["owner_id"] != user["id"]:
         raise ApiError(403, "forbidden", f"You do not have access to the app {app['name']}.")
-    repository(platform, app["id"])
+    platform.git_repos.ensure(app["id"])
     return user, app
+
+
+def _safe_path(rest: str) -> bool:
+    """Only plain paths inside the repository: no `..`, `.` or empty segments."""
+    parts = rest.split("/")
+    return bool(rest) and "\0" not in rest and all(p not in ("", ".", "..") for p in parts)
 
 
 def _cgi_env(platform: Platform, request: Request, user: dict, app: dict) -> dict[str, str]:
     settings = platform.settings
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "GIT_PROJECT_ROOT": str(settings.home / "repos"),
+        "GIT_PROJECT_ROOT": str(platform.git_repos.root),
         "GIT_HTTP_EXPORT_ALL": "1",
         "PATH_INFO": f"/{app['id']}.git/{request.path_params['rest']}",
         "REQUEST_METHOD": request.method,
@@ -72,13 +61,15 @@ def _cgi_env(platform: Platform, request: Request, user: dict, app: dict) -> dic
         "CONTENT_TYPE": request.headers.get("content-type", ""),
         "REMOTE_USER": user["email"],
         "REMOTE_ADDR": request.client.host if request.client else "",
-        # For the pre-receive hook: where the platform is, which app, who pushes.
+        # For the pre-receive hook: where the platform is, which app, who pushes, and which
+        # process must stay alive for the build to finish (the hook gives up without it).
         "WAKA_HOME": str(settings.home),
         "WAKA_API_PORT": str(settings.api_port),
         "WAKA_ROUTER_PORT": str(settings.router_port),
         "WAKA_GIT_APP_ID": app["id"],
         "WAKA_GIT_USER_ID": user["id"],
         "WAKA_GIT_USER_EMAIL": user["email"],
+        "WAKA_PLATFORM_PROCESS": processes.identity(),
     }
     if settings.database_url:
         env["WAKA_DATABASE_URL"] = settings.database_url
@@ -95,55 +86,112 @@ def _cgi_env(platform: Platform, request: Request, user: dict, app: dict) -> dic
     return env
 
 
-def routes(platform: Platform) -> list[Route]:
-    async def git(request: Request) -> Response:
+class SmartHttp:
+    """`/{app}.git/{rest}` as an ASGI app (see the module's docstring for why)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        if not _safe_path(scope["path_params"]["rest"]):
+            response = error_response(404, "not_found", "Couldn't find that file.")
+            await response(scope, receive, send)
+            return
         try:
-            user, app = await run_in_threadpool(_authorize, platform, request)
+            user, app = await run_in_threadpool(_authorize, self.platform, request)
         except ApiError as error:
             response = error_response(error.status, error.error_id, error.message)
             if error.status == 401:
                 response.headers["WWW-Authenticate"] = 'Basic realm="waka"'
-            return response
-        env = _cgi_env(platform, request, user, app)
+            await response(scope, receive, send)
+            return
         process = await asyncio.create_subprocess_exec(
             shutil.which("git") or "git",
             "http-backend",
-            env=env,
+            env=_cgi_env(self.platform, request, user, app),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            # Its own process group: a Ctrl-C meant for `waka up` does not cut a push short,
+            # and a push cut off by its client can be ended whole.
+            start_new_session=True,
         )
+        upload = _Upload(process)
+        uploading = asyncio.create_task(upload.run(receive))
+        try:
+            await _respond(process, send, upload)
+        finally:
+            uploading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await uploading
+            await process.wait()
 
-        async def feed() -> None:
-            assert process.stdin is not None
+
+class _Upload:
+    """The only reader of `receive()`: the request body into git's stdin, then the wait for
+    the client to go away."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.complete = False  # the whole body was received
+        self.cut_off = False  # the client went away before sending all of it
+        self.gone = asyncio.Event()  # the client went away (at any time)
+
+    async def run(self, receive: Receive) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        writing = True
+        try:
+            while not self.complete:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.cut_off = True
+                    self.gone.set()
+                    self.end_git()
+                    return
+                chunk = message.get("body", b"")
+                self.complete = not message.get("more_body", False)
+                if chunk and writing:
+                    try:
+                        stdin.write(chunk)
+                        await stdin.drain()
+                    # git stopped reading (it answers without the rest): drop the rest.
+                    except (BrokenPipeError, ConnectionResetError, RuntimeError):
+                        writing = False
+        finally:
+            stdin.close()  # end of the pack: git sees EOF, even when the client was cut off
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone.set()
+
+    def end_git(self) -> None:
+        """End git and all it started, at once: on a body cut short, `git http-backend`
+        (2.39) never stops reading the missing rest of its Content-Length, spinning."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+async def _respond(process: asyncio.subprocess.Process, send: Send, upload: _Upload) -> None:
+    """git's CGI response to the client; once the client is gone, git still runs to its end
+    (a build under way finishes and the branch is updated) and its output is dropped."""
+    stdout = process.stdout
+    assert stdout is not None
+    status, headers = await _read_cgi_headers(stdout)
+    sending = True
+
+    async def forward(message: dict) -> None:
+        nonlocal sending
+        if sending and not upload.gone.is_set():
             try:
-                async for chunk in request.stream():
-                    if not chunk:
-                        continue  # a GET's empty body: git may have exited already
-                    if process.stdin.is_closing():
-                        break  # git stopped reading: it answers without the rest
-                    process.stdin.write(chunk)
-                    await process.stdin.drain()
-            # git exited before reading all: an error (asyncio) or a closed handle (uvloop).
-            except (BrokenPipeError, ConnectionResetError, RuntimeError):
-                pass
-            finally:
-                process.stdin.close()
+                await send(message)
+            except OSError:
+                sending = False
 
-        feeding = asyncio.create_task(feed())
-        assert process.stdout is not None
-        status, headers = await _read_cgi_headers(process.stdout)
-
-        async def body():
-            try:
-                while chunk := await process.stdout.read(1 << 16):
-                    yield chunk
-            finally:
-                await feeding
-                await process.wait()
-
-        return StreamingResponse(body(), status_code=status, headers=headers)
-
-    return [Route("/{app}.git/{rest:path}", git, methods=["GET", "POST"])]
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await forward({"type": "http.response.start", "status": status, "headers": raw})
+    while chunk := await stdout.read(CHUNK):
+        await forward({"type": "http.response.body", "body": chunk, "more_body": True})
+    await forward({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _read_cgi_headers(stdout: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
@@ -155,3 +203,7 @@ async def _read_cgi_headers(stdout: asyncio.StreamReader) -> tuple[int, dict[str
         else:
             headers[name.strip()] = value.strip()
     return status, headers
+
+
+def routes(platform: Platform) -> list[Route]:
+    return [Route("/{app}.git/{rest:path}", SmartHttp(platform), methods=["GET", "POST"])]

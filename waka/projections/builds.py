@@ -142,3 +142,13 @@ def buildpacks_of(store: ReadStore, app_id: str) -> list[str]:
         "SELECT url FROM waka_buildpacks WHERE app_id = ? ORDER BY ordinal", (app_id,)
     )
     return [r["url"] for r in rows]
+
+
+def pending_build_of_commit(store: ReadStore, app_id: str, commit: str) -> Row | None:
+    """A build of `commit` still waiting or running (e.g. its push was cut off by a restart)."""
+    rows = store.query(
+        "SELECT * FROM waka_builds WHERE app_id = ? AND source_version = ? AND status = 'pending'"
+        " ORDER BY seq DESC LIMIT 1",
+        (app_id, commit),
+    )
+    return rows[0] if rows else None

@@ -25,7 +25,7 @@ import orjson
 
 from waka.adapters.archives import UnsafeArchive, safe_extract
 from waka.adapters.build_logs import BuildLog, BuildLogs
-from waka.adapters.runtime import Runtime
+from waka.adapters.runtime import LabelledRuntime, Runtime
 from waka.adapters.slugs import SlugStore, SlugTooLarge
 from waka.adapters.sources import SourceError, SourceStore
 from waka.buildpacks import BuildError, compile_app
@@ -33,8 +33,9 @@ from waka.domain import rules
 from waka.domain.actors import Actor
 from waka.domain.errors import DomainError, NotFound
 from waka.projections.apps import find_app
-from waka.projections.builds import pending_builds
+from waka.projections.builds import build_by_id, pending_builds
 from waka.projections.config_vars import config_of
+from waka.projections.releases import find_release
 from waka.projections.store import Row
 from waka.reactors.release_phase import ReleasePhase
 
@@ -53,6 +54,7 @@ class BuilderConfig:
 
 
 SWEEP_EVERY = 30.0  # seconds between looks for destroyed apps' repositories and caches
+SETTLE_EVERY = 2.0  # seconds between looks for pushes whose hook is gone
 
 
 def _children(directory: Path) -> list[Path]:
@@ -88,18 +90,53 @@ class Builder:
             memory_mb=config.memory_mb,
             timeout=config.release_timeout,
         )
+        self._last_settle = 0.0
+        self._started = False
 
     def run_pending(self) -> int:
         """Build everything pending, oldest first; return how many builds ran."""
+        if not self._started:
+            self.sweep_leftovers()
+            self._started = True
         self.platform.projector.catch_up()
         done = 0
         for row in pending_builds(self.platform.store):
             self.build(row)
             done += 1
         done += self.release_phase.run_pending(self.platform)  # releases of existing slugs
+        if done or time.monotonic() - self._last_settle >= SETTLE_EVERY:
+            self.settle_pushes()
         if time.monotonic() - self._last_sweep >= SWEEP_EVERY:
             self.sweep_destroyed()
         return done
+
+    def sweep_leftovers(self) -> None:
+        """Before the first build: what a crash mid-build left (its container, its work
+        directory) goes. One builder serves a platform, so nothing of ours runs yet."""
+        removed = self.runtime.sweep()
+        if removed:
+            log.info("removed %d build container(s) left from before a restart", removed)
+        for leftover in _children(self.config.work_root):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def settle_pushes(self) -> int:
+        """Pushes whose hook is gone (the platform stopped during their build): the branch
+        follows the build's release, or stays if the build failed. Level-triggered."""
+        self._last_settle = time.monotonic()
+        store, repos = self.platform.store, self.platform.git_repos
+        settled = 0
+        for push in repos.unsettled():
+            build = build_by_id(store, push.build_id)
+            if build is not None and build["status"] == "pending":
+                continue  # still to be built (or its hook is following it)
+            release = None
+            if build is not None and build["status"] == "succeeded":
+                release = find_release(store, push.app_id, str(build["release_version"]))
+            released = release is not None and release["status"] == "succeeded"
+            if repos.settle(push, released):
+                log.info("push of build %s settled (released: %s)", push.build_id, released)
+                settled += 1
+        return settled
 
     def request_sweep(self) -> None:
         self._last_sweep = 0.0
@@ -109,7 +146,7 @@ class Builder:
         """Remove the git repository and build cache of every destroyed app (the ledger keeps
         its history); returns their ids. Level-triggered, so a crash midway is finished later."""
         self._last_sweep = time.monotonic()
-        repos = self.platform.settings.home / "repos"
+        repos = self.platform.git_repos.root
         held = {p.name.removesuffix(".git"): p for p in _children(repos) if p.suffix == ".git"}
         cached = {p.name: p for p in _children(self.config.cache_root)}
         live = {r["id"] for r in self.platform.store.query("SELECT id FROM waka_apps")}
@@ -143,7 +180,9 @@ class Builder:
         ledger = self.platform.ledger
         timer = PhaseTimer()
         try:
-            slug, release_failure = self._build(row, output, work, timer)
+            # Each container says whose it is, so one left by a crash can be swept.
+            runtime = LabelledRuntime(self.runtime, {"waka.app": app_id, "waka.build": build_id})
+            slug, release_failure = self._build(row, output, work, timer, runtime)
             with timer("record"):
                 version = ledger.finish_build(UUID(app_id), build_id, slug, release_failure, actor)
             if release_failure:
@@ -172,7 +211,7 @@ class Builder:
             log.info("build %s app=%s %s", build_id, app_id, timer.summary())
 
     def _build(
-        self, row: Row, output: BuildLog, work: Path, timer: PhaseTimer
+        self, row: Row, output: BuildLog, work: Path, timer: PhaseTimer, runtime: Runtime
     ) -> tuple[dict[str, Any], str | None]:
         app_id = row["app_id"]
         output.step(f"Building on the {rules.DEFAULT_STACK} stack")
@@ -190,7 +229,7 @@ class Builder:
                 cache_dir=self.cache_dir(app_id),
                 config=config,
                 buildpacks=orjson.loads(row["buildpacks"]),
-                runtime=self.runtime,
+                runtime=runtime,
                 output=output.line,
                 source_version=row["source_version"],
                 work_dir=work,
@@ -225,6 +264,7 @@ class Builder:
                     config,
                     pending["output_id"],
                     output,
+                    runtime,
                 )
         return slug_record, release_failure
 
