@@ -14,6 +14,7 @@ from tests.test_api import Api, error_of
 from waka.adapters.runtime import Mount
 from waka.bootstrap import Platform
 from waka.domain.errors import InvalidParams
+from waka.projections.releases import releases_of
 from waka.reactors.release_phase import ReleasePhase
 from waka.router.follower import RouteFollower
 from waka.router.table import Backend, Route, RouteTable
@@ -267,3 +268,43 @@ def test_a_pending_release_keeps_old_snapshots_readable(
     assert app.pending_release(2) is None
     with pytest.raises(InvalidParams):
         app.rollback(app, 7, actor)  # not pending, not a release: the usual refusal
+
+
+def test_a_builds_release_takes_its_version_before_its_phase(
+    platform: Platform, actor: dict[str, str]
+) -> None:
+    ledger = platform.ledger
+    app = ledger.create_app(actor, "building")
+    build_id = ledger.request_build(actor, app.id, "http://127.0.0.1/s.tgz", "abcdef123456")
+    slug = {"id": "slug-a", "process_types": RELEASE_TYPES, "commit": "abcdef123456"}
+    pending = ledger.request_release_phase(app.id, build_id, slug, actor)
+    assert pending["version"] == 2
+    # Asked again (the build runs again after a crash): the same release, nothing recorded.
+    saved = ledger.get_app(app.id).version
+    again = ledger.request_release_phase(app.id, build_id, {**slug, "id": "slug-b"}, actor)
+    assert again == pending and ledger.get_app(app.id).version == saved
+    platform.projector.catch_up()
+    [row] = [r for r in releases_of(platform.store, str(app.id)) if r["version"] == 2]
+    assert (row["status"], row["build_id"], row["output_id"]) == (
+        "pending",
+        build_id,
+        pending["output_id"],
+    )
+
+    # A config change meanwhile takes the next version; the build's release keeps its own.
+    ledger.set_config(actor, app.id, {"FOO": "bar"})
+    rebuilt = {**slug, "id": "slug-b", "checksum": "SHA256:1", "size": 10}
+    assert ledger.finish_build(app.id, build_id, rebuilt, None, actor) == 2
+    platform.projector.catch_up()
+    rows = {r["version"]: r for r in releases_of(platform.store, str(app.id))}
+    assert [(v, r["status"]) for v, r in rows.items()] == [
+        (1, "succeeded"),
+        (2, "succeeded"),
+        (3, "succeeded"),
+    ]
+    assert rows[2]["slug_id"] == "slug-b" and rows[2]["description"] == "Deploy abcdef12"
+    decided = ledger.get_app(app.id)
+    assert (decided.current_release, decided.slug_id, decided.pending_releases) == (2, "slug-b", [])
+    # v2 was decided after the config change: rolling back to it brings both.
+    assert ledger.config_at_release(app.id, 2) == {"FOO": "bar"}
+    assert ledger.get_app(app.id, version=decided.aggregate_version_of(2)).slug_id == "slug-b"

@@ -91,7 +91,8 @@ class ReleasesProjection(Projection):
             " user_id, user_email, created_at, updated_at, addon_plan_names)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-            " updated_at = excluded.updated_at, addon_plan_names = excluded.addon_plan_names",
+            " slug_id = excluded.slug_id, updated_at = excluded.updated_at,"
+            " addon_plan_names = excluded.addon_plan_names",
             (
                 str(release_id(e.originator_id, e.version)),
                 str(e.originator_id),
