@@ -280,6 +280,8 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     building = asyncio.create_task(asyncio.to_thread(build_forever))
     manager = platform.dyno_manager
     print(f"waka: dynos run as {manager.dynos.kind}", flush=True)
+    # Add-on URLs carry this address: a wrong one (a fresh engine's bridge) broke them all.
+    print(f"waka: dynos reach this host's services at {platform.addons_host}", flush=True)
     # Add-ons: made and removed by their providers; their servers outlive a stop of waka.
     addon_manager = platform.addon_manager
     for line in addon_summary(platform):

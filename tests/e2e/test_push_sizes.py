@@ -210,3 +210,21 @@ def test_a_source_upload_cut_off_stores_nothing(
     # Still serving: the same URL takes a whole upload afterwards.
     assert httpx.put(blob["put_url"], content=b"x" * 1000, timeout=30).status_code == 200
     assert httpx.get(blob["get_url"], timeout=30).content == b"x" * 1000
+
+
+def test_git_paths_that_climb_out_answer_404(server: WakaServer, api: Api) -> None:
+    app = api.create_app("climb")
+    auth = base64.b64encode(f"x:{server.api_key}".encode()).decode()
+    for path in (f"/{app}.git/../../etc/passwd", f"/{app}.git/./info/refs", f"/{app}.git//HEAD"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+            client.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        status = answer.split(b"\r\n", 1)[0]
+        assert status == b"HTTP/1.1 404 ", (path, answer[:300])
+        assert b'"id":"not_found"' in answer.replace(b" ", b""), answer
+        assert b"root:" not in answer
