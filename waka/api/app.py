@@ -31,6 +31,7 @@ from waka.api.routes import (
     logs,
     releases,
     run,
+    stacks,
 )
 from waka.bootstrap import Platform
 from waka.rendezvous import RendezvousServer
@@ -97,6 +98,7 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *builds.routes(platform),
         *domains.routes(platform),
         *dyno_sizes.routes(platform),
+        *stacks.routes(platform),
         *logs.routes(platform, platform.logplex, drains=platform.drains),
         *git.routes(platform),
     ]
