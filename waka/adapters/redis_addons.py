@@ -11,6 +11,11 @@ but the administrative ones (CONFIG SET, SHUTDOWN, DEBUG, MODULE, REPLICAOF, ACL
 MIGRATE: an app can neither lift its memory limit nor make the server, which runs as waka's
 user, write files elsewhere or connect to other hosts. `waka`, whose password only this
 provider knows, checks, inspects and stops the server. ACL rules need Redis 6.2 or later.
+
+Each server also speaks TLS on the next port (a self-signed certificate of its own), as Heroku
+Redis did behind stunnel: the CLI's `redis:cli` connects there with TLS for every plan but the
+"hobby" ones, so the Data API can report the add-on's real plan. Servers made before this
+have no TLS port (`tls_port` null in state.json).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class _State:
     port: int
     password: str  # the app's, in REDIS_URL
     admin_password: str  # the provider's own
+    tls_port: int | None = None  # port + 1, where the same server speaks TLS
 
 
 class RedisProvider:
@@ -76,7 +82,8 @@ class RedisProvider:
             home = self._home(addon_id)
             state = _load_state(home)
             if state is None:
-                state = _State(self._free_port(), secrets.token_hex(24), secrets.token_hex(24))
+                port = self._free_port()
+                state = _State(port, secrets.token_hex(24), secrets.token_hex(24), port + 1)
                 home.mkdir(mode=0o700, parents=True, exist_ok=True)
                 _save_state(home, state)
             self._write_conf(home, state, plan)
@@ -107,6 +114,11 @@ class RedisProvider:
             log.info("starting Redis for add-on %s again on port %s", addon_id, state.port)
             self._write_conf(home, state, plan)
             self._start(home, state)
+
+    def tls_port(self, addon_id: str) -> int | None:
+        """Where this add-on's server speaks TLS (None: made before servers had a TLS port)."""
+        state = _load_state(self._home(addon_id))
+        return state.tls_port if state is not None else None
 
     def exists(self, addon_id: str) -> bool:
         return self._home(addon_id).is_dir()
@@ -268,6 +280,14 @@ class RedisProvider:
             f"user default on >{state.password} {_TENANT_RULES}",
             f"user waka on >{state.admin_password} ~* &* +@all",
         ]
+        if state.tls_port is not None:
+            _ensure_certificate(home, self.public_host)
+            lines += [
+                f"tls-port {state.tls_port}",
+                f"tls-cert-file {path('tls.crt')}",
+                f"tls-key-file {path('tls.key')}",
+                "tls-auth-clients no",  # the password authenticates, as on plain TCP
+            ]
         _write_private(home / "redis.conf", "\n".join(lines) + "\n")
 
     def _bind_addresses(self) -> list[str]:
@@ -287,18 +307,19 @@ class RedisProvider:
         return addresses
 
     def _free_port(self) -> int:
-        """A port free now and kept by no other add-on (whose server may be stopped)."""
+        """A port, and the next one for TLS, free now and kept by no other add-on (whose
+        server may be stopped)."""
         taken = set()
         for home in self.root.iterdir() if self.root.is_dir() else ():
             with contextlib.suppress(ProviderError):  # an unreadable one keeps no port
                 state = _load_state(home) if home.is_dir() else None
                 if state is not None:
-                    taken.add(state.port)
+                    taken.update({state.port, state.tls_port})
         while True:
             with socket.socket() as probe:
                 probe.bind(("0.0.0.0", 0))
                 port = int(probe.getsockname()[1])
-            if port not in taken:
+            if port < 65535 and not {port, port + 1} & taken and _port_free(port + 1):
                 return port
 
     def _recover_state(self, home: Path, config: dict[str, str]) -> _State:
@@ -366,6 +387,49 @@ def _log_tail(home: Path, lines: int = 3) -> str:
     except OSError:
         return "no log"
     return " | ".join(tail) or "empty log"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ensure_certificate(home: Path, host: str) -> None:
+    """A self-signed certificate for the server's TLS port, made once. Clients do not verify
+    it (the CLI's redis:cli does not); it gives the connection encryption, not identity."""
+    if (home / "tls.crt").exists() and (home / "tls.key").exists():
+        return
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host or "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_private(home / "tls.key", key_pem.decode())
+    _write_private(home / "tls.crt", cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
 def _is_local_address(host: str) -> bool:

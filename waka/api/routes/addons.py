@@ -72,8 +72,14 @@ def render_addon(platform: Platform, row: Row) -> dict[str, Any]:
         "provision_message": row["message"] or None,
         "state": api_state(row["state"]),
         "updated_at": row["updated_at"],
-        "web_url": None,
+        "web_url": web_url(platform, row["id"]),
     }
+
+
+def web_url(platform: Platform, addon_id: str) -> str:
+    """There are no add-on dashboards here: `heroku addons:open` gets the add-on's resource
+    in the Platform API (JSON, for a client that sends the API key)."""
+    return f"{platform.settings.api_url}/addons/{addon_id}"
 
 
 def api_state(state: str) -> str:
@@ -105,7 +111,7 @@ def render_attachment(platform: Platform, row: Row) -> dict[str, Any]:
         "name": row["name"],
         "namespace": None,
         "updated_at": row["updated_at"],
-        "web_url": None,
+        "web_url": web_url(platform, row["addon_id"]),
         "log_input_url": None,
     }
 

@@ -121,12 +121,15 @@ def redis_database(ctx: Ctx) -> Reply:
     row = _addon(ctx, "heroku-redis")
     if row["state"] != "provisioned":
         return NOT_PROVISIONED
+    service = find_service(row["service"])
+    assert service is not None
+    plan = service.find_plan(row["plan"]) or service.default_plan
     return Reply(
         {
             "name": row["name"],
-            # The CLI's redis:cli speaks plain TCP only to a "hobby" plan without native TLS;
-            # these servers speak no TLS, so that is what they are called here.
-            "plan": "hobby-dev",
+            "plan": plan.name,  # premium-0, as Heroku names it (no service prefix)
+            # The CLI's redis:cli speaks TLS to port + 1 for a plan not named "hobby" without
+            # native TLS: each server listens there too (Heroku's old stunnel layout).
             "prefer_native_tls": False,
             "resource_url": _url(ctx, row),
             "info": _info(ctx, row),
