@@ -23,6 +23,7 @@ from .conftest import (
     flat,
     git_url,
     key_values,
+    release_rows,
     unique_name,
     wait_for,
 )
@@ -41,6 +42,7 @@ class Deployed(NamedTuple):
     name: str
     push_output: str
     watched: list[tuple[float, str, str]]  # (seconds, line, v2's status then), by releases:output
+    listed: str  # `heroku releases` while v2's release phase ran
 
 
 def through_router(server: WakaServer, host: str) -> httpx.Response:
@@ -49,6 +51,14 @@ def through_router(server: WakaServer, host: str) -> httpx.Response:
 
 def release(api: Api, app: str, version: int) -> dict[str, Any]:
     return api.get(f"/apps/{app}/releases/{version}")
+
+
+def jedec(size: int) -> str:
+    """The CLI's filesize(size, {round: 0, standard: "jedec"}) below a gigabyte."""
+    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
+        if size >= scale:
+            return f"{round(size / scale)} {unit}"
+    return f"{size} B"
 
 
 def follow_cli(server: WakaServer, *args: str) -> subprocess.Popen[str]:
@@ -81,6 +91,7 @@ def deployed(server: WakaServer, api: Api, tmp_path_factory: pytest.TempPathFact
     )
     assert release(api, app, 2)["status"] == "pending"
     started = time.monotonic()
+    listing = follow_cli(server, "releases", "-a", app)
     cli = follow_cli(server, "releases:output", "-a", app)
     watched: list[tuple[float, str, str]] = []
     assert cli.stdout is not None
@@ -88,9 +99,10 @@ def deployed(server: WakaServer, api: Api, tmp_path_factory: pytest.TempPathFact
         watched.append((time.monotonic() - started, line.rstrip("\n"), ""))
         watched[-1] = (*watched[-1][:2], release(api, app, 2)["status"])
     assert cli.wait(timeout=60) == 0, cli.stderr.read() if cli.stderr else ""
+    listed, _ = listing.communicate(timeout=60)
     out, _ = push.communicate(timeout=300)
     assert push.returncode == 0, out
-    return Deployed(app, out, watched)
+    return Deployed(app, out, watched, listed)
 
 
 def test_releases_output_streams_while_the_release_phase_runs(
@@ -102,6 +114,8 @@ def test_releases_output_streams_while_the_release_phase_runs(
     # The first line came while v2 was still pending, seconds before the phase ended.
     assert status_then == "pending", deployed.watched
     assert done_at - first_at > 3, deployed.watched
+    [v2] = [row for row in release_rows(deployed.listed) if row[0] == 2]
+    assert v2[1].endswith("release command executing"), deployed.listed
     # The pusher saw the same output in the build's, and v2 went live after it.
     assert "remote:        release phase: done" in deployed.push_output
     assert release(api, deployed.name, 2)["status"] == "succeeded"
@@ -156,14 +170,6 @@ def test_apps_info_shows_the_slug_size(server: WakaServer, api: Api, deployed: D
     assert api.get(f"/apps/{app}/slugs/{slug_id}")["size"] == on_disk
     shown = key_values(server.heroku("apps:info", "-a", app).stdout.splitlines())
     assert shown["Slug Size"] == jedec(on_disk), shown  # it said "0 B" when slug_size was null
-
-
-def jedec(size: int) -> str:
-    """The CLI's filesize(size, {round: 0, standard: "jedec"}) below a gigabyte."""
-    for unit, scale in (("MB", 1024**2), ("KB", 1024)):
-        if size >= scale:
-            return f"{round(size / scale)} {unit}"
-    return f"{size} B"
 
 
 def test_a_renamed_app_answers_at_its_new_host_at_once(
