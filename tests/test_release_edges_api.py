@@ -308,3 +308,19 @@ def test_a_builds_release_takes_its_version_before_its_phase(
     # v2 was decided after the config change: rolling back to it brings both.
     assert ledger.config_at_release(app.id, 2) == {"FOO": "bar"}
     assert ledger.get_app(app.id, version=decided.aggregate_version_of(2)).slug_id == "slug-b"
+
+
+def test_a_build_that_breaks_in_its_release_phase_fails_its_release(
+    platform: Platform, actor: dict[str, str]
+) -> None:
+    ledger = platform.ledger
+    app = ledger.create_app(actor, "broken")
+    build_id = ledger.request_build(actor, app.id, "http://127.0.0.1/s.tgz", "abcdef123456")
+    slug = {"id": "slug-a", "process_types": RELEASE_TYPES, "commit": "abcdef123456"}
+    assert ledger.request_release_phase(app.id, build_id, slug, actor)["version"] == 2
+    assert ledger.fail_build(app.id, build_id, "Internal error while building.", actor)
+    platform.projector.catch_up()
+    statuses = [(r["version"], r["status"]) for r in releases_of(platform.store, str(app.id))]
+    assert statuses == [(1, "succeeded"), (2, "failed")]  # not pending for ever
+    failed = ledger.get_app(app.id)
+    assert (failed.current_release, failed.failed_releases, failed.pending_releases) == (1, [2], [])

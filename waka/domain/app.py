@@ -444,6 +444,15 @@ class App(Aggregate):
         if build_id not in self.pending_builds:
             return False
         self._fail_build(build_id=build_id, reason=reason, actor=actor)
+        pending = self.pending_release_of_build(build_id)
+        if pending is not None:  # the build broke during its release phase: so did its release
+            self._fail_release(
+                version=pending["version"],
+                description=pending["description"],
+                slug_id=pending["slug_id"],
+                reason=reason,
+                actor=actor,
+            )
         return True
 
     @event("BuildFailed")
