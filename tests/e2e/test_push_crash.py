@@ -20,6 +20,7 @@ from waka.adapters.runtime import docker_client
 from .conftest import Api, GitRepo, WakaServer, app_repo, git_url, wait_for
 from .processes import git_processes, listening_inodes, sockets_of, wait_until_git_ends
 from .test_git_push import deployed, remote_head
+from .test_push_sizes import MB, half_a_push, random_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -136,4 +137,27 @@ def test_a_re_push_after_a_crash_follows_the_build_under_way(
     assert [b["id"] for b in api.builds(app)] == [build_id]
     assert [r["version"] for r in api.releases(app)] == [1, 2]
     assert remote_head(repo, git_url(server, app)) == repo.head()
+    api.close()
+
+
+def test_a_crash_while_the_pack_arrives_leaves_no_git_behind(make_waka, tmp_path: Path) -> None:
+    server: WakaServer = make_waka()
+    api = Api(server)
+    app = api.create_app("crash-upload")
+    repo = app_repo("static-site", tmp_path / "app")
+    random_file(repo.path / "blob.bin", 20 * MB)
+    sha = repo.commit_all("20 MB")
+    with half_a_push(server, app, repo, sha):
+        server.crash()  # waka dies with half the pack received
+        # git sees the body end (EOF) and gives up; none of it spins on, waiting.
+        wait_until_git_ends(server.home, timeout=15)
+    api.close()
+
+    server.start(same_ports=True)
+    api = Api(server)
+    url = git_url(server, app)
+    assert remote_head(repo, url) is None
+    assert api.builds(app) == []
+    deployed(repo.push(url), 2)
+    assert remote_head(repo, url) == sha
     api.close()

@@ -7,6 +7,7 @@ listened for a disconnect with a `receive()` of its own, which took pack chunks 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -105,15 +107,10 @@ def pkt_line(text: bytes) -> bytes:
     return f"{len(text) + 4:04x}".encode() + text
 
 
-def test_a_push_cut_off_half_way_leaves_nothing_and_the_next_push_works(
-    server: WakaServer, api: Api, tmp_path: Path
-) -> None:
-    app = api.create_app("cutoff")
-    url = git_url(server, app)
-    repo = app_repo("static-site", tmp_path / "cutoff")
-    random_file(repo.path / "blob.bin", 20 * MB)
-    sha = repo.commit_all("20 MB")
-    # What `git push` sends: the ref update, then the pack; this client stops half way.
+@contextlib.contextmanager
+def half_a_push(server: WakaServer, app: str, repo: GitRepo, sha: str) -> Iterator[None]:
+    """What `git push` sends (the ref update, then the pack), stopped half way; the
+    connection stays open until the block ends, with git reading the pack."""
     pack = subprocess.run(
         ["git", "-C", str(repo.path), "pack-objects", "--stdout", "--revs", "--quiet"],
         input=f"{sha}\n".encode(),
@@ -131,9 +128,20 @@ def test_a_push_cut_off_half_way_leaves_nothing_and_the_next_push_works(
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
         client.sendall(head + body[: len(body) // 2])
-        # git is reading the pack now; then the client goes away.
         wait_for(lambda: git_processes(server.home), timeout=30, what="git receiving the pack")
-        time.sleep(0.5)
+        yield
+
+
+def test_a_push_cut_off_half_way_leaves_nothing_and_the_next_push_works(
+    server: WakaServer, api: Api, tmp_path: Path
+) -> None:
+    app = api.create_app("cutoff")
+    url = git_url(server, app)
+    repo = app_repo("static-site", tmp_path / "cutoff")
+    random_file(repo.path / "blob.bin", 20 * MB)
+    sha = repo.commit_all("20 MB")
+    with half_a_push(server, app, repo, sha):
+        time.sleep(0.5)  # git is reading the pack now; then the client goes away.
 
     wait_until_git_ends(server.home)
     # Nothing recorded, nothing half-stored.

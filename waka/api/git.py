@@ -76,10 +76,12 @@ def _cgi_env(platform: Platform, request: Request, user: dict, app: dict) -> dic
         env["WAKA_DATABASE_SCHEMA"] = settings.database_schema
     if settings.cipher_key:
         env["WAKA_CIPHER_KEY"] = settings.cipher_key
+    # No CONTENT_LENGTH: git then reads the body to EOF, which every end brings (the upload
+    # closes its stdin; a crash of waka closes it too). Given a length, git http-backend 2.39
+    # spins forever on a body cut short, waiting for the rest.
     for header, name in (
         ("content-encoding", "HTTP_CONTENT_ENCODING"),
         ("git-protocol", "GIT_PROTOCOL"),
-        ("content-length", "CONTENT_LENGTH"),
     ):
         if header in request.headers:
             env[name] = request.headers[header]
