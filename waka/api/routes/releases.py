@@ -20,6 +20,7 @@ from waka.bootstrap import Platform
 from waka.projections.apps import find_app
 from waka.projections.builds import find_slug
 from waka.projections.releases import find_release, release_by_output, releases_of
+from waka.projections.store import Row
 
 RANGE_FIELDS = {"id": lambda r: r["id"], "version": lambda r: r["version"]}
 
@@ -71,7 +72,7 @@ def create_release(ctx: Ctx) -> Reply:
     return Reply(render.release(new, updated, ctx.platform.settings), 201, headers)
 
 
-def _release_slug(ctx: Ctx, row: Any, body: dict[str, Any]) -> Reply:
+def _release_slug(ctx: Ctx, row: Row, body: dict[str, Any]) -> Reply:
     """A new release of a slug this app built, with the config vars of now. With a release
     phase it is pending until the phase ends (the builder's thread runs it)."""
     ref = body["slug"]
