@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from waka.adapters.sources import SourceError, SourceTooLarge
 from waka.api import render
 from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, error_response, not_found
+from waka.api.output_streams import follow_output
 from waka.api.ranges import paginate
 from waka.bootstrap import Platform
 from waka.projections.builds import (
@@ -146,23 +146,13 @@ def routes(platform: Platform) -> list[Route]:
         return error_response(404, "not_found", "Couldn't find that source blob.")
 
     async def build_output(request: Request) -> Response:
-        """The build's output, streamed while it runs and replayed afterwards. The build id
-        (a random UUID) is the permission, as Heroku's output_stream_url is."""
-        build_id = request.path_params["build"]
-        try:
-            platform.build_logs.path(build_id)
-        except ValueError:
-            return error_response(404, "not_found", "Couldn't find that build.")
-        if build_by_id(platform.store, build_id) is None:
-            return error_response(404, "not_found", "Couldn't find that build.")
-
-        def done() -> bool:
-            platform.projector.catch_up()
-            row = build_by_id(platform.store, build_id)
-            return row is None or row["status"] != "pending"
-
-        chunks = platform.build_logs.follow(build_id, done)
-        return StreamingResponse(iterate_in_threadpool(chunks), media_type="text/plain")
+        return follow_output(
+            platform,
+            platform.build_logs,
+            request.path_params["build"],
+            build_by_id,
+            "Couldn't find that build.",
+        )
 
     return [
         Route("/apps/{app}/builds", endpoint(platform, list_builds), methods=["GET"]),

@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from waka.api import render
 from waka.api.endpoint import Ctx, Reply, endpoint
-from waka.api.errors import ApiError, error_response, not_found
+from waka.api.errors import ApiError, not_found
+from waka.api.output_streams import follow_output
 from waka.api.ranges import paginate
 from waka.bootstrap import Platform
 from waka.projections.apps import find_app
@@ -100,23 +100,13 @@ def _release_slug(ctx: Ctx, row: Row, body: dict[str, Any]) -> Reply:
 
 def routes(platform: Platform) -> list[Route]:
     async def release_output(request: Request) -> Response:
-        """A release's release-phase output, streamed while the phase runs and replayed
-        afterwards. Its random id is the permission, as Heroku's output_stream_url is."""
-        output_id = request.path_params["output"]
-        try:
-            platform.release_logs.path(output_id)
-        except ValueError:
-            return error_response(404, "not_found", "Couldn't find that release output.")
-        if release_by_output(platform.store, output_id) is None:
-            return error_response(404, "not_found", "Couldn't find that release output.")
-
-        def done() -> bool:
-            platform.projector.catch_up()
-            row = release_by_output(platform.store, output_id)
-            return row is None or row["status"] != "pending"
-
-        chunks = platform.release_logs.follow(output_id, done)
-        return StreamingResponse(iterate_in_threadpool(chunks), media_type="text/plain")
+        return follow_output(
+            platform,
+            platform.release_logs,
+            request.path_params["output"],
+            release_by_output,
+            "Couldn't find that release output.",
+        )
 
     return [
         Route("/release-output/{output}", release_output, methods=["GET"]),
