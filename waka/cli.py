@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from waka.config import Settings
 
 if TYPE_CHECKING:
+    from waka.api.tls import ApiCertificate
     from waka.domain.account import Account
     from waka.ledger import Ledger
 
@@ -33,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="router port: apps answer at http://<app>.localhost:PORT (8080)",
+    )
+    up.add_argument(
+        "--api-tls-port",
+        type=int,
+        default=None,
+        help="HTTPS port of the Platform API and git (5443; 0: none)",
     )
     up.add_argument("--host", default="localhost", help="address to listen on (localhost)")
     up.add_argument(
@@ -83,6 +91,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides = {}
     if getattr(args, "api_port", None):
         overrides["api_port"] = args.api_port
+    if getattr(args, "api_tls_port", None) is not None:
+        overrides["api_tls_port"] = args.api_tls_port
     if getattr(args, "router_port", None):
         overrides["router_port"] = args.router_port
     if overrides:
@@ -178,10 +188,21 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings(args)
-    for bind in [*_binds(args.host, settings.api_port), *_binds(args.host, settings.router_port)]:
+    tls_binds = _binds(args.host, settings.api_tls_port) if settings.api_tls_port else []
+    api_binds = _plain_api_binds(args.host, settings.api_port, tls=bool(tls_binds))
+    for bind in [*api_binds, *tls_binds, *_binds(args.host, settings.router_port)]:
         problem = _unbindable(bind)
         if problem:
             print(f"waka: cannot listen on {bind}: {problem}", file=sys.stderr)
+            return 1
+    certificate = None
+    if tls_binds:
+        from waka.api.tls import TlsSetupError, api_certificate
+
+        try:
+            certificate = api_certificate(settings, args.host)
+        except TlsSetupError as error:
+            print(f"waka: cannot serve the API over HTTPS: {error}", file=sys.stderr)
             return 1
     platform = _bootstrap(args)
     where = (settings.database_url and "PostgreSQL") or f"SQLite under {settings.home}"
@@ -198,14 +219,31 @@ def cmd_up(args: argparse.Namespace) -> int:
     from waka.router import eventloop  # uvloop when installed: cheaper per proxied request
 
     try:
-        eventloop.run(_serve(platform, args.host, args.rendezvous_port))
+        eventloop.run(
+            _serve(
+                platform,
+                args.host,
+                args.rendezvous_port,
+                api_binds=api_binds,
+                tls_binds=tls_binds,
+                certificate=certificate,
+            )
+        )
     finally:
         platform.close()
     print("waka: stopped", flush=True)
     return 0
 
 
-async def _serve(platform, host: str, rendezvous_port: int | None = None) -> None:
+async def _serve(
+    platform,
+    host: str,
+    rendezvous_port: int | None = None,
+    *,
+    api_binds: list[str] | None = None,
+    tls_binds: list[str] | None = None,
+    certificate: ApiCertificate | None = None,
+) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -234,7 +272,15 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
             return sockets
 
     config = ApiConfig()
-    config.bind = _binds(host, platform.settings.api_port)
+    api_binds = api_binds if api_binds is not None else _binds(host, platform.settings.api_port)
+    if tls_binds and certificate:
+        # Hypercorn: `bind` is TLS once a certificate is set; plain HTTP goes to insecure_bind.
+        config.bind = tls_binds
+        config.insecure_bind = api_binds
+        config.certfile = str(certificate.certfile)
+        config.keyfile = str(certificate.keyfile)
+    else:
+        config.bind = api_binds
     config.accesslog = None
     config.errorlog = logging.getLogger("waka.http")  # one handler (ours), not hypercorn's too
     config.graceful_timeout = 5
@@ -302,7 +348,15 @@ async def _serve(platform, host: str, rendezvous_port: int | None = None) -> Non
     manager.last_request = router.last_request.get
     routing = asyncio.create_task(router.serve(host, platform.settings.router_port))
     managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
-    print(f"waka: API on http://{host}:{platform.settings.api_port}", flush=True)
+    plain_host = "localhost" if tls_binds and not _is_loopback(host) else host
+    print(f"waka: API on http://{plain_host}:{platform.settings.api_port}", flush=True)
+    if tls_binds and certificate:
+        trust = f"; trust {certificate.ca_file}" if certificate.ca_file else ""
+        print(
+            f"waka: API and git over HTTPS on {platform.settings.api_tls_url}"
+            f" (certificate from {certificate.issuer}{trust})",
+            flush=True,
+        )
     print(f"waka: router on http://<app>.{host}:{platform.settings.router_port}", flush=True)
     ca = platform.settings.home / "tls" / "ca.pem"
     print(f"waka: heroku run on port {rendezvous.port}; NODE_EXTRA_CA_CERTS={ca}", flush=True)
@@ -361,6 +415,21 @@ def _unbindable(bind: str) -> str | None:
                 return f"port {port} is already in use (is another waka running?)"
             return error.strerror or str(error)
     return None
+
+
+def _plain_api_binds(host: str, port: int, *, tls: bool) -> list[str]:
+    """Beside HTTPS, plain HTTP listens on loopback only: keys must not cross a network in
+    clear. Without TLS (`--api-tls-port 0`) it listens where it is told, as before."""
+    return _binds(host if not tls or _is_loopback(host) else "localhost", port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _binds(host: str, port: int) -> list[str]:

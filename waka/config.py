@@ -16,6 +16,11 @@ class Settings:
     database_schema: str = "public"
     cipher_key: str | None = None  # base64 AES key: stored events are encrypted when set
     api_port: int = 5000
+    # The Platform API and git over HTTPS (0: off). Its certificate is the operator's when
+    # both files are given, else one from waka's own CA naming the hosts waka answers as.
+    api_tls_port: int = 5443
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
     router_port: int = 8080
     public_host: str = "localhost"
     build_memory_mb: int = 2048
@@ -38,7 +43,11 @@ class Settings:
             database_schema=env.get("WAKA_DATABASE_SCHEMA") or "public",
             cipher_key=env.get("WAKA_CIPHER_KEY") or None,
             api_port=int(env.get("WAKA_API_PORT") or 5000),
+            api_tls_port=int(env.get("WAKA_API_TLS_PORT") or 5443),
+            api_tls_cert=_path(env.get("WAKA_API_TLS_CERT")),
+            api_tls_key=_path(env.get("WAKA_API_TLS_KEY")),
             router_port=int(env.get("WAKA_ROUTER_PORT") or 8080),
+            public_host=env.get("WAKA_PUBLIC_HOST") or "localhost",
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
             sleep_after=float(env.get("WAKA_SLEEP_AFTER") or 1800),
             runtime=env.get("WAKA_RUNTIME") or "auto",
@@ -48,6 +57,12 @@ class Settings:
             if env.get("WAKA_ADDON_MANIFESTS")
             else None,
         )
+
+    @property
+    def api_tls_url(self) -> str | None:
+        """Where clients off this host reach the API (and git): None with TLS off."""
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+        return f"https://{host}:{self.api_tls_port}" if self.api_tls_port else None
 
     @property
     def platform_id(self) -> str:
@@ -97,3 +112,7 @@ class Settings:
                 SQLITE_LOCK_TIMEOUT="30",
             )
         return env
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None

@@ -232,6 +232,7 @@ class WakaServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.router_port = 0
         self.rendezvous_port = 0
+        self.tls_port = 0  # the API and git over HTTPS
         self.extra_env: dict[str, str] = {}
         self.log_path = home.parent / f"{home.name}-up.log"
         self.api_key = ""
@@ -258,6 +259,7 @@ class WakaServer:
                 self.port = free_port()
                 self.router_port = free_port()
                 self.rendezvous_port = free_port()  # parallel servers must not race for 5001
+                self.tls_port = free_port()  # nor for 5443
             log = self.log_path.open("ab")
             log.write(f"--- waka up --api-port {self.port}\n".encode())
             log.flush()
@@ -273,6 +275,8 @@ class WakaServer:
                     str(self.router_port),
                     "--rendezvous-port",
                     str(self.rendezvous_port),
+                    "--api-tls-port",
+                    str(self.tls_port),
                 ],
                 cwd=REPO,
                 env=self.waka_env(),
