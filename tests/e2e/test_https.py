@@ -5,6 +5,7 @@ checking the certificate chain against waka's CA."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
@@ -53,10 +54,9 @@ def write_netrc(home: Path, server: WakaServer, *machines: str) -> None:
     (home / ".cache" / "heroku" / "terms-of-service").touch()
 
 
-def heroku(
-    server: WakaServer, home: Path, *args: str, cwd: Path | None = None, trust: bool = True
-) -> CliResult:
-    """The CLI against the HTTPS port, with no HEROKU_API_KEY: its key comes from ~/.netrc."""
+def cli_env(server: WakaServer, home: Path, trust: bool = True) -> dict[str, str]:
+    """The CLI's environment for the HTTPS port, with no HEROKU_API_KEY: its key comes from
+    ~/.netrc under `home`."""
     env = server.heroku_env(api_key="")
     env.pop("HEROKU_API_KEY")
     env.pop("NODE_EXTRA_CA_CERTS", None)
@@ -64,10 +64,16 @@ def heroku(
     env["HEROKU_PARTICLEBOARD_URL"] = https_url(server)
     if trust:
         env["NODE_EXTRA_CA_CERTS"] = str(ca_file(server))
+    return env
+
+
+def heroku(
+    server: WakaServer, home: Path, *args: str, cwd: Path | None = None, trust: bool = True
+) -> CliResult:
     done = subprocess.run(
         [str(server.heroku_cli), *args],
         cwd=cwd or home,
-        env=env,
+        env=cli_env(server, home, trust),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -159,6 +165,41 @@ def test_git_remote_from_the_cli_takes_a_push_over_https_with_netrc_credentials(
     listed = git(repo.path, home, "ls-remote", "heroku", "refs/heads/main", ca=ca_file(server))
     assert listed.stdout.split()[:1] == [head], listed.stdout
     assert server.api_key not in server.log()
+
+
+def test_git_push_with_the_credential_helper_the_cli_configures(
+    server: WakaServer, tmp_path: Path
+) -> None:
+    """Only what `heroku login` writes (machine HOST:PORT): git gets the key from the CLI's
+    own credential helper (`heroku git:credentials`), which `heroku git:remote` sets up in
+    ~/.gitconfig for https://HOST:PORT."""
+    app = unique_name("https-helper")
+    repo = app_repo("shell-app", tmp_path / app)
+    home = tmp_path / "home"
+    write_netrc(home, server, f"localhost:{server.tls_port}")
+    assert heroku(server, home, "apps:create", app).returncode == 0
+    assert heroku(server, home, "git:remote", "-a", app, cwd=repo.path).returncode == 0
+    helper = (home / ".gitconfig").read_text()
+    assert f'[credential "https://localhost:{server.tls_port}"]' in helper, helper
+
+    env = {
+        **cli_env(server, home),
+        "PATH": os.pathsep.join([str(server.heroku_cli.parent), os.environ["PATH"]]),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_SSL_CAINFO": str(ca_file(server)),
+    }
+    pushed = subprocess.run(
+        ["git", "push", "heroku", "main"],
+        cwd=repo.path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=GIT_TIMEOUT,
+    )
+    deployed(GitResult(pushed.returncode, pushed.stdout), 2)
 
 
 # --- curl and openssl -----------------------------------------------------------------------
