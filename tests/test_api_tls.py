@@ -113,6 +113,17 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert Settings(home=tmp_path, api_tls_port=0).api_tls_url is None
 
 
+def test_urls_handed_out_are_https_for_a_public_host(tmp_path: Path) -> None:
+    public = Settings(home=tmp_path, public_host="waka.example.org")
+    assert public.git_url("shop") == "https://waka.example.org:5443/shop.git"
+    assert public.api_url == "https://waka.example.org:5443"
+    # On loopback, plain HTTP answers too: local URLs stay as they were.
+    assert Settings(home=tmp_path).git_url("shop") == "http://localhost:5000/shop.git"
+    assert Settings(home=tmp_path, public_host="::1").api_tls_url == "https://[::1]:5443"
+    plain = Settings(home=tmp_path, public_host="waka.example.org", api_tls_port=0)
+    assert plain.git_url("shop") == "http://waka.example.org:5000/shop.git"
+
+
 @pytest.mark.parametrize(
     ("problem", "message"),
     [

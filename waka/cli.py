@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from waka.config import Settings
+from waka.config import Settings, is_loopback
 
 if TYPE_CHECKING:
     from waka.api.tls import ApiCertificate
@@ -348,7 +347,7 @@ async def _serve(
     manager.last_request = router.last_request.get
     routing = asyncio.create_task(router.serve(host, platform.settings.router_port))
     managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
-    plain_host = "localhost" if tls_binds and not _is_loopback(host) else host
+    plain_host = "localhost" if tls_binds and not is_loopback(host) else host
     print(f"waka: API on http://{plain_host}:{platform.settings.api_port}", flush=True)
     if tls_binds and certificate:
         trust = f"; trust {certificate.ca_file}" if certificate.ca_file else ""
@@ -420,16 +419,7 @@ def _unbindable(bind: str) -> str | None:
 def _plain_api_binds(host: str, port: int, *, tls: bool) -> list[str]:
     """Beside HTTPS, plain HTTP listens on loopback only: keys must not cross a network in
     clear. Without TLS (`--api-tls-port 0`) it listens where it is told, as before."""
-    return _binds(host if not tls or _is_loopback(host) else "localhost", port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return _binds(host if not tls or is_loopback(host) else "localhost", port)
 
 
 def _binds(host: str, port: int) -> list[str]:

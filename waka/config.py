@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,10 @@ class Settings:
 
     @property
     def api_url(self) -> str:
+        """The API in the URLs it hands out (git, build output, log streams): plain HTTP for a
+        loopback host, else HTTPS, since plain HTTP then answers on loopback only."""
+        if self.api_tls_url and not is_loopback(self.public_host):
+            return self.api_tls_url
         return f"http://{self.public_host}:{self.api_port}"
 
     def web_url(self, app_name: str) -> str:
@@ -112,6 +117,16 @@ class Settings:
                 SQLITE_LOCK_TIMEOUT="30",
             )
         return env
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (`[::1]` too)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _path(value: str | None) -> Path | None:
