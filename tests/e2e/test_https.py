@@ -171,14 +171,16 @@ def test_git_push_with_the_credential_helper_the_cli_configures(
     server: WakaServer, tmp_path: Path
 ) -> None:
     """Only what `heroku login` writes (machine HOST:PORT): git gets the key from the CLI's
-    own credential helper (`heroku git:credentials`), which `heroku git:remote` sets up in
-    ~/.gitconfig for https://HOST:PORT."""
+    own credential helper (`heroku git:credentials`), which `heroku create` sets up in
+    ~/.gitconfig for https://HOST:PORT, beside the remote it adds in a repository."""
     app = unique_name("https-helper")
     repo = app_repo("shell-app", tmp_path / app)
     home = tmp_path / "home"
     write_netrc(home, server, f"localhost:{server.tls_port}")
-    assert heroku(server, home, "apps:create", app).returncode == 0
-    assert heroku(server, home, "git:remote", "-a", app, cwd=repo.path).returncode == 0
+    created = heroku(server, home, "create", app, cwd=repo.path)
+    assert created.returncode == 0, created
+    url = git(repo.path, home, "remote", "get-url", "heroku", ca=None).stdout.strip()
+    assert url == f"https://localhost:{server.tls_port}/{app}.git"
     helper = (home / ".gitconfig").read_text()
     assert f'[credential "https://localhost:{server.tls_port}"]' in helper, helper
 
