@@ -13,6 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# Heroku's router takes a request line and header lines of up to 8 KB each (8192 bytes, as
+# Apache, nginx and AWS's load balancers do); a whole head is bounded too.
+MAX_REQUEST_LINE = 8192  # beyond it: 414 URI Too Long
+MAX_FIELD_LINE = 8192  # beyond it: 431 Request Header Fields Too Large
 MAX_HEAD = 64 * 1024  # request or response head, like nginx's large_client_header_buffers
 MAX_CHUNK_LINE = 4096
 
@@ -83,6 +87,10 @@ _SIMPLE_RESPONSE = re.compile(
 )
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9+/=-]{20,200}")  # Heroku's rule for X-Request-Id
 _NOT_LISTABLE = {b"close", b"keep-alive", b"upgrade"}  # Connection options, not field names
+# A chunk's size line (RFC 9112 7.1.1): hex digits, then extensions, with blanks only before
+# their ";". At most 15 digits: a size has to fit an int64 for every parser down the line.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[^\r\n\x00]*)?")
+_TRAILER_LINE = re.compile(rb"%s+:[^\r\n\x00]*" % _TCHAR)
 
 
 class BadMessage(Exception):
@@ -127,6 +135,33 @@ def _content_length(values: list[bytes]) -> int:
     if (len(values) > 1 and len(set(values)) != 1) or not value.isdigit() or len(value) > 18:
         raise BadMessage("bad Content-Length")
     return int(value)
+
+
+# A Host value (RFC 9110 7.2: uri-host [":" port]); empty is allowed (RFC 9112 3.2).
+_VALID_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]{0,5})?|")
+
+
+def valid_host(host: bytes) -> bool:
+    """Whether a Host value is one (spaces, slashes, "@" or a second ":" make it not). Asked
+    once per new Host value (the route table remembers its answers), so that no app is found
+    through a malformed Host, and a wrong Host is told apart (400) from an unknown one (404)."""
+    return _VALID_HOST.fullmatch(host) is not None
+
+
+def oversized(head: bytes | bytearray, complete: bool = True) -> int:
+    """The status answering a request head over the limits above (414 or 431), else 0.
+    `head` may be the start of one that is not `complete` yet: then only its request line
+    and its size are judged. Only heads longer than MAX_REQUEST_LINE need asking, so the
+    common small head never comes here."""
+    if head.find(b"\r\n", 0, MAX_REQUEST_LINE + 2) < 0:
+        if complete or len(head) - (head[-1:] == b"\r") > MAX_REQUEST_LINE:
+            return 414
+        return 0
+    if len(head) > MAX_HEAD:
+        return 431
+    if complete and max(map(len, head.split(b"\n"))) > MAX_FIELD_LINE + 1:  # (+1: its CR)
+        return 431
+    return 0
 
 
 @dataclass(slots=True)
@@ -418,14 +453,19 @@ def _parse_response(head: bytes, method: bytes, line: re.Match[bytes], low: byte
 
 class ChunkedScanner:
     """Finds where a chunked body ends, so it can be forwarded as it came (decode=False) or
-    with its framing removed for an HTTP/1.0 client (decode=True)."""
+    with its framing removed for an HTTP/1.0 client (decode=True).
+
+    Strict (RFC 9112 7.1): a size line is hex digits and maybe extensions, each chunk is
+    followed by CRLF, trailer lines are field lines. Whatever a dyno's parser might read
+    differently (a bare LF, spaces in a size, a missing CRLF) is refused: the body is forwarded
+    as it came, so a lenient reading here would let a request hide inside another's body."""
 
     __slots__ = ("_data", "_decode", "_state", "done")
 
     def __init__(self, decode: bool = False) -> None:
         self._decode = decode
-        self._state = 0  # 0: size line, 1: data (+ its CRLF), 2: trailer lines
-        self._data = 0  # bytes left in the current chunk, its CRLF included
+        self._state = 0  # 0: size line, 1: data, 2: trailer lines, 3: the CRLF after data
+        self._data = 0  # bytes left in the current chunk (state 1) or of its CRLF (state 3)
         self.done = False
 
     def scan(self, buf: bytearray, out: list[bytes]) -> int:
@@ -433,17 +473,24 @@ class ChunkedScanner:
         when decoding); sets `done` at its end. Raises BadMessage on broken framing."""
         pos, end = 0, len(buf)
         while pos < end and not self.done:
-            if self._state == 1:
+            state = self._state
+            if state == 1:
                 take = min(self._data, end - pos)
                 if self._decode:
-                    payload = min(take, max(self._data - 2, 0))  # the chunk's CRLF is framing
-                    if payload:
-                        out.append(bytes(buf[pos : pos + payload]))
+                    out.append(bytes(buf[pos : pos + take]))
                 pos += take
                 self._data -= take
                 if not self._data:
-                    if buf[pos - 2 : pos] != b"\r\n" and take >= 2:
-                        raise BadMessage("chunk not followed by CRLF")
+                    self._state, self._data = 3, 2
+                continue
+            if state == 3:  # the CRLF may come split over two reads: checked a byte at a time
+                expected = b"\r\n"[2 - self._data :]
+                take = min(self._data, end - pos)
+                if buf[pos : pos + take] != expected[:take]:
+                    raise BadMessage("chunk not followed by CRLF")
+                pos += take
+                self._data -= take
+                if not self._data:
                     self._state = 0
                 continue
             eol = buf.find(b"\r\n", pos, pos + MAX_CHUNK_LINE)
@@ -453,16 +500,18 @@ class ChunkedScanner:
                 break  # wait for the rest of the line
             line = bytes(buf[pos:eol])
             pos = eol + 2
-            if self._state == 2:
+            if state == 2:
                 if not line:  # the blank line after the trailer fields ends the body
                     self.done = True
+                elif _TRAILER_LINE.fullmatch(line) is None:
+                    raise BadMessage("bad trailer field")
                 continue
-            size = line.partition(b";")[0].strip(b" \t")
-            if not size or size.translate(None, b"0123456789abcdefABCDEF") or len(size) > 15:
+            size = _CHUNK_SIZE.fullmatch(line)
+            if size is None:
                 raise BadMessage("bad chunk size")
-            n = int(size, 16)
+            n = int(size[1], 16)
             if n:
-                self._state, self._data = 1, n + 2
+                self._state, self._data = 1, n
             else:
                 self._state = 2
         return pos

@@ -18,6 +18,7 @@ class Code:
     code: str
     desc: str
     at: str = "error"  # Heroku logs H27 and H80 at=info: they are not the app's fault
+    status: int = 503  # what the client is answered
 
 
 H10 = Code("H10", "App crashed")  # route.crashed, or waking the app failed
@@ -29,6 +30,9 @@ H18 = Code("H18", "Server Request Interrupted")  # the dyno closed in the middle
 H19 = Code("H19", "Backend connection timeout")  # no dyno accepted within connect_timeout
 H20 = Code("H20", "App boot timeout")  # a sleeping app did not wake within wake_timeout
 H21 = Code("H21", "Backend connection refused")  # every dyno of the app refused the connection
+# The client's body broke its framing (a bad chunk) once the app was known: 400, and the
+# connection is closed, since where the next request would start is lost.
+H26 = Code("H26", "Request Error", "error", 400)
 H27 = Code("H27", "Client Request Interrupted", "info")  # logged with status 499
 H80 = Code("H80", "Maintenance mode", "info")
 

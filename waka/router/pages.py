@@ -41,6 +41,8 @@ BAD_REQUEST = _PAGE.format(
 REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
     505: b"HTTP Version Not Supported",

@@ -35,13 +35,16 @@ from waka.router.conn import ClientGone, Closed, Conn
 from waka.router.http import (
     CHUNKED,
     MAX_HEAD,
+    MAX_REQUEST_LINE,
     UNTIL_CLOSE,
     BadMessage,
     ChunkedScanner,
     Request,
     Response,
+    oversized,
     parse_request,
     parse_response,
+    valid_host,
 )
 from waka.router.logline import (
     H10,
@@ -53,6 +56,7 @@ from waka.router.logline import (
     H19,
     H20,
     H21,
+    H26,
     H27,
     H80,
     Code,
@@ -68,7 +72,10 @@ from waka.router.waker import Waker
 logger = logging.getLogger(__name__)
 monotonic = time.monotonic
 
-KEEPALIVE_TIMEOUT = 75.0  # idle client connections (and heads that never complete) are closed
+KEEPALIVE_TIMEOUT = 75.0  # idle client connections are closed
+# A request head must be whole this long after its connection went idle, else 408 and close
+# (nginx's client_header_timeout): a client trickling a head (slowloris) holds no more.
+HEAD_TIMEOUT = 30.0
 SWEEP_EVERY = 5.0  # how often idle connections are looked for
 
 
@@ -125,7 +132,9 @@ class _Exchange(Sent):
 class _Client(Conn):
     """A client connection: a Conn that knows where it came from."""
 
-    __slots__ = ("address",)  # (IP as bytes, the router port it connected to)
+    # address: (IP as bytes, the router port it connected to); scanned: how much of the
+    # buffer is known to hold no end of a head.
+    __slots__ = ("address", "scanned")
 
 
 class Router:
@@ -138,12 +147,14 @@ class Router:
         first_byte_timeout: float = 30.0,
         wake_timeout: float = 60.0,
         connect_timeout: float = 5.0,
+        head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
         self.table = table
         self.log = log
         self.first_byte_timeout = first_byte_timeout
         self.connect_timeout = connect_timeout
         self.keepalive_timeout = KEEPALIVE_TIMEOUT
+        self.head_timeout = head_timeout
         self.last_request: dict[str, float] = {}  # app_id -> time.monotonic() of its last request
         self.port = 0  # the bound port, once started
         self._waker = Waker(wake, wake_timeout) if wake is not None else None
@@ -208,6 +219,7 @@ class Router:
 
     def _protocol(self) -> Conn:
         client = _Client(self._loop)
+        client.scanned = 0
         client.on_made = self._accepted
         client.on_data = self._dispatch
         client.on_lost = self._client_lost
@@ -226,8 +238,9 @@ class Router:
     async def _sweep(self) -> None:
         """First-byte deadlines (H12) are checked here, a tenth of the timeout apart, rather
         than with a timer per request; idle connections are closed every SWEEP_EVERY."""
-        tick = min(1.0, max(0.01, self.first_byte_timeout / 10))
-        next_idle_sweep = monotonic() + SWEEP_EVERY
+        idle_every = min(SWEEP_EVERY, self.head_timeout / 2)
+        tick = min(1.0, idle_every, max(0.01, self.first_byte_timeout / 10))
+        next_idle_sweep = monotonic() + idle_every
         while True:
             await asyncio.sleep(tick)
             now = monotonic()
@@ -240,10 +253,14 @@ class Router:
                     else:
                         dyno.interrupt(FirstByteTimeout())
             if now >= next_idle_sweep:
-                next_idle_sweep = now + SWEEP_EVERY
+                next_idle_sweep = now + idle_every
                 for client in list(self._clients):
                     idle = client.idle_since
-                    if idle is not None and now - idle > self.keepalive_timeout:
+                    if idle is None or client.task is not None or client.exchange is not None:
+                        continue
+                    if client.buf and now - idle > self.head_timeout:  # a head begun, unended
+                        self._reject(client, 408)
+                    elif now - idle > self.keepalive_timeout:
                         client.close()
                 self._pool.prune(now)
 
@@ -253,20 +270,28 @@ class Router:
         """Serve the requests waiting on an idle client connection (its on_data callback)."""
         while client.exchange is None and client.task is None and not client.eof:
             buf = client.buf
-            end = buf.find(b"\r\n\r\n")
+            # Searched from where the last search stopped: a head that trickles in a byte at
+            # a time (slowloris) must not cost a scan of all of it per byte.
+            end = buf.find(b"\r\n\r\n", client.scanned)  # type: ignore[attr-defined]
             if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._reject(client, 431)
-                elif client.idle_since is None:
+                if len(buf) > MAX_REQUEST_LINE and (status := oversized(buf, complete=False)):
+                    self._reject(client, status)
+                    return
+                client.scanned = max(0, len(buf) - 3)  # type: ignore[attr-defined]
+                if client.idle_since is None:
                     client.idle_since = monotonic()
                 client.consumed()
                 return
+            client.scanned = 0  # type: ignore[attr-defined]
             head = bytes(buf[: end + 2])  # each line with its CRLF, without the blank line
             del buf[: end + 4]
             if head[0] == 13:  # "\r": RFC 9112 2.2, empty lines before a request are ignored
                 head = head.lstrip(b"\r\n")
                 if not head:
                     continue
+            if len(head) > MAX_REQUEST_LINE and (status := oversized(head)):
+                self._reject(client, status)  # never forwarded, however it arrived
+                return
             client.idle_since = None
             started = monotonic()
             try:
@@ -276,6 +301,9 @@ class Router:
                 return
             route = self.table.lookup(req.host)
             if route is None:
+                if not valid_host(req.host):
+                    self._reject(client, 400)
+                    return
                 if not self._page(client, req, 404, pages.NO_SUCH_APP):
                     self._end(client, req)
                     return
@@ -461,6 +489,8 @@ class Router:
             status, keep, code = 499, False, H27
         elif x.sent:  # the dyno's head has gone out already: all the client can get is a close
             status, keep = 503, False
+        elif code is H26:
+            status, keep = 400, self._page(client, x.req, 400, pages.BAD_REQUEST, True)
         else:
             status, keep = 503, self._page(client, x.req, 503, page, x.body_taken)
         reached = x.connect is not None
@@ -546,6 +576,11 @@ class Router:
         """Serve one request; True when the client connection can carry the next one."""
         self.last_request[route.app_id] = started
         x = _Exchange(client, req, route, started)
+        if req.body == CHUNKED:  # what has come of the body already must be well framed
+            try:
+                ChunkedScanner().scan(client.buf, [])
+            except BadMessage:
+                return self._fail(client, x, H26)
         if route.sleeping and not route.maintenance:
             code = await self._waker.wake(route.app_id) if self._waker is not None else H14
             if client.eof:
@@ -583,7 +618,10 @@ class Router:
                 conn.transport.write(head)
             else:
                 x.body_taken = True
-                upload = self._send(client, conn, req, head)
+                try:
+                    upload = self._send(client, conn, req, head)
+                except BadMessage:  # a bad chunk, found before anything went to the dyno
+                    raise Failed(H26) from None
             # The response head. The sweeper interrupts the wait with FirstByteTimeout once
             # the deadline is past (H12); 1xx answers other than 101 are skipped.
             conn.deadline = sent_at + self.first_byte_timeout
@@ -645,6 +683,8 @@ class Router:
             raise Failed(H13) from None  # the dyno's side broke while we wrote to it
         except FirstByteTimeout:
             raise Failed(H12) from None
+        except stream.BadBody:  # a bad chunk in the body being uploaded: the dyno is dropped
+            raise Failed(H26) from None
         finally:
             client.peer = None
             if upload is not None and not upload.done():

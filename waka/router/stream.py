@@ -24,6 +24,10 @@ class Failed(Exception):
         self.code = code
 
 
+class BadBody(Exception):
+    """The client's chunked body broke its framing while being uploaded (H26)."""
+
+
 class Sent:
     """Counts the response bytes written to the client, for the log line."""
 
@@ -44,7 +48,11 @@ async def upload(client: Conn, conn: Conn, left: int | ChunkedScanner) -> bool:
                     data = client.take(left)  # type: ignore[arg-type]
                     left -= len(data)  # type: ignore[operator]
                 else:
-                    data = client.take(scanner.scan(buf, []))
+                    try:
+                        data = client.take(scanner.scan(buf, []))
+                    except BadMessage:
+                        conn.interrupt(BadBody())  # the exchange waits on the dyno: end it
+                        return False
                 conn.transport.write(data)
                 if scanner.done if scanner is not None else not left:
                     return True

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from waka.router.http import valid_host
+
 LOCAL_SUFFIX = ".localhost"
 _SEEN_MAX = 4096
 _UNSEEN = object()
@@ -107,8 +109,11 @@ class RouteTable:
         route = snap.seen.get(host, _UNSEEN)  # the same few Host values come again and again
         if route is not _UNSEEN:
             return route  # type: ignore[return-value]
-        name = host.decode("latin-1") if isinstance(host, bytes) else host
-        route = self._find(snap, normalize_host(name))
+        raw = host if isinstance(host, bytes) else host.encode("latin-1", "replace")
+        if valid_host(raw.strip(b" \t")):
+            route = self._find(snap, normalize_host(raw.decode("latin-1")))
+        else:  # "app.localhost/x", "a b": routed nowhere, whatever a lenient reading finds
+            route = None
         if len(snap.seen) >= _SEEN_MAX:  # bounded: clients choose what they send as Host
             snap.seen.clear()
         snap.seen[host] = route
