@@ -6,9 +6,11 @@ checking the certificate chain against waka's CA."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,19 @@ from .conftest import (
     CLI_TIMEOUT,
     GIT_TIMEOUT,
     OWNER_EMAIL,
+    REPO,
+    STOP_TIMEOUT,
     CliResult,
     GitResult,
     WakaServer,
     app_repo,
+    clean_env,
+    free_port,
     git_env,
     release_rows,
     running_server,
     unique_name,
+    wait_for,
 )
 from .test_git_push import deployed
 
@@ -313,6 +320,61 @@ def test_plain_http_to_the_tls_port_gets_nothing_and_loopback_http_still_works(
     )
     assert OWNER_EMAIL in plain.stdout, plain
     assert "Traceback" not in server.log()
+
+
+def host_address() -> str | None:
+    """An address of this host that is not loopback (the one it would reach the world by)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_on_a_network_address_plain_http_stays_on_loopback(tmp_path: Path) -> None:
+    """`waka up --host 0.0.0.0`: HTTPS on every address, plain HTTP on loopback only."""
+    address = host_address()
+    if address is None:
+        pytest.skip("this host has no address but loopback")
+    api, tls, router, rendezvous = (free_port() for _ in range(4))
+    log = tmp_path / "up.log"
+    command = [sys.executable, "-m", "waka", "up", "--host", "0.0.0.0", "--api-port", str(api)]
+    command += ["--api-tls-port", str(tls), "--router-port", str(router)]
+    command += ["--rendezvous-port", str(rendezvous)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=clean_env(WAKA_HOME=str(tmp_path / "home"), WAKA_RUNTIME="process"),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        loopback = f"http://127.0.0.1:{api}/account"
+        wait_for(lambda: curl(loopback).stdout, timeout=30, what="the API on loopback")
+        assert f"waka: API on http://localhost:{api}" in log.read_text()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((address, api), timeout=5).close()
+        # Over the network, TLS answers with waka's certificate, verified against its CA.
+        answered = curl(
+            "--cacert",
+            str(tmp_path / "home" / "tls" / "ca.pem"),
+            "--resolve",
+            f"localhost:{tls}:{address}",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"https://localhost:{tls}/account",
+        )
+        assert answered.stdout == "401", answered  # no key given: Heroku's 401
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=STOP_TIMEOUT) == 0, log.read_text()
 
 
 # --- an operator's certificate --------------------------------------------------------------
