@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from waka.api.auth_limit import RateLimited, limiter_of
 from waka.api.errors import ApiError, bad_request, not_found, unauthorized
 from waka.bootstrap import Platform
 from waka.domain.account import hash_api_key
@@ -92,6 +93,8 @@ def error_reply(error: ApiError) -> Reply:
     body = {"id": error.error_id, "message": error.message}
     if error.resource:
         body["resource"] = error.resource
+    if isinstance(error, RateLimited):
+        return Reply(body, error.status, {"Retry-After": str(error.retry_after)})
     return Reply(body, error.status)
 
 
@@ -131,11 +134,18 @@ def api_key_of(request: Request) -> str | None:
 
 
 def authenticate(platform: Platform, request: Request) -> Row:
+    """The user whose API key the request carries (git's password too). A wrong key counts
+    against the client's address, which is answered 429 once it has guessed too often (see
+    auth_limit.py); no key at all does not count (git asks without one first)."""
+    limiter = limiter_of(platform)
+    address = request.client.host if request.client else ""
+    limiter.check(address)
     key = api_key_of(request)
     if key is None:
         raise unauthorized("Authentication required: send your API key as a Bearer token.")
     user = account_by_key_hash(platform.store, hash_api_key(key))
     if user is None:
+        limiter.failed(address)
         raise unauthorized("Invalid credentials provided.")
     return user
 
