@@ -8,12 +8,14 @@ builds and runs apps, is left alone):
 - `run`: only stack.RUN_PACKAGES, without compilers and -dev headers: a Heroku-style run image.
 
 For each: the build's wall time, the image's size, and web dyno starts through waka's own
-DockerDynos (create, copy the slug in, start) until the dyno answers HTTP: the first start
-after the build, the median of the others, and the disk each dyno container adds.
+DockerDynos (create, copy the slug in, start) until the dyno answers HTTP, the images taking
+turns: the first start after the build, the median and p90 of the others, and the disk each
+dyno container adds (its writable layer: here a one-file slug).
 
     python bench/stack_build.py            # both builds: ~10 min on 2 cores
     python bench/stack_build.py --quick    # no build: dyno starts on waka/stack:bookworm
     python bench/stack_build.py --keep     # keep the bench images afterwards
+    python bench/stack_build.py --no-build # only the starts, on the images --keep left
 
 Needs root (debootstrap, chroot), Docker, and the machine's apt mirror (or WAKA_STACK_MIRROR).
 """
@@ -21,6 +23,7 @@ Needs root (debootstrap, chroot), Docker, and the machine's apt mirror (or WAKA_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -105,52 +108,72 @@ def start_dyno(client: Any, image: str, slug: Path, number: int) -> tuple[float,
         dynos.remove(container_id)
 
 
-def measure(client: Any, name: str, image: str, slug: Path, starts: int, built_in: float) -> list:
-    size = client.images.get(image).attrs.get("Size", 0)
-    progress(f"{name}: {starts} dyno starts on {image}")
-    watch = CpuWatch()
-    watch.start()
-    runs = [start_dyno(client, image, slug, n) for n in range(1, starts + 1)]
-    times = [t for t, _ in runs]
-    return [
-        name,
-        image,
-        f"{built_in:.0f}" if built_in else "-",
-        f"{size / 2**20:.0f}",
-        f"{times[0]:.2f}",
-        f"{statistics.median(times[1:] or times):.2f}",
-        f"{max(d for _, d in runs) / 2**10:.1f}",
-        f"{watch.others_share():.0%}",
-    ]
+def measure(client: Any, images: dict[str, str], slug: Path, starts: int) -> dict[str, list]:
+    """Dyno starts on each image, taking turns (a busy moment of the machine hits all alike):
+    per image, [(seconds, disk bytes)] in order."""
+    runs: dict[str, list] = {name: [] for name in images}
+    for number in range(1, starts + 1):
+        for name, image in images.items():
+            runs[name].append(start_dyno(client, image, slug, number))
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="no build: the existing stack image")
     parser.add_argument("--keep", action="store_true", help="keep the bench images")
-    parser.add_argument("--starts", type=int, default=11, help="dyno starts per image (11)")
+    parser.add_argument(
+        "--no-build", action="store_true", help="measure the bench images a --keep run left"
+    )
+    parser.add_argument("--starts", type=int, default=21, help="dyno starts per image (21)")
     args = parser.parse_args()
     client = docker_client()
     if client is None:
         sys.exit("no Docker engine answers")
     print("\n".join(describe()))
     print()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="waka-stack-bench-") as tmp:
-        slug = make_slug(Path(tmp))
-        if args.quick:
-            rows.append(measure(client, "stack", stack.STACK_IMAGE, slug, 3, 0.0))
-        else:
-            for name, (image, packages, tools) in VARIANTS.items():
-                progress(f"{name}: building {image} ({len(packages)} packages)")
-                took = stack.build_stack(
-                    force=True, say=progress, image=image, packages=packages, tools=tools
-                )
-                try:
-                    rows.append(measure(client, name, image, slug, args.starts, took))
-                finally:
-                    if not args.keep:
-                        client.images.remove(image, force=True)
+    built: dict[str, float] = {}
+    if args.quick:
+        images = {"stack": stack.STACK_IMAGE}
+        args.starts = 3
+    else:
+        images = {name: image for name, (image, _, _) in VARIANTS.items()}
+    watch = CpuWatch()
+    watch.start()
+    try:
+        for name, (image, packages, tools) in VARIANTS.items():
+            if args.quick or args.no_build:
+                break
+            progress(f"{name}: building {image} ({len(packages)} packages)")
+            built[name] = stack.build_stack(
+                force=True, say=progress, image=image, packages=packages, tools=tools
+            )
+        build_noise = watch.others_share() if built else float("nan")
+        watch.start()
+        with tempfile.TemporaryDirectory(prefix="waka-stack-bench-") as tmp:
+            progress(f"{args.starts} dyno starts on each of {', '.join(images.values())}")
+            runs = measure(client, images, make_slug(Path(tmp)), args.starts)
+        start_noise = watch.others_share()
+        rows = []
+        for name, image in images.items():
+            times = [t for t, _ in runs[name]]
+            rows.append(
+                [
+                    name,
+                    image,
+                    f"{built[name]:.0f}" if name in built else "-",
+                    f"{client.images.get(image).attrs.get('Size', 0) / 2**20:.0f}",
+                    f"{times[0]:.2f}",
+                    f"{statistics.median(times[1:] or times):.2f}",
+                    f"{statistics.quantiles(times, n=10)[-1]:.2f}" if len(times) > 2 else "-",
+                    f"{max(d for _, d in runs[name])}",
+                ]
+            )
+    finally:
+        if not (args.keep or args.quick):
+            for image, _, _ in VARIANTS.values():
+                with contextlib.suppress(Exception):
+                    client.images.remove(image, force=True)
     print_table(
         [
             "image",
@@ -159,12 +182,15 @@ def main() -> None:
             "size MiB",
             "first start s",
             "median start s",
-            "dyno disk KiB",
-            "others' CPU",
+            "p90 start s",
+            "dyno disk bytes",
         ],
         rows,
         numeric={2, 3, 4, 5, 6, 7},
     )
+    print()
+    during_builds = f"{build_noise:.0%} during the builds, " if built else ""
+    print(f"Others' CPU: {during_builds}{start_noise:.0%} during the starts.")
 
 
 if __name__ == "__main__":

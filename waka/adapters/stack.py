@@ -7,10 +7,11 @@ imports the root file system into the local Docker engine as STACK_IMAGE. The mi
 the machine's apt sources at run time; set WAKA_STACK_MIRROR (a Debian mirror URL) where they name
 none for bookworm.
 
-One image builds and runs apps (Heroku splits a build image from a smaller run image): on one
-Docker engine a bigger image costs its disk once, not per dyno, and does not slow a dyno's start
-(bench/stack_build.py measures both; docs/performance.md has the figures). One image also means a
-C extension compiled at build time finds its shared libraries at run time.
+One image builds and runs apps (Heroku splits a build image from a smaller run image): on a
+machine that builds, a run image would add its disk rather than save it; the image is stored once,
+not per dyno; and its size does not slow a dyno's start (bench/stack_build.py measures both;
+docs/performance.md has the figures). One image also means a C extension compiled at build time
+finds its shared libraries at run time.
 """
 
 from __future__ import annotations
