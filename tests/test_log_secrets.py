@@ -78,3 +78,25 @@ def test_the_audit_log_shows_no_drain_or_buildpack_credentials(
     assert "Add log drain https://logs.example.com" in actions
     assert "Set buildpacks: https://git.example.com/team/buildpack.git" in actions
     assert not any("s3cret" in a or "tok3n" in a for a in actions)
+
+
+def test_an_internal_error_logs_the_route_not_a_log_streams_token(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+    from urllib.parse import urlsplit
+
+    from tests.test_api import Api, BrokenStore
+
+    broken = BrokenStore(platform.store)
+    api = Api(replace(platform, store=broken))
+    api.post("/apps", json={"name": "shop"})
+    session = api.post("/apps/shop/log-sessions", json={}).json()
+    path = urlsplit(session["logplex_url"]).path
+    token = path.rsplit("/", 1)[1]
+    broken.broken = True
+    caplog.set_level(logging.ERROR, logger="waka.api")
+    assert api.client.get(path).status_code == 500
+    messages = [r.getMessage() for r in caplog.records]
+    assert "internal error on GET /log-streams/{token}" in messages
+    assert token not in caplog.text

@@ -75,7 +75,9 @@ async def _not_allowed(request: Request, exc: Any) -> Response:
 
 async def _crashed(request: Request, exc: Exception) -> Response:
     # The trace goes to the operator's log, never to the user.
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    # The route's template, not the path: a log stream's path is its secret token.
+    route = getattr(request.scope.get("route"), "path", None) or "(no route)"
+    log.exception("internal error on %s %s", request.method, route, exc_info=exc)
     return error_response(
         500, "internal_server_error", "Internal server error: the operator's log has the details."
     )
