@@ -71,3 +71,21 @@ def test_a_restarted_server_keeps_its_tls_port(redis: RedisProvider) -> None:  #
     redis.ensure_running(addon_id, HEROKU_REDIS.default_plan, {"URL": url.geturl()})
     assert redis.tls_port(addon_id) == url.port + 1
     assert tls_command(url.port + 1, ["AUTH", url.password or ""], ["PING"]) == b"+OK\r\n+PONG\r\n"
+
+
+def test_a_server_made_before_tls_ports_gets_one_at_its_next_start(
+    redis: RedisProvider,  # noqa: F811
+) -> None:
+    import json
+
+    addon_id = new_id()
+    url = urlsplit(redis.provision(addon_id, HEROKU_REDIS.default_plan)["URL"])
+    redis.stop_all()
+    state_file = redis.root / addon_id / "state.json"
+    old = {k: v for k, v in json.loads(state_file.read_text()).items() if k != "tls_port"}
+    state_file.write_text(json.dumps(old))  # as servers were made before
+    assert redis.tls_port(addon_id) is None
+
+    redis.ensure_running(addon_id, HEROKU_REDIS.default_plan, {"URL": url.geturl()})
+    assert redis.tls_port(addon_id) == url.port + 1
+    assert tls_command(url.port + 1, ["AUTH", url.password or ""], ["PING"]) == b"+OK\r\n+PONG\r\n"

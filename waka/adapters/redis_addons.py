@@ -15,7 +15,7 @@ provider knows, checks, inspects and stops the server. ACL rules need Redis 6.2 
 Each server also speaks TLS on the next port (a self-signed certificate of its own), as Heroku
 Redis did behind stunnel: the CLI's `redis:cli` connects there with TLS for every plan but the
 "hobby" ones, so the Data API can report the add-on's real plan. Servers made before this
-have no TLS port (`tls_port` null in state.json).
+get one at their next start, if port + 1 is free (else `tls_port` stays null in state.json).
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class RedisProvider:
                 self._apply_limits(state, plan)
                 return
             log.info("starting Redis for add-on %s again on port %s", addon_id, state.port)
+            state = self._with_tls_port(home, state)
             self._write_conf(home, state, plan)
             self._start(home, state)
 
@@ -305,6 +306,23 @@ class RedisProvider:
             else:
                 log.warning("Redis add-ons will not listen on %s: not an address here", host)
         return addresses
+
+    def _with_tls_port(self, home: Path, state: _State) -> _State:
+        """A server made before servers had a TLS port gets port + 1 at its next start, if no
+        other add-on keeps it and it is free."""
+        if state.tls_port is not None or state.port >= 65535:
+            return state
+        wanted = state.port + 1
+        for other in self.root.iterdir():
+            with contextlib.suppress(ProviderError):
+                theirs = _load_state(other) if other.is_dir() and other != home else None
+                if theirs is not None and wanted in (theirs.port, theirs.tls_port):
+                    return state
+        if not _port_free(wanted):
+            return state
+        state = _State(state.port, state.password, state.admin_password, wanted)
+        _save_state(home, state)
+        return state
 
     def _free_port(self) -> int:
         """A port, and the next one for TLS, free now and kept by no other add-on (whose
