@@ -479,6 +479,21 @@ def test_collectstatic_needs_a_manage_py(django_build: Build) -> None:
     assert not (slug / "staticfiles").exists()
 
 
+def test_collectstatic_is_skipped_for_an_app_without_staticfiles(django_build: Build) -> None:
+    build = django_build
+    slug = build.source("django-web")
+    settings = slug / "mysite" / "settings.py"
+    apps = 'INSTALLED_APPS = ["django.contrib.staticfiles"]'
+    settings.write_text(settings.read_text().replace(apps, "INSTALLED_APPS = []"))
+    build.compile()
+    assert (
+        "-----> Skipping Django collectstatic since the app has no collectstatic command"
+        " (django.contrib.staticfiles is not in INSTALLED_APPS)."
+    ) in build.lines
+    assert not (slug / "staticfiles").exists()
+    assert "-----> Running bin/post_compile hook" in build.lines
+
+
 PLAIN_PYTHON = {"pyproject.toml": "[project]\nname = 'plain'\nversion = '1'\ndependencies = []\n"}
 
 

@@ -62,6 +62,12 @@ collectstatic() {
     echo "-----> Skipping Django collectstatic since no manage.py file found."
     return 0
   fi
+  # An app without django.contrib.staticfiles has no collectstatic command: nothing to do.
+  if ! python "$manage" help collectstatic </dev/null >/dev/null 2>&1; then
+    echo "-----> Skipping Django collectstatic since the app has no collectstatic command" \
+      "(django.contrib.staticfiles is not in INSTALLED_APPS)."
+    return 0
+  fi
   echo "-----> \$ python $manage collectstatic --noinput"
   # One line per copied file is noise in a build log; the summary line stays.
   {
