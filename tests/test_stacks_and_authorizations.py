@@ -51,8 +51,8 @@ def test_the_api_key_is_the_users_one_authorization(api: Api) -> None:
     found = other.get(f"/oauth/authorizations/{authorization['id']}")
     assert error_of(found)[:2] == (404, "not_found")
 
-    # Keys are the operator's to make: no OAuth authorizations are made here.
-    assert error_of(api.post("/oauth/authorizations", json={}))[:2] == (405, "method_not_allowed")
+    # The key is the operator's to make and replace: it cannot be revoked here (other
+    # authorizations can: tests/test_authorizations.py).
     gone = api.delete(f"/oauth/authorizations/{authorization['id']}")
     assert error_of(gone)[:2] == (405, "method_not_allowed")
     assert error_of(api.client.get("/oauth/authorizations"))[:2] == (401, "unauthorized")

@@ -12,6 +12,7 @@ from eventsourcing.application import Application
 from waka.buildpacks.sources import display_url
 from waka.domain.account import Account
 from waka.domain.app import App, describe_config_change
+from waka.domain.authorization import SIGN_IN, Authorization
 from waka.projections.base import iso
 from waka.redaction import redact_url
 
@@ -82,6 +83,19 @@ def describe(event: Any) -> str | None:
             return f"Register user {event.email}"
         case Account.ApiKeyRegenerated():
             return "Regenerate API key"
+        case Account.PasswordSet():
+            return "Set password"
+        case Authorization.Created() if event.via == SIGN_IN:
+            return f"Sign in with password: {event.description} ({event.token_hint})"
+        case Authorization.Created():
+            scope = ",".join(event.scope)
+            return f"Create authorization {event.description} ({scope}, {event.token_hint})"
+        case Authorization.Updated():
+            return f"Rename authorization {event.originator_id} to {event.description}"
+        case Authorization.Rotated():
+            return f"Rotate authorization {event.originator_id} ({event.token_hint})"
+        case Authorization.Revoked():
+            return f"Revoke authorization {event.originator_id}"
     return None
 
 

@@ -49,9 +49,21 @@ def main(argv: list[str] | None = None) -> int:
         help="TLS port `heroku run` attaches to (5001, or a free one if that is taken)",
     )
 
-    create = commands.add_parser("users:create", help="create a user; prints its API key last")
+    create = commands.add_parser(
+        "users:create", help="create a user; prints its password, then its API key last"
+    )
     create.add_argument("email")
     create.add_argument("--name", default="")
+    create.add_argument(
+        "--password",
+        action="store_true",
+        help="ask for the password (or read it from stdin) instead of making one",
+    )
+
+    password = commands.add_parser(
+        "users:password", help="set a user's password (asked for, or read from stdin)"
+    )
+    password.add_argument("email")
 
     regenerate = commands.add_parser("users:regenerate-key", help="give a user a new API key")
     regenerate.add_argument("email")
@@ -108,11 +120,53 @@ def _bootstrap(args: argparse.Namespace):
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
+    from waka.domain.errors import DomainError
+    from waka.domain.passwords import check_password, new_password
+
+    password = _ask_password() if args.password else new_password()
+    try:
+        check_password(password)
+    except DomainError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+
+    def register(ledger: Ledger) -> tuple[Account, str]:
+        account, key = ledger.register_user(args.email, args.name)
+        ledger.set_password(account.email, password)
+        return account, key
+
+    shown = "" if args.password else f"\nPassword (for `heroku login -i`): {password}"
     return _issue_key(
-        args,
-        lambda ledger: ledger.register_user(args.email, args.name),
-        "Created user {account.email} ({account.id}). API key:",
+        args, register, "Created user {account.email} ({account.id})." + shown + "\nAPI key:"
     )
+
+
+def cmd_users_password(args: argparse.Namespace) -> int:
+    from waka.domain.errors import DomainError
+
+    password = _ask_password()
+    platform = _bootstrap(args)
+    try:
+        platform.ledger.set_password(args.email, password)
+    except DomainError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    platform.projector.catch_up()
+    print(f"Password set for {args.email.lower()}.")
+    return 0
+
+
+def _ask_password() -> str:
+    """From the terminal, twice; or one line of stdin (scripts: `... < file`)."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        print("error: the passwords differ", file=sys.stderr)
+        raise SystemExit(1)
+    return first
 
 
 def cmd_users_regenerate(args: argparse.Namespace) -> int:
@@ -441,6 +495,7 @@ _COMMANDS = {
     "up": cmd_up,
     "users:create": cmd_users_create,
     "users:regenerate-key": cmd_users_regenerate,
+    "users:password": cmd_users_password,
     "audit": cmd_audit,
     "projections": cmd_projections,
     "cipher-key": cmd_cipher_key,

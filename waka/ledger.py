@@ -24,8 +24,11 @@ from waka.domain.account import Account, hash_api_key
 from waka.domain.actors import OPERATOR, Actor
 from waka.domain.addon import PROVISIONING, Addon, attachment_id, attachment_names
 from waka.domain.app import App
+from waka.domain.authorization import Authorization, token_hint
+from waka.domain.authorization import expiry as authorization_expiry
 from waka.domain.errors import Conflict, InvalidParams, NameTaken, NotFound
 from waka.domain.names import AddonName, AppName, DomainName
+from waka.domain.passwords import check_password, hash_password
 
 T = TypeVar("T")
 log = logging.getLogger("waka.ledger")
@@ -151,6 +154,85 @@ class Ledger(Application[UUID]):
             return self.repository.get(Account.id_for(email))
         except AggregateNotFoundError:
             raise NotFound(f"Couldn't find a user with email {email}.") from None
+
+    @retry_on_conflict
+    def set_password(self, email: str, password: str, actor: Actor = OPERATOR) -> Account:
+        account = self.get_account(email)
+        account.set_password(password_hash=hash_password(check_password(password)), actor=actor)
+        self.save(account)
+        return account
+
+    # --- OAuth authorizations (sign-in sessions and long-lived tokens) --------------------
+
+    def create_authorization(
+        self,
+        user: Actor,
+        description: str,
+        scope: list[str],
+        expires_in: int | None,
+        via: str,
+    ) -> tuple[Authorization, str]:
+        """A new token for `user` (shown once, stored only hashed), made by `user` itself."""
+        token = new_api_key()
+        authorization = Authorization(
+            user_id=user["id"],
+            description=description,
+            scope=scope,
+            expires_in=expires_in,
+            expires_at=authorization_expiry(expires_in),
+            token_hash=hash_api_key(token),
+            token_hint=token_hint(token),
+            via=via,
+            actor=user,
+        )
+        self.save(authorization)
+        return authorization, token
+
+    def get_authorization(self, authorization_id: UUID, user: Actor) -> Authorization:
+        """The user's own authorization, not revoked; anything else is not found."""
+        try:
+            authorization: Authorization = self.repository.get(authorization_id)
+        except AggregateNotFoundError:
+            authorization = None  # type: ignore[assignment]
+        if (
+            not isinstance(authorization, Authorization)
+            or authorization.user_id != user["id"]
+            or authorization.revoked
+        ):
+            raise NotFound("Couldn't find that authorization.")
+        return authorization
+
+    @retry_on_conflict
+    def update_authorization(
+        self, authorization_id: UUID, description: str, actor: Actor
+    ) -> Authorization:
+        authorization = self.get_authorization(authorization_id, actor)
+        if description != authorization.description:
+            authorization.update(description=description, actor=actor)
+            self.save(authorization)
+        return authorization
+
+    @retry_on_conflict
+    def revoke_authorization(self, authorization_id: UUID, actor: Actor) -> Authorization:
+        authorization = self.get_authorization(authorization_id, actor)
+        authorization.revoke(actor=actor)
+        self.save(authorization)
+        return authorization
+
+    @retry_on_conflict
+    def rotate_authorization(
+        self, authorization_id: UUID, actor: Actor
+    ) -> tuple[Authorization, str]:
+        authorization = self.get_authorization(authorization_id, actor)
+        token = new_api_key()
+        authorization.rotate(
+            token_hash=hash_api_key(token),
+            token_hint=token_hint(token),
+            expires_at=authorization_expiry(authorization.expires_in),
+            actor=actor,
+        )
+        self.save(authorization)
+        return authorization, token
 
     # --- apps -----------------------------------------------------------------------------
 

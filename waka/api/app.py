@@ -20,6 +20,7 @@ from waka.api.routes import (
     addon_services,
     addons,
     apps,
+    authorizations,
     builds,
     collaborators,
     config_vars,
@@ -86,6 +87,7 @@ async def _crashed(request: Request, exc: Exception) -> Response:
 def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -> Starlette:
     routes = [
         *account.routes(platform),
+        *authorizations.routes(platform),
         *apps.routes(platform),
         *config_vars.routes(platform),
         *releases.routes(platform),

@@ -24,9 +24,12 @@ from waka.api.errors import ApiError, bad_request, not_found, unauthorized
 from waka.bootstrap import Platform
 from waka.domain.account import hash_api_key
 from waka.domain.actors import Actor
+from waka.domain.authorization import SIGN_IN, scope_allows
 from waka.domain.errors import DomainError
+from waka.domain.passwords import verify_password
 from waka.projections.accounts import account_by_key_hash
 from waka.projections.apps import find_app
+from waka.projections.authorizations import account_by_token_hash, password_hash_of
 from waka.projections.store import Row
 
 MAX_BODY = 1024 * 1024  # JSON bodies; config vars total 32 kB, nothing legitimate is bigger
@@ -133,31 +136,54 @@ def api_key_of(request: Request) -> str | None:
     return None
 
 
-def authenticate(platform: Platform, request: Request) -> Row:
-    """The user whose API key the request carries (git's password too). A wrong key counts
-    against the client's address, which is answered 429 once it has guessed too often (see
-    auth_limit.py); no key at all does not count (git asks without one first)."""
+def authenticate(platform: Platform, request: Request, *, sign_in: bool = False) -> Row:
+    """The user whose API key or OAuth token the request carries (git's password too). A
+    wrong key counts against the client's address, which is answered 429 once it has guessed
+    too often (see auth_limit.py); no key at all does not count (git asks without one first).
+    `sign_in`: Basic credentials may also be an email and its password (`heroku login -i`)."""
     limiter = limiter_of(platform)
     address = request.client.host if request.client else ""
     limiter.check(address)
     key = api_key_of(request)
     if key is None:
         raise unauthorized("Authentication required: send your API key as a Bearer token.")
-    user = account_by_key_hash(platform.store, hash_api_key(key))
+    key_hash = hash_api_key(key)
+    user = account_by_key_hash(platform.store, key_hash) or account_by_token_hash(
+        platform.store, key_hash
+    )
+    if user is None and sign_in:
+        user = _signed_in(platform, request)
     if user is None:
         limiter.failed(address)
         raise unauthorized("Invalid credentials provided.")
+    scope = user["scope"].split(",") if user.get("scope") else None
+    if not scope_allows(scope, request.method, request.url.path):
+        raise ApiError(
+            403, "forbidden", f"This token's scope ({user['scope']}) does not allow this request."
+        )
     return user
 
 
+def _signed_in(platform: Platform, request: Request) -> Row | None:
+    """The account whose email and password are the request's Basic credentials."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    email, _, password = base64.b64decode(value.strip()).decode().partition(":")
+    found = password_hash_of(platform.store, email)
+    if found is None or not verify_password(password, found[1]):
+        return None
+    return {**found[0], "via": SIGN_IN}
+
+
 def endpoint(
-    platform: Platform, handler: Callable[[Ctx], Reply]
+    platform: Platform, handler: Callable[[Ctx], Reply], *, sign_in: bool = False
 ) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         request_id = request.state.request_id
         try:
             body = await read_json(request) if request.method in ("POST", "PATCH", "PUT") else None
-            reply = await run_in_threadpool(_run, platform, handler, request, body)
+            reply = await run_in_threadpool(_run, platform, handler, request, body, sign_in)
         except ApiError as error:
             reply = error_reply(error)
         return json_response(reply, request_id)
@@ -165,8 +191,14 @@ def endpoint(
     return route
 
 
-def _run(platform: Platform, handler: Callable[[Ctx], Reply], request: Request, body: Any) -> Reply:
-    user = authenticate(platform, request)
+def _run(
+    platform: Platform,
+    handler: Callable[[Ctx], Reply],
+    request: Request,
+    body: Any,
+    sign_in: bool = False,
+) -> Reply:
+    user = authenticate(platform, request, sign_in=sign_in)
     try:
         return handler(Ctx(platform=platform, request=request, user=user, body=body))
     except DomainError as error:

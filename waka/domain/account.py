@@ -39,5 +39,10 @@ class Account(Aggregate):
     def regenerate_key(self, key_hash: str, actor: Actor) -> None:
         self.key_hash = key_hash
 
+    @event("PasswordSet")
+    def set_password(self, password_hash: str, actor: Actor) -> None:
+        """For signing in (`heroku login -i`); a salted scrypt hash (waka.domain.passwords)."""
+        self.password_hash = password_hash
+
     def as_actor(self) -> Actor:
         return {"id": str(self.id), "email": self.email}

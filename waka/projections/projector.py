@@ -18,6 +18,7 @@ from waka.logplex.drains_projection import DrainsProjection
 from waka.projections.accounts import AccountsProjection
 from waka.projections.addons import AddonsProjection
 from waka.projections.apps import AppsProjection
+from waka.projections.authorizations import AuthorizationsProjection
 from waka.projections.base import Projection
 from waka.projections.builds import BuildsProjection
 from waka.projections.config_vars import ConfigVarsProjection
@@ -40,6 +41,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         ConfigVarsProjection(sealer),
         FormationProjection(),
         AccountsProjection(),
+        AuthorizationsProjection(),
         BuildsProjection(),
         DomainsProjection(),
         DrainsProjection(),
