@@ -142,6 +142,11 @@ def test_stack_commands_and_auth_token(server, api):
     token = server.heroku("auth:token")
     assert token.stdout == f"{server.api_key}\n"
     assert token.stderr.strip() == "", token.stderr  # no 404, no expiry warning
+    (authorization,) = json.loads(server.heroku("authorizations", "--json").stdout)
+    listed = flat(server.heroku("authorizations").stdout)
+    assert "API key (waka users:create)" in listed and authorization["id"] in listed, listed
+    info = flat(server.heroku("authorizations:info", authorization["id"]).stdout)
+    assert "Scope: global" in info and authorization["id"] in info, info
 
 
 # --- 5. addons:open and the Redis plan --------------------------------------------------------
