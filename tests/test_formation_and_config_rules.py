@@ -29,7 +29,8 @@ def create(api: Api, name: str = "shop", process_types: dict[str, str] | None = 
 
 
 def formation(api: Api, app: str = "shop") -> list[tuple[str, int, str]]:
-    return [(f["type"], f["quantity"], f["size"]) for f in api.get(f"/apps/{app}/formation").json()]
+    rows = api.get(f"/apps/{app}/formation").json()
+    return sorted((f["type"], f["quantity"], f["size"]) for f in rows)
 
 
 def test_an_app_never_deployed_has_no_process_type_to_scale(api: Api) -> None:
