@@ -75,12 +75,18 @@ def cli_env(server: WakaServer, home: Path, trust: bool = True) -> dict[str, str
 
 
 def heroku(
-    server: WakaServer, home: Path, *args: str, cwd: Path | None = None, trust: bool = True
+    server: WakaServer,
+    home: Path,
+    *args: str,
+    cwd: Path | None = None,
+    trust: bool = True,
+    env: dict[str, str] | None = None,
 ) -> CliResult:
+    """The CLI on the HTTPS port; `env` adds to (or overrides) cli_env's."""
     done = subprocess.run(
         [str(server.heroku_cli), *args],
         cwd=cwd or home,
-        env=cli_env(server, home, trust),
+        env={**cli_env(server, home, trust), **(env or {})},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
