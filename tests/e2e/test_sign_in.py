@@ -5,13 +5,17 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
+import subprocess
+import time
 from pathlib import Path
 
-import pexpect
 import pytest
 
-from .conftest import CliResult, WakaServer, flat, key_values, unique_name
+from .conftest import CLI_TIMEOUT, CliResult, WakaServer, flat, key_values, unique_name
 from .test_https import cli_env, heroku
 
 pytestmark = [pytest.mark.e2e]
@@ -27,27 +31,45 @@ def new_user(server: WakaServer) -> tuple[str, str, str]:
 
 
 def login(server: WakaServer, home: Path, email: str, password: str) -> str:
-    """`heroku login -i` at a terminal (a pty): what it printed."""
+    """`heroku login -i` at a terminal (a pty, as its prompts need): what it printed."""
     (home / ".cache" / "heroku").mkdir(parents=True, exist_ok=True)
     (home / ".cache" / "heroku" / "terms-of-service").touch()
-    child = pexpect.spawn(
-        str(server.heroku_cli),
-        ["login", "-i"],
-        cwd=str(home),
+    master, slave = pty.openpty()
+    child = subprocess.Popen(
+        [str(server.heroku_cli), "login", "-i"],
+        cwd=home,
         env=cli_env(server, home),
-        encoding="utf-8",
-        timeout=60,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
     )
+    os.close(slave)
+    answers = [("Email", email), ("Password", password)]
+    output = b""
+    deadline = time.monotonic() + CLI_TIMEOUT
     try:
-        child.expect("Email")
-        child.sendline(email)
-        child.expect("Password")
-        child.sendline(password)
-        child.expect(pexpect.EOF)
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the CLI exited and closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if answers and answers[0][0].encode() in output.rpartition(b"\n")[2]:
+                os.write(master, answers.pop(0)[1].encode() + b"\r")
+                output += b"\n"
+        code = child.wait(timeout=max(1, deadline - time.monotonic()))
     finally:
-        child.close()
-    said = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(child.before))  # no colours, cursor
-    assert child.exitstatus == 0, said
+        if child.poll() is None:
+            child.kill()
+        os.close(master)
+    # What it printed, without colours and cursor moves.
+    said = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    assert code == 0, said
     return said
 
 
