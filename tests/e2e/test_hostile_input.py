@@ -10,6 +10,7 @@ shows up there, and none of the attacks' paths do.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -334,3 +335,33 @@ def test_the_heroku_cli_with_a_wrong_key_is_told_to_wait(server: WakaServer) -> 
     assert "Too many failed authentication attempts from your address" in said[-1], said
     wait_until_unblocked(server, "127.0.0.1")
     assert server.heroku("apps").returncode == 0
+
+
+def test_the_api_port_refuses_bad_chunks_and_huge_heads_quietly(
+    server: WakaServer, app: str
+) -> None:
+    """The same attacks on the API's port (hypercorn), the API and git smart HTTP: answered,
+    and no traceback logged (the API's body reader used to log one per bad chunk)."""
+
+    def to_api(data: bytes) -> bytes:
+        chunks = []
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            with contextlib.suppress(ConnectionError):
+                sock.sendall(data)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        return b"".join(chunks)
+
+    head = "POST /apps HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+    for _ in range(10):
+        answer = to_api(f"{head}Authorization: Bearer {server.api_key}\r\n\r\nzz\r\n".encode())
+        assert status_of(answer) in (0, 400), answer[:200]
+    git = head.replace("/apps", f"/{app}.git/git-receive-pack")
+    password = base64.b64encode(f"x:{server.api_key}".encode()).decode()
+    answer = to_api(f"{git}Authorization: Basic {password}\r\n\r\n5\r\n0000X\r\nzz\r\n".encode())
+    assert status_of(answer) in (0, 400), answer[:200]
+    pads = "".join(f"X-Pad-{i}: {'p' * 1000}\r\n" for i in range(100))
+    answer = to_api(f"GET /account HTTP/1.1\r\nHost: localhost\r\n{pads}\r\n".encode())
+    assert status_of(answer) in (0, 400, 431), answer[:200]
+    operator_log_is_quiet(server)

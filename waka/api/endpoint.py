@@ -16,7 +16,7 @@ from uuid import UUID
 
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from waka.api.auth_limit import RateLimited, limiter_of
@@ -106,13 +106,16 @@ async def read_json(request: Request) -> Any:
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
         raise ApiError(413, "request_entity_too_large", f"Request body is over {MAX_BODY} bytes.")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(
-                413, "request_entity_too_large", f"Request body is over {MAX_BODY} bytes."
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ApiError(
+                    413, "request_entity_too_large", f"Request body is over {MAX_BODY} bytes."
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:  # cut short, or a malformed chunked body the server gave up on
+        raise bad_request("The request body ended before it was complete.") from None
     raw = b"".join(chunks)
     if not raw.strip():
         return {}
