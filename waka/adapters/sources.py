@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
+from waka.redaction import redact_url
+
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{40,64}$")
 DEFAULT_LIMIT = 1024 * 1024 * 1024  # 1 GiB of compressed source
 
@@ -83,7 +85,8 @@ class SourceStore:
             shutil.copyfile(self.path(match[1]), dest)
             return
         if parsed.scheme not in ("http", "https"):
-            raise SourceError(f"Source URL must be http or https, not {parsed.scheme or url!r}.")
+            scheme = repr(parsed.scheme) if parsed.scheme else "a URL without a scheme"
+            raise SourceError(f"Source URL must be http or https, not {scheme}.")
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
                 size = 0
@@ -93,4 +96,6 @@ class SourceStore:
                         raise SourceTooLarge(f"Source blob is over {self.limit_bytes} bytes.")
                     out.write(chunk)
         except OSError as error:
-            raise SourceError(f"Could not download the source from {url}: {error}") from None
+            # Only scheme, host and port: a signed URL's path and query are its credentials.
+            where = redact_url(url)
+            raise SourceError(f"Could not download the source from {where}: {error}") from None
