@@ -320,6 +320,25 @@ def test_slowloris_clients_get_408_and_do_not_hold_up_others() -> None:
     run(main())
 
 
+def test_the_head_timeout_runs_from_the_heads_first_byte_not_from_idleness() -> None:
+    """A keep-alive connection idle for a while whose next head comes in two parts is served:
+    the clock starts at the head's first byte."""
+
+    async def main() -> None:
+        seen: list[Seen] = []
+        async with dyno(recording(seen)) as web, router(head_timeout=1.0) as r:
+            r.table.set_app(app((web.backend("web.1"),)))
+            client = await Client.open(r.port)
+            await asyncio.sleep(1.6)  # idle past head_timeout (and past a sweep or two)
+            client.writer.write(b"GET /late HTTP/1.1\r\nHost: myapp")
+            await asyncio.sleep(0.3)
+            client.writer.write(b".localhost\r\n\r\n")
+            assert (await client.reply()).json()["path"] == "/late"
+            await client.close()
+
+    run(main())
+
+
 def test_a_head_arriving_a_byte_at_a_time_within_the_timeout_is_served() -> None:
     async def main() -> None:
         seen: list[Seen] = []

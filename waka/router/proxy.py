@@ -73,7 +73,7 @@ logger = logging.getLogger(__name__)
 monotonic = time.monotonic
 
 KEEPALIVE_TIMEOUT = 75.0  # idle client connections are closed
-# A request head must be whole this long after its connection went idle, else 408 and close
+# A request head must be whole this long after its first byte came, else 408 and close
 # (nginx's client_header_timeout): a client trickling a head (slowloris) holds no more.
 HEAD_TIMEOUT = 30.0
 SWEEP_EVERY = 5.0  # how often idle connections are looked for
@@ -133,8 +133,9 @@ class _Client(Conn):
     """A client connection: a Conn that knows where it came from."""
 
     # address: (IP as bytes, the router port it connected to); scanned: how much of the
-    # buffer is known to hold no end of a head.
-    __slots__ = ("address", "scanned")
+    # buffer is known to hold no end of a head; head_since: when the first byte of the head
+    # being waited for came (monotonic), 0.0 for none.
+    __slots__ = ("address", "head_since", "scanned")
 
 
 class Router:
@@ -220,6 +221,7 @@ class Router:
     def _protocol(self) -> Conn:
         client = _Client(self._loop)
         client.scanned = 0
+        client.head_since = 0.0
         client.on_made = self._accepted
         client.on_data = self._dispatch
         client.on_lost = self._client_lost
@@ -258,8 +260,9 @@ class Router:
                     idle = client.idle_since
                     if idle is None or client.task is not None or client.exchange is not None:
                         continue
-                    if client.buf and now - idle > self.head_timeout:  # a head begun, unended
-                        self._reject(client, 408)
+                    begun = client.head_since  # type: ignore[attr-defined]
+                    if client.buf and begun and now - begun > self.head_timeout:
+                        self._reject(client, 408)  # a head begun long ago and still unended
                     elif now - idle > self.keepalive_timeout:
                         client.close()
                 self._pool.prune(now)
@@ -280,9 +283,11 @@ class Router:
                 client.scanned = max(0, len(buf) - 3)  # type: ignore[attr-defined]
                 if client.idle_since is None:
                     client.idle_since = monotonic()
+                if buf and not client.head_since:  # type: ignore[attr-defined]
+                    client.head_since = monotonic()  # type: ignore[attr-defined]
                 client.consumed()
                 return
-            client.scanned = 0  # type: ignore[attr-defined]
+            client.scanned = client.head_since = 0  # type: ignore[attr-defined]
             head = bytes(buf[: end + 2])  # each line with its CRLF, without the blank line
             del buf[: end + 4]
             if head[0] == 13:  # "\r": RFC 9112 2.2, empty lines before a request are ignored
