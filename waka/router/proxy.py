@@ -27,6 +27,7 @@ import asyncio
 import itertools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -95,6 +96,7 @@ class _Exchange(Sent):
         "fwd",
         "key",
         "port",
+        "proto",
         "req",
         "request_id",
         "route",
@@ -115,6 +117,7 @@ class _Exchange(Sent):
     ) -> None:
         self.sent = 0
         ip, self.port = client.address  # type: ignore[attr-defined]
+        self.proto: bytes = client.proto  # type: ignore[attr-defined]
         self.client = client
         self.req = req
         self.route = route
@@ -134,8 +137,8 @@ class _Client(Conn):
 
     # address: (IP as bytes, the router port it connected to); scanned: how much of the
     # buffer is known to hold no end of a head; head_since: when the first byte of the head
-    # being waited for came (monotonic), 0.0 for none.
-    __slots__ = ("address", "head_since", "scanned")
+    # being waited for came (monotonic), 0.0 for none; proto: b"https" on the TLS port.
+    __slots__ = ("address", "head_since", "proto", "scanned")
 
 
 class Router:
@@ -158,6 +161,7 @@ class Router:
         self.head_timeout = head_timeout
         self.last_request: dict[str, float] = {}  # app_id -> time.monotonic() of its last request
         self.port = 0  # the bound port, once started
+        self.tls_port = 0  # the HTTPS port, once started with TLS
         self._waker = Waker(wake, wake_timeout) if wake is not None else None
         self._pool = Pool()
         self._servers: list[asyncio.Server] = []
@@ -167,9 +171,17 @@ class Router:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    async def serve(self, host: str, port: int) -> None:
-        """Serve until cancelled."""
+    async def serve(
+        self, host: str, port: int, tls_port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """Serve until cancelled; HTTPS too on `tls_port` with the `tls` context."""
         await self.start(host, port)
+        if tls is not None:
+            try:
+                await self.start_tls(host, tls_port, tls)
+            except BaseException:
+                await self.close()
+                raise
         try:
             await asyncio.Future()
         finally:
@@ -194,6 +206,30 @@ class Router:
             port = port or server.sockets[0].getsockname()[1]
         self.port = port
         self._sweeper = loop.create_task(self._sweep())
+        return port
+
+    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> int:
+        """Listen for HTTPS too (after `start`): TLS ends here and the request goes on as on
+        the plain port, with X-Forwarded-Proto: https. Returns the port (chosen when 0)."""
+        hosts = ["127.0.0.1", "::1"] if host == "localhost" else [host]
+        for address in hosts:
+            try:
+                server = await self._loop.create_server(
+                    self._protocol,
+                    address,
+                    port,
+                    reuse_address=True,
+                    backlog=1024,
+                    ssl=context,
+                    ssl_handshake_timeout=HEAD_TIMEOUT,
+                )
+            except OSError:
+                if address == "::1":
+                    continue
+                raise
+            self._servers.append(server)
+            port = port or server.sockets[0].getsockname()[1]
+        self.tls_port = port
         return port
 
     async def close(self) -> None:
@@ -222,6 +258,7 @@ class Router:
         client = _Client(self._loop)
         client.scanned = 0
         client.head_since = 0.0
+        client.proto = b"http"  # type: ignore[attr-defined]
         client.on_made = self._accepted
         client.on_data = self._dispatch
         client.on_lost = self._client_lost
@@ -234,13 +271,15 @@ class Router:
             (peer[0] if peer else "").encode(),
             transport.get_extra_info("sockname")[1],
         )
+        client.proto = b"https" if transport.get_extra_info("sslcontext") else b"http"  # type: ignore[attr-defined]
         client.idle_since = monotonic()
         self._clients.add(client)
 
     async def _sweep(self) -> None:
         """First-byte deadlines (H12) are checked here, a tenth of the timeout apart, rather
-        than with a timer per request; idle connections are closed every SWEEP_EVERY."""
-        idle_every = min(SWEEP_EVERY, self.head_timeout / 2)
+        than with a timer per request; idle connections, and heads unended after head_timeout,
+        every SWEEP_EVERY (or a quarter of head_timeout, when that is shorter)."""
+        idle_every = min(SWEEP_EVERY, self.head_timeout / 4)
         tick = min(1.0, idle_every, max(0.01, self.first_byte_timeout / 10))
         next_idle_sweep = monotonic() + idle_every
         while True:
@@ -831,7 +870,7 @@ def _forward_head(req: Request, x: _Exchange) -> bytes:
     if req.upgrade:
         extra += b"Connection: Upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
     return (
-        b"%s %s HTTP/1.1\r\n%s%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\n"
+        b"%s %s HTTP/1.1\r\n%s%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
         b"X-Forwarded-Port: %d\r\nX-Request-Id: %s\r\nX-Request-Start: %d\r\n\r\n"
         % (
             req.method,
@@ -839,6 +878,7 @@ def _forward_head(req: Request, x: _Exchange) -> bytes:
             req.fields,
             extra,
             x.fwd,
+            x.proto,
             x.port,
             x.request_id,
             time.time() * 1000,
