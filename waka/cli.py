@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="HTTPS port of the Platform API and git (5443; 0: none)",
     )
+    up.add_argument(
+        "--router-tls-port",
+        type=int,
+        default=None,
+        help="router HTTPS port: apps answer at https://<app>.localhost:PORT (8443; 0: none)",
+    )
     up.add_argument("--host", default="localhost", help="address to listen on (localhost)")
     up.add_argument(
         "--rendezvous-port",
@@ -104,6 +110,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["api_port"] = args.api_port
     if getattr(args, "api_tls_port", None) is not None:
         overrides["api_tls_port"] = args.api_tls_port
+    if getattr(args, "router_tls_port", None) is not None:
+        overrides["router_tls_port"] = args.router_tls_port
     if getattr(args, "router_port", None):
         overrides["router_port"] = args.router_port
     if overrides:
@@ -243,7 +251,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     tls_binds = _binds(args.host, settings.api_tls_port) if settings.api_tls_port else []
     api_binds = _plain_api_binds(args.host, settings.api_port, tls=bool(tls_binds))
-    for bind in [*api_binds, *tls_binds, *_binds(args.host, settings.router_port)]:
+    router_binds = _binds(args.host, settings.router_port)
+    if settings.router_tls_port:
+        router_binds += _binds(args.host, settings.router_tls_port)
+    for bind in [*api_binds, *tls_binds, *router_binds]:
         problem = _unbindable(bind)
         if problem:
             print(f"waka: cannot listen on {bind}: {problem}", file=sys.stderr)
@@ -399,7 +410,17 @@ async def _serve(
         wake=wake,
     )
     manager.last_request = router.last_request.get
-    routing = asyncio.create_task(router.serve(host, platform.settings.router_port))
+    from waka.router.tls import RouterTlsError, router_tls
+
+    settings = platform.settings
+    try:
+        tls, certificates = router_tls(platform)  # (None, None) with --router-tls-port 0
+    except RouterTlsError as error:
+        print(f"waka: cannot serve apps over HTTPS: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    routing = asyncio.create_task(
+        router.serve(host, settings.router_port, settings.router_tls_port, tls)
+    )
     managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
     plain_host = "localhost" if tls_binds and not is_loopback(host) else host
     print(f"waka: API on http://{plain_host}:{platform.settings.api_port}", flush=True)
@@ -411,6 +432,8 @@ async def _serve(
             flush=True,
         )
     print(f"waka: router on http://<app>.{host}:{platform.settings.router_port}", flush=True)
+    if tls is not None:
+        print(f"waka: router on https://<app>.{host}:{settings.router_tls_port}", flush=True)
     ca = platform.settings.home / "tls" / "ca.pem"
     print(f"waka: heroku run on port {rendezvous.port}; NODE_EXTRA_CA_CERTS={ca}", flush=True)
     await serve(create_api(platform, rendezvous), config, shutdown_trigger=stop.wait)
@@ -423,6 +446,8 @@ async def _serve(
     await recovering
     api_log.stop()
     route_follower.stop()
+    if certificates is not None:
+        certificates.stop()
     platform.drains.stop()
     await follower
     await building

@@ -23,6 +23,11 @@ class Settings:
     api_tls_cert: Path | None = None
     api_tls_key: Path | None = None
     router_port: int = 8080
+    # The router's HTTPS port (0: off); app host names get the operator's wildcard certificate
+    # when both files are given, else one from waka's CA per name.
+    router_tls_port: int = 8443
+    router_tls_cert: Path | None = None
+    router_tls_key: Path | None = None
     public_host: str = "localhost"
     build_memory_mb: int = 2048
     sleep_after: float = 1800.0  # seconds without a request before eco dynos sleep
@@ -48,6 +53,9 @@ class Settings:
             api_tls_cert=_path(env.get("WAKA_API_TLS_CERT")),
             api_tls_key=_path(env.get("WAKA_API_TLS_KEY")),
             router_port=int(env.get("WAKA_ROUTER_PORT") or 8080),
+            router_tls_port=int(env.get("WAKA_ROUTER_TLS_PORT") or 8443),
+            router_tls_cert=_path(env.get("WAKA_ROUTER_TLS_CERT")),
+            router_tls_key=_path(env.get("WAKA_ROUTER_TLS_KEY")),
             public_host=env.get("WAKA_PUBLIC_HOST") or "localhost",
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
             sleep_after=float(env.get("WAKA_SLEEP_AFTER") or 1800),

@@ -233,6 +233,7 @@ class WakaServer:
         self.router_port = 0
         self.rendezvous_port = 0
         self.tls_port = 0  # the API and git over HTTPS
+        self.router_tls_port = 0  # apps over HTTPS
         self.extra_env: dict[str, str] = {}
         self.log_path = home.parent / f"{home.name}-up.log"
         self.api_key = ""
@@ -260,6 +261,7 @@ class WakaServer:
                 self.router_port = free_port()
                 self.rendezvous_port = free_port()  # parallel servers must not race for 5001
                 self.tls_port = free_port()  # nor for 5443
+                self.router_tls_port = free_port()  # nor for 8443
             log = self.log_path.open("ab")
             log.write(f"--- waka up --api-port {self.port}\n".encode())
             log.flush()
@@ -277,6 +279,8 @@ class WakaServer:
                     str(self.rendezvous_port),
                     "--api-tls-port",
                     str(self.tls_port),
+                    "--router-tls-port",
+                    str(self.router_tls_port),
                 ],
                 cwd=REPO,
                 env=self.waka_env(),

@@ -32,6 +32,7 @@ from waka.api.routes import (
     logs,
     releases,
     run,
+    sni_endpoints,
     stacks,
 )
 from waka.bootstrap import Platform
@@ -101,6 +102,7 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *data.routes(platform),
         *builds.routes(platform),
         *domains.routes(platform),
+        *sni_endpoints.routes(platform),
         *dyno_sizes.routes(platform),
         *stacks.routes(platform),
         *logs.routes(platform, platform.logplex, drains=platform.drains),

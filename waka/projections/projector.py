@@ -26,6 +26,7 @@ from waka.projections.domains import DomainsProjection
 from waka.projections.formation import FormationProjection
 from waka.projections.releases import ReleasesProjection
 from waka.projections.sealing import Sealer
+from waka.projections.sni_endpoints import SniEndpointsProjection
 from waka.projections.store import ReadStore, Row
 
 POSITIONS = """CREATE TABLE IF NOT EXISTS waka_positions (
@@ -46,6 +47,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         DomainsProjection(),
         DrainsProjection(),
         AddonsProjection(),
+        SniEndpointsProjection(sealer),
     ]
 
 

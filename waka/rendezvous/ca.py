@@ -81,6 +81,16 @@ def ensure_tls(home: Path, hosts: Iterable[str] = DEFAULT_HOSTS) -> TlsFiles:
     return files
 
 
+def issue_certificate(home: Path, names: list[str]) -> tuple[bytes, bytes]:
+    """A server certificate from waka's CA for `names`, kept in memory only: (cert PEM with
+    the CA after it, key PEM). The router's default certificate for an app's host name."""
+    files = ensure_tls(home)
+    ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), None)
+    ca_pem = files.ca_cert.read_bytes()
+    key, cert = _new_server_cert(ca_key, x509.load_pem_x509_certificate(ca_pem), names)  # type: ignore[arg-type]
+    return cert.public_bytes(serialization.Encoding.PEM) + ca_pem, _key_pem(key)
+
+
 def _needs_server_cert(files: TlsFiles, ca_cert: x509.Certificate, names: list[str]) -> bool:
     if not (files.server_cert.exists() and files.server_key.exists()):
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from starlette.routing import Route
 
@@ -10,10 +11,14 @@ from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, not_found
 from waka.bootstrap import Platform
 from waka.projections.domains import domain_id, domains_of
+from waka.projections.sni_endpoints import endpoint_domains, endpoints_of
 from waka.projections.store import Row
+from waka.sni_endpoints import set_domain_endpoint
 
 
-def _render(app: Row, hostname: str, kind: str, created_at: str, settings: Any) -> dict:
+def _render(
+    app: Row, hostname: str, kind: str, created_at: str, settings: Any, sni: Row | None = None
+) -> dict:
     return {
         "acm_status": None,
         "acm_status_reason": None,
@@ -24,7 +29,7 @@ def _render(app: Row, hostname: str, kind: str, created_at: str, settings: Any) 
         "hostname": hostname,
         "id": domain_id(app["id"], hostname),
         "kind": kind,
-        "sni_endpoint": None,
+        "sni_endpoint": {"id": sni["id"], "name": sni["name"]} if sni else None,
         "status": "none",  # nothing to provision: the domain routes at once
         "updated_at": created_at,
     }
@@ -35,9 +40,19 @@ def _all(ctx: Ctx, app: Row) -> list[dict]:
     default = _render(
         app, f"{app['name']}.{settings.public_host}", "heroku", app["created_at"], settings
     )
+    store = ctx.platform.store
+    endpoints = {e["id"]: e for e in endpoints_of(store, app["id"])}
+    chosen = endpoint_domains(store, app["id"])
     custom = [
-        _render(app, d["hostname"], "custom", d["created_at"], settings)
-        for d in domains_of(ctx.platform.store, app["id"])
+        _render(
+            app,
+            d["hostname"],
+            "custom",
+            d["created_at"],
+            settings,
+            endpoints.get(chosen.get(d["hostname"], "")),
+        )
+        for d in domains_of(store, app["id"])
     ]
     return [default, *custom]
 
@@ -75,9 +90,32 @@ def remove_domain(ctx: Ctx) -> Reply:
     return Reply(domain)
 
 
-def list_sni_endpoints(ctx: Ctx) -> Reply:
-    ctx.app()
-    return Reply([])  # TLS termination is not part of the router yet
+def update_domain(ctx: Ctx) -> Reply:
+    """`heroku domains:update HOST --cert NAME`: the certificate the router serves for it."""
+    app = ctx.app()
+    wanted = ctx.param("domain").lower()
+    domain = next((d for d in _all(ctx, app) if wanted in (d["hostname"], d["id"])), None)
+    if domain is None or domain["kind"] != "custom":
+        raise not_found("Couldn't find that domain.")
+    name = ctx.object_body().get("sni_endpoint")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(422, "invalid_params", "sni_endpoint must be a certificate's name or id.")
+    store = ctx.platform.store
+    endpoints = endpoints_of(store, app["id"])
+    chosen = next((e for e in endpoints if name in (e["id"], e["name"])), None)
+    if name is not None and chosen is None:
+        raise not_found(f"Couldn't find the certificate {name}.")
+    current = endpoint_domains(store, app["id"]).get(domain["hostname"])
+    ctx.command(
+        set_domain_endpoint,
+        ctx.platform.ledger,
+        ctx.actor,
+        ctx.app_id(app),
+        domain["hostname"],
+        UUID(chosen["id"]) if chosen else None,
+        UUID(current) if current else None,
+    )
+    return Reply(next(d for d in _all(ctx, app) if d["hostname"] == domain["hostname"]))
 
 
 def routes(platform: Platform) -> list[Route]:
@@ -88,5 +126,5 @@ def routes(platform: Platform) -> list[Route]:
         Route(
             "/apps/{app}/domains/{domain}", endpoint(platform, remove_domain), methods=["DELETE"]
         ),
-        Route("/apps/{app}/sni-endpoints", endpoint(platform, list_sni_endpoints), methods=["GET"]),
+        Route("/apps/{app}/domains/{domain}", endpoint(platform, update_domain), methods=["PATCH"]),
     ]
