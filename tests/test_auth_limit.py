@@ -185,6 +185,8 @@ def test_git_passwords_count_against_the_same_address(platform: Platform, clock:
     for _ in range(2):
         assert client.get(refs, headers=basic("guess")).status_code == 401
     assert client.get("/apps", headers=bearer("guess")).status_code == 401  # API: the third
-    status, error_id, _ = error_of(client.get(refs, headers=basic(key)))
+    refused = client.get(refs, headers=basic(key))
+    status, error_id, _ = error_of(refused)
     assert (status, error_id) == (429, "rate_limit")
+    assert int(refused.headers["Retry-After"]) >= 1
     assert client.get("/apps", headers=bearer(key)).status_code == 429

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from waka.adapters import processes
+from waka.api.auth_limit import RateLimited
 from waka.api.endpoint import authenticate
 from waka.api.errors import ApiError, error_response
 from waka.bootstrap import Platform
@@ -74,7 +75,7 @@ def _cgi_env(platform: Platform, request: Request, user: dict, app: dict) -> dic
     if settings.database_url:
         env["WAKA_DATABASE_URL"] = settings.database_url
         env["WAKA_DATABASE_SCHEMA"] = settings.database_schema
-    if settings.cipher_key:
+    if settings.cipher_key and settings.cipher_key_file is None:  # else the hook reads the file
         env["WAKA_CIPHER_KEY"] = settings.cipher_key
     # No CONTENT_LENGTH: git then reads the body to EOF, which every end brings (the upload
     # closes its stdin; a crash of waka closes it too). Given a length, git http-backend 2.39
@@ -106,6 +107,8 @@ class SmartHttp:
             response = error_response(error.status, error.error_id, error.message)
             if error.status == 401:
                 response.headers["WWW-Authenticate"] = 'Basic realm="waka"'
+            if isinstance(error, RateLimited):
+                response.headers["Retry-After"] = str(error.retry_after)
             await response(scope, receive, send)
             return
         process = await asyncio.create_subprocess_exec(
