@@ -1,20 +1,29 @@
-"""Encryption of stored events: with a cipher key, config values never reach the store in clear.
+"""Encryption of stored events, on by default: config values never reach the store in clear.
+
+With no WAKA_CIPHER_KEY the first start makes a key file in the home, which every later
+process finds; a ledger written in clear before that default keeps working as it was; a
+ledger with the wrong key, or none, is refused at start with a clear message.
 
 eventsourcing's Mapper compresses (zlib) and then encrypts (AES-GCM) each event's state, so
 the checks below decompress what they read: a merely compressed secret is still a secret in
 clear, and `b"s3cret-value" in raw_bytes` alone would miss it.
 """
 
+import base64
 import dataclasses
+import stat
 import zlib
 
 import pytest
 from eventsourcing.cipher import AESCipher
 from eventsourcing.utils import Environment
 
+from waka.adapters.cipher_key import KEY_FILE, CipherKeyError
+from waka.bootstrap import bootstrap
 from waka.domain.names import AppName
 from waka.ledger import SNAPSHOT_INTERVAL, Ledger
 from waka.projections.config_vars import config_of
+from waka.projections.sealing import Sealer
 
 SECRET = "s3cret-value"
 
@@ -42,19 +51,19 @@ def decompresses(state):
     return True
 
 
-def make_history(platform, actor):
+def make_history(ledger, actor):
     """An app whose config holds SECRET from v2 on, with enough changes for a snapshot."""
-    app = platform.ledger.create_app(actor, "secret-app")
-    platform.ledger.set_config(actor, app.id, {"API_TOKEN": SECRET})
+    app = ledger.create_app(actor, "secret-app")
+    ledger.set_config(actor, app.id, {"API_TOKEN": SECRET})
     for i in range(SNAPSHOT_INTERVAL // 2):
-        platform.ledger.set_config(actor, app.id, {"COUNTER": str(i)})
+        ledger.set_config(actor, app.id, {"COUNTER": str(i)})
     return app
 
 
 def test_encrypted_store_holds_no_config_value_in_clear(settings, make_platform, cipher_key):
     platform = make_platform(dataclasses.replace(settings, cipher_key=cipher_key))
     actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
-    app = make_history(platform, actor)
+    app = make_history(platform.ledger, actor)
 
     events = stored_event_states(platform)
     snapshots = stored_snapshot_states(platform, app.id)
@@ -92,17 +101,87 @@ def test_encrypted_store_cannot_be_read_with_another_key(settings, make_platform
         ledger.close()
 
 
-def test_without_a_key_the_value_is_stored_readably(settings, make_platform):
-    # Proves the checks above would catch a store that does not encrypt.
-    assert settings.cipher_key is None
-    platform = make_platform(settings)
-    actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
-    app = make_history(platform, actor)
+def legacy_history(settings):
+    """A ledger in clear, as waka wrote it before encryption was the default."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(env=settings.eventsourcing_env())
+    try:
+        actor = ledger.register_user("owner@example.com")[0].as_actor()
+        return make_history(ledger, actor).id
+    finally:
+        ledger.close()
 
-    states = stored_event_states(platform) + stored_snapshot_states(platform, app.id)
+
+def test_a_ledger_made_before_encryption_keeps_working_in_clear(settings, make_platform):
+    # Proves the checks above would catch a store that does not encrypt.
+    app_id = legacy_history(settings)
+    platform = make_platform(settings)
+    assert platform.settings.cipher_key is None
+    assert not (settings.home / KEY_FILE).exists()
+
+    states = stored_event_states(platform) + stored_snapshot_states(platform, app_id)
     assert all(decompresses(s) for s in states)
     assert any(SECRET.encode() in zlib.decompress(s) for s in states)
-    assert platform.ledger.get_app(app.id).config["API_TOKEN"] == SECRET
+    assert platform.ledger.get_app(app_id).config["API_TOKEN"] == SECRET
+    platform.ledger.register_user("new@example.com")  # new events stay in clear too
+    assert decompresses(stored_event_states(platform)[-1])
+    platform.projector.catch_up()
+    rows = platform.store.query("SELECT key, value, sealed FROM waka_config_vars")
+    assert {"key": "API_TOKEN", "value": SECRET, "sealed": 0} in rows
+
+
+def test_the_first_start_makes_a_key_that_every_process_finds(settings, make_platform):
+    assert settings.cipher_key is None
+    platform = make_platform(settings)
+    path = settings.home / KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = path.read_text().strip()
+    assert platform.settings.cipher_key == key
+    assert platform.settings.cipher_key_file == path
+    actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
+    app = make_history(platform.ledger, actor)
+    assert not any(decompresses(s) for s in stored_event_states(platform))
+
+    other = make_platform(settings)  # another process of the same home: the same key
+    assert other.settings.cipher_key == key
+    assert other.ledger.get_app(app.id).config["API_TOKEN"] == SECRET
+    assert path.read_text().strip() == key
+
+
+def test_a_given_key_wins_and_no_key_file_is_made(settings, make_platform, cipher_key):
+    platform = make_platform(dataclasses.replace(settings, cipher_key=cipher_key))
+    assert platform.settings.cipher_key == cipher_key
+    assert platform.settings.cipher_key_file is None
+    assert not (settings.home / KEY_FILE).exists()
+
+
+def test_an_encrypted_ledger_without_its_key_is_refused_clearly(settings, make_platform):
+    """A second host of one PostgreSQL ledger without the first one's key, or a lost key."""
+    platform = make_platform(settings)
+    platform.ledger.register_user("owner@example.com")
+    (settings.home / KEY_FILE).unlink()
+    with pytest.raises(CipherKeyError, match=r"encrypted and there is no key.*WAKA_CIPHER_KEY"):
+        bootstrap(settings)
+    assert not (settings.home / KEY_FILE).exists()  # no new key that could never open it
+
+
+def test_a_wrong_key_is_refused_clearly(settings, make_platform, cipher_key):
+    platform = make_platform(settings)
+    platform.ledger.register_user("owner@example.com")
+    with pytest.raises(CipherKeyError, match=r"WAKA_CIPHER_KEY.*does not open this ledger"):
+        bootstrap(dataclasses.replace(settings, cipher_key=cipher_key))
+
+
+def test_a_key_for_a_ledger_in_clear_is_refused_clearly(settings, cipher_key):
+    legacy_history(settings)
+    with pytest.raises(CipherKeyError, match="written unencrypted"):
+        bootstrap(dataclasses.replace(settings, cipher_key=cipher_key))
+
+
+@pytest.mark.parametrize("key", ["not base64!", "c2hvcnQ="])
+def test_a_malformed_key_is_refused_clearly(settings, key):
+    with pytest.raises(CipherKeyError, match="is not a cipher key"):
+        bootstrap(dataclasses.replace(settings, cipher_key=key))
 
 
 def test_settings_not_the_process_environment_decide_the_cipher(settings, monkeypatch):
@@ -139,11 +218,12 @@ def test_the_read_models_seal_config_values_with_the_key(settings, make_platform
     assert config_of(reopened.store, str(app.id))["API_TOKEN"] == SECRET
 
 
-def test_without_a_key_the_read_models_hold_values_readably(settings, make_platform):
-    platform = make_platform(settings)
-    actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
-    app = platform.ledger.create_app(actor, "secret-app")
-    platform.ledger.set_config(actor, app.id, {"API_TOKEN": SECRET})
-    platform.projector.catch_up()
-    rows = platform.store.query("SELECT value, sealed FROM waka_config_vars")
-    assert rows == [{"value": SECRET, "sealed": 0}]
+def test_sealing_is_stable_per_value_so_a_rebuild_gives_the_same_rows(cipher_key):
+    sealer = Sealer(cipher_key)
+    sealed = sealer.seal(SECRET)
+    assert sealer.seal(SECRET) == sealed != sealer.seal(SECRET + "!")
+    assert SECRET not in sealed and SECRET not in base64.b64decode(sealed).decode("latin-1")
+    assert sealer.open(sealed) == SECRET
+    assert Sealer(AESCipher.create_key(num_bytes=32)).seal(SECRET) != sealed
+    with pytest.raises(ValueError, match="damaged"):
+        Sealer(AESCipher.create_key(num_bytes=32)).open(sealed)

@@ -18,10 +18,15 @@ from waka.projections.releases import releases_of
 
 
 def stored_states(platform):
-    """The state of every stored event, as written (compressed) and decompressed."""
+    """The state of every stored event, as written (compressed, and encrypted with the key the
+    platform's first start made) and in plain."""
+    cipher = platform.ledger.mapper.cipher
     notifications = platform.ledger.recorder.select_notifications(start=1, limit=1000)
     assert len(notifications) < 1000
-    return [(n.state, zlib.decompress(n.state)) for n in notifications]
+    return [
+        (n.state, zlib.decompress(cipher.decrypt(n.state) if cipher else n.state))
+        for n in notifications
+    ]
 
 
 def release_events(platform, app_id):

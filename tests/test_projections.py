@@ -14,6 +14,7 @@ from waka.projections.config_vars import config_of
 from waka.projections.formation import find_formation, formation_of
 from waka.projections.projector import Projector
 from waka.projections.releases import find_release, releases_of
+from waka.projections.sealing import Sealer
 from waka.projections.store import SqliteReadStore
 
 
@@ -184,7 +185,8 @@ def test_incremental_catch_ups_equal_one_build_from_scratch(platform, tmp_path):
     make_history(ledger)
     catch_up()
 
-    fresh_store = SqliteReadStore(tmp_path / "fresh.sqlite")
+    sealer = Sealer(platform.settings.cipher_key)  # the key the platform's first start made
+    fresh_store = SqliteReadStore(tmp_path / "fresh.sqlite", sealer=sealer)
     try:
         fresh = Projector(ledger, fresh_store)
         fresh.setup()

@@ -43,8 +43,10 @@ def long_app(platform, actor):
 
 
 @pytest.fixture
-def plain_ledger(settings):
-    ledger = PlainLedger(env={**settings.eventsourcing_env(), "IS_SNAPSHOTTING_ENABLED": "n"})
+def plain_ledger(platform):
+    # The platform's settings: they hold the cipher key its first start made.
+    env = platform.settings.eventsourcing_env()
+    ledger = PlainLedger(env={**env, "IS_SNAPSHOTTING_ENABLED": "n"})
     assert ledger.snapshots is None
     yield ledger
     ledger.close()

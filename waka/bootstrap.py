@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from waka.adapters import cipher_key
 from waka.adapters.build_logs import BuildLogs
+from waka.adapters.private_home import make_private
 from waka.adapters.sources import SourceStore
 from waka.config import Settings
 from waka.ledger import Ledger
@@ -247,8 +249,14 @@ class Platform:
 
 def bootstrap(settings: Settings | None = None) -> Platform:
     settings = settings or Settings.from_env()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    make_private(settings.home)
+    settings = cipher_key.resolve(settings)  # encrypted by default: the home's key, if not given
     ledger = Ledger(env=settings.eventsourcing_env())
+    try:
+        cipher_key.check(ledger, settings)
+    except cipher_key.CipherKeyError:
+        ledger.close()
+        raise
     store: ReadStore
     sealer = Sealer(settings.cipher_key)  # the ledger's key seals the read models' secrets
     if settings.database_url:
@@ -258,6 +266,7 @@ def bootstrap(settings: Settings | None = None) -> Platform:
     projector = Projector(ledger, store)
     projector.setup()
     projector.catch_up()
+    make_private(settings.home)  # the stores' files just made
     return Platform(
         settings=settings,
         ledger=ledger,

@@ -93,8 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     stack.add_argument("--force", action="store_true", help="rebuild even if the image exists")
 
     args = parser.parse_args(argv)
+    from waka.adapters.cipher_key import CipherKeyError
+    from waka.adapters.private_home import PRIVATE_UMASK
+
+    # The stores, keys and state files made here are waka's user's alone.
+    args.operator_umask = os.umask(PRIVATE_UMASK)
     try:
         return _COMMANDS[args.command](args)
+    except CipherKeyError as error:
+        print(f"waka: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -269,8 +277,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"waka: cannot serve the API over HTTPS: {error}", file=sys.stderr)
             return 1
     platform = _bootstrap(args)
+    # The stores and keys are made. From here on, builds and dynos make files that containers
+    # read as users other than waka's (slugs): their adapters set those modes, under the umask
+    # the operator gave; the home stays 0700 (waka.adapters.private_home).
+    os.umask(args.operator_umask)
     where = (settings.database_url and "PostgreSQL") or f"SQLite under {settings.home}"
     print(f"waka: ledger on {where}", flush=True)
+    print(f"waka: {_encryption_status(platform.settings)}", flush=True)
     runtime = platform.runtime
     if runtime.name == "docker":
         print("waka: builds run in Docker containers of the stack image", flush=True)
@@ -297,6 +310,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         platform.close()
     print("waka: stopped", flush=True)
     return 0
+
+
+def _encryption_status(settings: Settings) -> str:
+    if settings.cipher_key_file:
+        return f"stored events and secrets are encrypted with the key in {settings.cipher_key_file}"
+    if settings.cipher_key:
+        return "stored events and secrets are encrypted with WAKA_CIPHER_KEY"
+    return (
+        "this ledger was made before encryption was the default and stays UNENCRYPTED "
+        "(see the README: Backing up and rotating the key)"
+    )
 
 
 async def _serve(

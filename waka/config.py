@@ -15,7 +15,10 @@ class Settings:
     home: Path
     database_url: str | None = None  # PostgreSQL; None means the embedded SQLite files
     database_schema: str = "public"
-    cipher_key: str | None = None  # base64 AES key: stored events are encrypted when set
+    # The base64 AES key that encrypts stored events and seals the read models' secrets: from
+    # WAKA_CIPHER_KEY, else (see waka.adapters.cipher_key) the key file in the home.
+    cipher_key: str | None = None
+    cipher_key_file: Path | None = None  # where cipher_key was read from (None: the env)
     api_port: int = 5000
     # The Platform API and git over HTTPS (0: off). Its certificate is the operator's when
     # both files are given, else one from waka's own CA naming the hosts waka answers as.

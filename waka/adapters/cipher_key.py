@@ -1,0 +1,165 @@
+"""The cipher key: stored events and the read models' secrets are encrypted by default.
+
+Where the key comes from, first match wins:
+
+1. `WAKA_CIPHER_KEY`: the operator's own (one key for every host of a PostgreSQL ledger).
+2. `$WAKA_HOME/cipher.key` (mode 0600): made by the first start of an installation, and read
+   by every later process of the same home (`waka up`, the git hook, the CLI commands).
+3. Neither, and a ledger that already holds events written in clear (made before encryption
+   was the default): it keeps working unencrypted, as it was; `waka up` says so at start.
+
+A ledger opened with the wrong key (or none, or a key for a ledger written in clear) is
+refused at start with what to do, rather than failing later, deep inside a replay.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import zlib
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from eventsourcing.cipher import AESCipher
+
+from waka.config import Settings
+
+if TYPE_CHECKING:
+    from waka.ledger import Ledger
+
+log = logging.getLogger("waka.cipher")
+
+KEY_FILE = "cipher.key"
+KEY_SIZES = (16, 24, 32)  # AES-128/192/256, as eventsourcing's AESCipher takes them
+
+LedgerState = Literal["empty", "clear", "encrypted"]
+
+
+class CipherKeyError(Exception):
+    """The key is unusable, missing, or does not open this ledger; the message says why."""
+
+
+def key_file(settings: Settings) -> Path:
+    return settings.home / KEY_FILE
+
+
+def resolve(settings: Settings) -> Settings:
+    """`settings` with the cipher key this installation uses (None: a ledger in clear)."""
+    if settings.cipher_key:
+        _check_key(settings.cipher_key, "WAKA_CIPHER_KEY")
+        return settings
+    path = key_file(settings)
+    if path.exists():
+        return replace(settings, cipher_key=read_key(path), cipher_key_file=path)
+    state = ledger_state(settings)
+    if state == "clear":
+        log.warning(
+            "this ledger was written before encryption was the default: it stays unencrypted "
+            "(no %s in %s, no WAKA_CIPHER_KEY)",
+            KEY_FILE,
+            settings.home,
+        )
+        return settings
+    if state == "encrypted":
+        raise CipherKeyError(
+            f"the ledger is encrypted and there is no key: set WAKA_CIPHER_KEY to the key the "
+            f"other waka hosts of this database use (or copy their {KEY_FILE} to {path})"
+        )
+    return replace(settings, cipher_key=create_key(path), cipher_key_file=path)
+
+
+def read_key(path: Path) -> str:
+    try:
+        key = path.read_text().strip()
+    except OSError as error:
+        raise CipherKeyError(f"cannot read the cipher key {path}: {error.strerror}") from None
+    _check_key(key, str(path))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # a copy restored with the wrong mode: waka's user alone reads it
+    return key
+
+
+def create_key(path: Path) -> str:
+    """A new key in `path` (0600); if another process made one first, that one."""
+    key = AESCipher.create_key(num_bytes=32)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(partial, path)  # whole or absent: a concurrent reader never sees half
+        except FileExistsError:
+            return read_key(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info("made a new cipher key in %s: back it up (see the README)", path)
+    return key
+
+
+def ledger_state(settings: Settings) -> LedgerState:
+    """Whether the ledger holds no events yet, events in clear, or encrypted events."""
+    from waka.ledger import Ledger
+
+    if not settings.uses_postgres and not (settings.home / "ledger.sqlite").exists():
+        return "empty"
+    ledger = Ledger(env=replace(settings, cipher_key=None).eventsourcing_env())
+    try:
+        state = _first_state(ledger)
+    finally:
+        ledger.close()
+    if state is None:
+        return "empty"
+    return "clear" if _is_compressed(state) else "encrypted"
+
+
+def check(ledger: Ledger, settings: Settings) -> None:
+    """Refuse a key that does not open this ledger (a ledger without a key is `resolve`'s)."""
+    cipher = ledger.mapper.cipher
+    state = _first_state(ledger)
+    if cipher is None or state is None:
+        return
+    source = str(settings.cipher_key_file or "WAKA_CIPHER_KEY")
+    if _is_compressed(state):
+        raise CipherKeyError(
+            f"this ledger was written unencrypted, but a cipher key is given ({source}): "
+            "remove it to keep using the ledger as it is"
+        )
+    try:
+        cipher.decrypt(state)
+    except ValueError:
+        raise CipherKeyError(
+            f"the cipher key ({source}) does not open this ledger: it was written with "
+            "another key (restore the right one from your backup)"
+        ) from None
+
+
+def _first_state(ledger: Ledger) -> bytes | None:
+    notifications = ledger.recorder.select_notifications(start=1, limit=1)
+    return notifications[0].state if notifications else None
+
+
+def _is_compressed(state: bytes) -> bool:
+    """Stored state in clear is zlib data; encrypted state (AES-GCM) is not."""
+    with contextlib.suppress(zlib.error):
+        zlib.decompress(state)
+        return True
+    return False
+
+
+def _check_key(key: str, source: str) -> None:
+    try:
+        size = len(base64.b64decode(key, validate=True))
+    except (binascii.Error, ValueError):
+        size = 0
+    if size not in KEY_SIZES:
+        raise CipherKeyError(
+            f"{source} is not a cipher key (base64 of 16, 24 or 32 bytes; "
+            "`waka cipher-key` prints a new one)"
+        )
