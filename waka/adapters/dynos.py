@@ -4,7 +4,8 @@ Each dyno is one container, named and labelled with its app, release, restart ge
 dyno name, so the dyno manager can rebuild its view of the world from the engine after a
 restart of waka. The slug is copied into the container's own file system at /app (writable and
 thrown away with the container: an ephemeral file system, as on Heroku). Dynos get no mounts:
-no Docker socket, nothing of the host.
+no Docker socket, nothing of the host. How a dyno is isolated (its network, user, capabilities)
+and limited (memory, CPU, processes) is in waka/adapters/dyno_containers.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from waka.adapters.dyno_containers import address_of, container_options, install_slug, oom_killed
 
 log = logging.getLogger("waka.dynos")
 
@@ -53,6 +56,7 @@ class ObservedDyno:
     exit_code: int | None
     address: tuple[str, int] | None
     created_at: str
+    oom_killed: bool = False  # the kernel killed it for going over its memory (R15)
 
 
 class DockerDynos:
@@ -81,7 +85,7 @@ class DockerDynos:
             ["bash", "-c", script],
             environment=env,
             working_dir="/app",
-            mem_limit=f"{spec.memory_mb}m",
+            **container_options(self.client, spec.size, spec.memory_mb),
             labels={
                 LABEL: spec.name,
                 "waka.platform": self.platform_id,
@@ -97,8 +101,7 @@ class DockerDynos:
             init=True,  # reaps zombies and forwards signals, as Heroku's dyno init does
         )
         try:
-            with spec.slug_path.open("rb") as slug:
-                container.put_archive("/", slug)
+            install_slug(container, spec.slug_path)
             container.start()
         except Exception:
             container.remove(force=True)
@@ -112,7 +115,7 @@ class DockerDynos:
             labels = container.labels
             state = container.attrs.get("State", {})
             running = bool(state.get("Running"))
-            ip = container.attrs.get("NetworkSettings", {}).get("IPAddress") or None
+            ip = address_of(container.attrs)
             found.append(
                 ObservedDyno(
                     container_id=container.id,
@@ -127,6 +130,7 @@ class DockerDynos:
                     exit_code=None if running else state.get("ExitCode"),
                     address=(ip, PORT) if running and ip else None,
                     created_at=container.attrs.get("Created", ""),
+                    oom_killed=not running and oom_killed(container.attrs),
                 )
             )
         return found

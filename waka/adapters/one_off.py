@@ -1,9 +1,10 @@
 """One-off dynos (`heroku run`, `heroku run:detached`) as Docker containers of the stack image.
 
 Like a formation dyno (waka/adapters/dynos.py) a one-off is a container with the release's slug
-copied to /app, the config vars and `DYNO=run.NNNN` in its environment and a memory limit from
-its size. It is labelled `waka.run=<name>` and never `waka.dyno`, so the dyno manager, which
-converges every `waka.dyno` container towards the formation, leaves it alone.
+copied to /app, the config vars and `DYNO=run.NNNN` in its environment, the same isolation
+and the limits of its size (waka/adapters/dyno_containers.py). It is labelled `waka.run=<name>`
+and never `waka.dyno`, so the dyno manager, which converges every `waka.dyno` container towards
+the formation, leaves it alone.
 
 An attached one-off is created here but started by the rendezvous server once the user's CLI
 has connected, after attaching to its stdio, so that no output is lost. A detached one starts
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from waka.adapters.dyno_containers import R15, container_options, install_slug, oom_killed
 
 log = logging.getLogger("waka.one_off")
 
@@ -128,10 +131,21 @@ class OneOff:
         if not self._finished.is_set():
             self._finished.set()
             app_id = self.spec.app_id
+            if self._oom_killed():
+                self.log_line(app_id, "heroku", self.name, R15)
+                self.log_line(app_id, "heroku", self.name, "Stopping process with SIGKILL")
             self.log_line(app_id, "heroku", self.name, f"Process exited with status {code}")
             self.log_line(app_id, "heroku", self.name, "State changed from up to complete")
         self.discard()
         return code
+
+    def _oom_killed(self) -> bool:
+        try:
+            self.container.reload()
+        except Exception as error:  # removed meanwhile: it cannot say
+            log.debug("inspect %s: %s", self.name, error)
+            return False
+        return oom_killed(self.container.attrs)
 
     def discard(self) -> None:
         try:
@@ -161,7 +175,7 @@ class OneOffDynos:
             ["bash", "-c", PROFILE + spec.command],
             environment=env,
             working_dir="/app",
-            mem_limit=f"{spec.memory_mb}m",
+            **container_options(self.client, spec.size, spec.memory_mb),
             tty=spec.tty,
             # With stdin open docker-py also sets StdinOnce: Docker closes the process's stdin
             # when the attached client half-closes its side (the user's input ended), rather
@@ -181,8 +195,7 @@ class OneOffDynos:
         )
         one_off = OneOff(container, spec, self.log_line)
         try:
-            with spec.slug_path.open("rb") as slug:
-                container.put_archive("/", slug)
+            install_slug(container, spec.slug_path)
         except Exception:
             one_off.discard()
             raise

@@ -36,6 +36,27 @@ SIZE_MEMORY_MB = {
     "Performance-L": 14336,
     "Performance-L-RAM": 30720,
 }
+# CPU weight of each size (Docker's cpu-shares, 1024 = one share): relative, as Heroku's
+# "compute" multipliers are; a busy dyno slows its neighbours only by its share.
+SIZE_CPU_SHARES = {
+    "Eco": 1024,
+    "Basic": 1024,
+    "Standard-1X": 1024,
+    "Standard-2X": 2048,
+    "Performance-M": 12288,
+    "Performance-L": 51200,
+    "Performance-L-RAM": 24576,
+}
+# Processes and threads a dyno may have at once, as on Heroku: a fork bomb stops there.
+SIZE_PROCESSES = {
+    "Eco": 256,
+    "Basic": 256,
+    "Standard-1X": 256,
+    "Standard-2X": 512,
+    "Performance-M": 16384,
+    "Performance-L": 32768,
+    "Performance-L-RAM": 32768,
+}
 DEFAULT_REGION = "local"
 REGIONS = ("local",)
 DEFAULT_STACK = "waka-bookworm"

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from waka.adapters.dyno_containers import R15
 from waka.adapters.dynos import DockerDynos, DynoSpec, ObservedDyno, port_open
 from waka.adapters.process_dynos import ProcessDynos
 from waka.adapters.slugs import SlugStore
@@ -307,6 +308,9 @@ class DynoManager:
 
     def _crashed(self, dyno: ObservedDyno) -> None:
         state = self.known.get(dyno.container_id, _Dyno(state="up"))
+        if dyno.oom_killed:  # over its memory: the kernel killed it
+            self.log_line(dyno.app_id, "heroku", dyno.name, R15)
+            self.log_line(dyno.app_id, "heroku", dyno.name, "Stopping process with SIGKILL")
         self.log_line(
             dyno.app_id, "heroku", dyno.name, f"Process exited with status {dyno.exit_code}"
         )
