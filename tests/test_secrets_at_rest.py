@@ -10,12 +10,8 @@ encryption was the default finds the secrets, so it can see them.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import sqlite3
 import stat
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,65 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.raw_stores import in_clear
 from waka.adapters.cipher_key import KEY_FILE
-from waka.config import Settings
 from waka.ledger import SNAPSHOT_INTERVAL, Ledger
 from waka.projections.apps import find_app
 from waka.projections.config_vars import config_of
 
 SECRET = "s3cret-config-value"
 REDIS_PASSWORD = "redis-pa55word-in-the-url"
-
-
-def _values(value: object) -> Iterator[bytes]:
-    """A stored value as bytes, and decompressed too when it is zlib data."""
-    if isinstance(value, memoryview):
-        value = bytes(value)
-    if isinstance(value, str):
-        value = value.encode()
-    if not isinstance(value, bytes):
-        return
-    yield value
-    with contextlib.suppress(zlib.error):
-        value = zlib.decompress(value)
-        yield value
-
-
-def raw_store_contents(settings: Settings) -> list[bytes]:
-    """Everything the stores hold, read around waka: the home's files, every table's values."""
-    found = [p.read_bytes() for p in settings.home.rglob("*") if p.is_file()]
-    if settings.database_url:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            tables = conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (settings.database_schema,),
-            ).fetchall()
-            assert len(tables) >= 3, tables  # events, snapshots, read models
-            for (table,) in tables:
-                query = sql.SQL("SELECT * FROM {}.{}").format(
-                    sql.Identifier(settings.database_schema), sql.Identifier(table)
-                )
-                for row in conn.execute(query):
-                    found += [v for value in row for v in _values(value)]
-    else:
-        for name in ("ledger.sqlite", "projections.sqlite"):
-            conn = sqlite3.connect(settings.home / name)
-            try:
-                tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                for (table,) in tables.fetchall():
-                    for row in conn.execute(f'SELECT * FROM "{table}"'):
-                        found += [v for value in row for v in _values(value)]
-            finally:
-                conn.close()
-    return found
-
-
-def in_clear(settings: Settings, *secrets: str) -> set[str]:
-    contents = raw_store_contents(settings)
-    return {s for s in secrets if any(s.encode() in blob for blob in contents)}
 
 
 def secret_history(ledger: Ledger) -> dict[str, str]:
