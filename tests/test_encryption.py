@@ -11,6 +11,7 @@ clear, and `b"s3cret-value" in raw_bytes` alone would miss it.
 
 import base64
 import dataclasses
+import os
 import stat
 import zlib
 
@@ -18,6 +19,7 @@ import pytest
 from eventsourcing.cipher import AESCipher
 from eventsourcing.utils import Environment
 
+from waka import cli
 from waka.adapters.cipher_key import KEY_FILE, CipherKeyError
 from waka.bootstrap import bootstrap
 from waka.domain.names import AppName
@@ -227,3 +229,82 @@ def test_sealing_is_stable_per_value_so_a_rebuild_gives_the_same_rows(cipher_key
     assert Sealer(AESCipher.create_key(num_bytes=32)).seal(SECRET) != sealed
     with pytest.raises(ValueError, match="damaged"):
         Sealer(AESCipher.create_key(num_bytes=32)).open(sealed)
+
+
+def run_cli(settings, monkeypatch, capsys, *argv):
+    """`waka ARGV` in this process, on `settings`' stores; (exit code, stdout)."""
+    monkeypatch.setenv("WAKA_HOME", str(settings.home))
+    if settings.database_url:
+        monkeypatch.setenv("WAKA_DATABASE_URL", settings.database_url)
+        monkeypatch.setenv("WAKA_DATABASE_SCHEMA", settings.database_schema)
+    if settings.cipher_key:
+        monkeypatch.setenv("WAKA_CIPHER_KEY", settings.cipher_key)
+    umask = os.umask(0o022)
+    try:
+        code = cli.main(list(argv))
+    finally:
+        os.umask(umask)
+    return code, capsys.readouterr().out
+
+
+def reads_back(settings, app_id):
+    platform = bootstrap(settings)
+    try:
+        assert platform.ledger.get_app(app_id).config["API_TOKEN"] == SECRET
+        assert config_of(platform.store, str(app_id))["API_TOKEN"] == SECRET
+        rows = platform.store.query("SELECT value, sealed FROM waka_config_vars")
+        assert rows and all(r["sealed"] == 1 and SECRET not in r["value"] for r in rows)
+        return [
+            zlib.decompress(platform.ledger.mapper.cipher.decrypt(s))
+            for s in stored_event_states(platform)
+        ]
+    finally:
+        platform.close()
+
+
+def test_rotating_the_key_in_the_home(settings, monkeypatch, capsys):
+    platform = bootstrap(settings)
+    actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
+    app = make_history(platform.ledger, actor)
+    platform.close()
+    path = settings.home / KEY_FILE
+    old_key = path.read_text().strip()
+
+    code, out = run_cli(settings, monkeypatch, capsys, "cipher-key", "rotate")
+    assert code == 0 and f"The new key is in {path}" in out
+    new_key = path.read_text().strip()
+    assert new_key != old_key and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in settings.home.glob("cipher.key*")) == [KEY_FILE]
+
+    assert any(SECRET.encode() in p for p in reads_back(settings, app.id))
+    with pytest.raises(CipherKeyError, match="does not open this ledger"):
+        bootstrap(dataclasses.replace(settings, cipher_key=old_key))
+
+
+def test_rotating_encrypts_a_ledger_made_before_encryption(settings, monkeypatch, capsys):
+    app_id = legacy_history(settings)
+    code, _ = run_cli(settings, monkeypatch, capsys, "cipher-key", "rotate")
+    assert code == 0 and (settings.home / KEY_FILE).exists()
+    plain = reads_back(settings, app_id)
+    assert any(SECRET.encode() in p for p in plain)
+    platform = bootstrap(settings)
+    try:
+        assert not any(decompresses(s) for s in stored_event_states(platform))
+    finally:
+        platform.close()
+
+
+def test_rotating_a_key_given_in_the_environment(settings, monkeypatch, capsys, cipher_key):
+    given = dataclasses.replace(settings, cipher_key=cipher_key)
+    platform = bootstrap(given)
+    actor = platform.ledger.register_user("owner@example.com")[0].as_actor()
+    app = make_history(platform.ledger, actor)
+    platform.close()
+
+    code, out = run_cli(given, monkeypatch, capsys, "cipher-key", "rotate")
+    assert code == 0 and "Set WAKA_CIPHER_KEY to this new key" in out
+    new_key = out.strip().splitlines()[-1]
+    assert new_key != cipher_key and not (settings.home / KEY_FILE).exists()
+    reads_back(dataclasses.replace(settings, cipher_key=new_key), app.id)
+    with pytest.raises(CipherKeyError, match="does not open this ledger"):
+        bootstrap(given)

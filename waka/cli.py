@@ -82,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     projections = commands.add_parser("projections", help="manage the read models")
     projections.add_argument("action", choices=["rebuild"])
 
-    commands.add_parser("cipher-key", help="print a new key for WAKA_CIPHER_KEY")
+    cipher = commands.add_parser(
+        "cipher-key", help="print a new key for WAKA_CIPHER_KEY; `rotate`: change the key"
+    )
+    cipher.add_argument(
+        "action",
+        nargs="?",
+        choices=["rotate"],
+        help="re-encrypt the ledger with a new key (every waka process of the home stopped)",
+    )
 
     stack = commands.add_parser("stack", help="the stack image that builds and runs apps")
     stack.add_argument(
@@ -239,7 +247,34 @@ def cmd_projections(args: argparse.Namespace) -> int:
 def cmd_cipher_key(args: argparse.Namespace) -> int:
     from eventsourcing.cipher import AESCipher
 
-    print(AESCipher.create_key(num_bytes=32))
+    key = AESCipher.create_key(num_bytes=32)
+    if args.action == "rotate":
+        return _rotate_cipher_key(args, key)
+    print(key)
+    return 0
+
+
+def _rotate_cipher_key(args: argparse.Namespace, key: str) -> int:
+    from dataclasses import replace
+
+    from waka.adapters import cipher_key
+    from waka.bootstrap import bootstrap
+
+    settings = cipher_key.resolve(_settings(args))
+    count = cipher_key.rotate(settings, key)
+    in_file = settings.cipher_key_file is not None or settings.cipher_key is None
+    rotated = replace(settings, cipher_key=None if in_file else key, cipher_key_file=None)
+    platform = bootstrap(rotated)  # reads the new key file, or takes the new key as given
+    try:
+        platform.projector.rebuild()  # the read models' secrets, sealed with the new key
+    finally:
+        platform.close()
+    print(f"Re-encrypted {count} stored events and snapshots with a new key.")
+    if in_file:
+        print(f"The new key is in {cipher_key.key_file(settings)}: back it up now.")
+        return 0
+    print("Set WAKA_CIPHER_KEY to this new key on every waka host before starting them:")
+    print(key)
     return 0
 
 

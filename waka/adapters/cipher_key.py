@@ -20,11 +20,13 @@ import contextlib
 import logging
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from eventsourcing.cipher import AESCipher
+from eventsourcing.utils import Environment
 
 from waka.config import Settings
 
@@ -163,3 +165,105 @@ def _check_key(key: str, source: str) -> None:
             f"{source} is not a cipher key (base64 of 16, 24 or 32 bytes; "
             "`waka cipher-key` prints a new one)"
         )
+
+
+def rotate(settings: Settings, new_key: str) -> int:
+    """Re-encrypt every stored event and snapshot with `new_key`, all in one transaction, and
+    make it the installation's key; returns how many were re-encrypted. `settings` is resolved
+    (its key opens the ledger; None: a ledger in clear, which this encrypts). Every process of
+    the installation must be stopped: one still running would hold the old key.
+
+    The events are the same events, only written afresh under the new key. The new key is in
+    `cipher.key.new` before the transaction commits, so a crash in between loses no key.
+    """
+    from waka.ledger import Ledger
+
+    _check_key(new_key, "the new key")
+    old = AESCipher(_environment(settings.cipher_key)) if settings.cipher_key else None
+    new = AESCipher(_environment(new_key))
+    ledger = Ledger(env=settings.eventsourcing_env())
+    try:
+        check(ledger, settings)
+        assert ledger.snapshots is not None
+        tables = [ledger.recorder.events_table_name, ledger.snapshots.recorder.events_table_name]
+    finally:
+        ledger.close()
+
+    def reencrypt(state: bytes) -> bytes:
+        plain = old.decrypt(state) if old else state
+        zlib.decompress(plain)  # the old key opened it (a wrong one would fail above)
+        return new.encrypt(plain)
+
+    staged = None
+    if settings.cipher_key_file or not settings.cipher_key:
+        staged = key_file(settings).with_name(KEY_FILE + ".new")
+        staged.unlink(missing_ok=True)
+        create_key_file(staged, new_key)
+    if settings.database_url:
+        count = _rotate_postgres(settings, tables, reencrypt)
+    else:
+        count = _rotate_sqlite(settings.home / "ledger.sqlite", tables, reencrypt)
+    if staged:
+        os.replace(staged, key_file(settings))
+    return count
+
+
+def create_key_file(path: Path, key: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _rotate_sqlite(path: Path, tables: list[str], reencrypt: Callable[[bytes], bytes]) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # no other writer meanwhile
+        count = 0
+        for table in tables:
+            select = f"SELECT originator_id, originator_version, state FROM {table}"
+            update = (
+                f"UPDATE {table} SET state = ? WHERE originator_id = ? AND originator_version = ?"
+            )
+            for originator_id, version, state in conn.execute(select).fetchall():
+                conn.execute(update, (reencrypt(state), originator_id, version))
+                count += 1
+        conn.execute("COMMIT")
+        return count
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+
+
+def _rotate_postgres(
+    settings: Settings, tables: list[str], reencrypt: Callable[[bytes], bytes]
+) -> int:
+    import psycopg
+    from psycopg import sql
+
+    assert settings.database_url
+    count = 0
+    with psycopg.connect(settings.database_url) as conn, conn.transaction():
+        for table in tables:
+            name = sql.Identifier(settings.database_schema, table)
+            conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(name))
+            rows = conn.execute(
+                sql.SQL("SELECT originator_id, originator_version, state FROM {}").format(name)
+            ).fetchall()
+            update = sql.SQL(
+                "UPDATE {} SET state = %s WHERE originator_id = %s AND originator_version = %s"
+            ).format(name)
+            for originator_id, version, state in rows:
+                conn.execute(update, (reencrypt(bytes(state)), originator_id, version))
+                count += 1
+    return count
+
+
+def _environment(key: str | None) -> Environment:
+    return Environment("waka", {"CIPHER_KEY": key or ""})
