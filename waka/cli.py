@@ -477,6 +477,21 @@ async def _serve(
     except RouterTlsError as error:
         print(f"waka: cannot serve apps over HTTPS: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    from waka.adapters.acme import AcmeClient, Challenges
+    from waka.reactors.acm import CertificateManager
+
+    router.challenges = Challenges()  # HTTP-01 answers: ACM's orders, validated via the router
+    acme = AcmeClient(
+        settings.acme_directory,
+        settings.home,
+        router.challenges,
+        settings.acme_ca_file,
+        settings.acme_email,
+    )
+    certificate_manager = CertificateManager(
+        platform.ledger, platform.store, platform.projector.catch_up, acme
+    )
+    certificate_manager.start()
     routing = asyncio.create_task(
         router.serve(host, settings.router_port, settings.router_tls_port, tls)
     )
@@ -507,6 +522,7 @@ async def _serve(
     route_follower.stop()
     if certificates is not None:
         certificates.stop()
+    certificate_manager.stop()
     platform.drains.stop()
     await follower
     await building

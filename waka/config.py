@@ -31,6 +31,11 @@ class Settings:
     router_tls_port: int = 8443
     router_tls_cert: Path | None = None
     router_tls_key: Path | None = None
+    # ACM (`heroku certs:auto:enable`): the ACME server's directory, the CA file to trust it
+    # with (None: the system's), and the contact address given to it (optional).
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_ca_file: Path | None = None
+    acme_email: str | None = None
     public_host: str = "localhost"
     build_memory_mb: int = 2048
     sleep_after: float = 1800.0  # seconds without a request before eco dynos sleep
@@ -59,6 +64,10 @@ class Settings:
             router_tls_port=int(env.get("WAKA_ROUTER_TLS_PORT") or 8443),
             router_tls_cert=_path(env.get("WAKA_ROUTER_TLS_CERT")),
             router_tls_key=_path(env.get("WAKA_ROUTER_TLS_KEY")),
+            acme_directory=env.get("WAKA_ACME_DIRECTORY")
+            or "https://acme-v02.api.letsencrypt.org/directory",
+            acme_ca_file=_path(env.get("WAKA_ACME_CA_FILE")),
+            acme_email=env.get("WAKA_ACME_EMAIL") or None,
             public_host=env.get("WAKA_PUBLIC_HOST") or "localhost",
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
             sleep_after=float(env.get("WAKA_SLEEP_AFTER") or 1800),

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from waka.domain.acm import ACM_ACTOR, AutomatedCertificates
 from waka.domain.actors import Actor
 from waka.domain.certificate import (
     CertificateInfo,
@@ -115,3 +116,56 @@ def set_domain_endpoint(
             changed.append(current)
     if changed:
         ledger.save(*changed)
+
+
+# --- Automated Certificate Management ---------------------------------------------------------
+
+
+def _acm(ledger: Any, app_id: UUID) -> AutomatedCertificates | None:
+    try:
+        return ledger.repository.get(AutomatedCertificates.id_for(app_id))
+    except AggregateNotFoundError:
+        return None
+
+
+@retry_on_conflict
+def set_acm(ledger: Any, actor: Actor, app_id: UUID, enabled: bool) -> None:
+    """`heroku certs:auto:enable` / `disable`: the ACM reactor does the rest."""
+    app = ledger.get_app(app_id)
+    if app.destroyed:
+        raise NotFound("Couldn't find that app.")
+    app.check_access(actor)
+    acm = _acm(ledger, app_id)
+    if acm is None:
+        if enabled:
+            ledger.save(AutomatedCertificates(app_id=app_id, actor=actor))
+        return
+    acm.enable(actor) if enabled else acm.disable(actor)
+    ledger.save(acm)
+
+
+@retry_on_conflict
+def refresh_acm(ledger: Any, actor: Actor, app_id: UUID) -> None:
+    acm = _acm(ledger, app_id)
+    if acm is None or not acm.enabled:
+        raise InvalidParams("Automated Certificate Management is not enabled on this app.")
+    acm.refresh(actor)
+    ledger.save(acm)
+
+
+@retry_on_conflict
+def record_acm_result(
+    ledger: Any, app_id: UUID, hostname: str, endpoint_id: str = "", expires_at: str = "",
+    reason: str = "",
+) -> None:  # fmt: skip
+    """The reactor's outcome for one domain: issued (an endpoint) or failed (a reason)."""
+    acm = _acm(ledger, app_id)
+    if acm is None or not acm.enabled:
+        return  # disabled meanwhile: the outcome no longer matters
+    if reason:
+        acm.failed(hostname=hostname, reason=reason, actor=ACM_ACTOR)
+    else:
+        acm.issued(
+            hostname=hostname, endpoint_id=endpoint_id, expires_at=expires_at, actor=ACM_ACTOR
+        )
+    ledger.save(acm)

@@ -16,6 +16,7 @@ from waka.api import git
 from waka.api.errors import ENDPOINT_NOT_FOUND, error_response
 from waka.api.routes import (
     account,
+    acm,
     addon_attachments,
     addon_services,
     addons,
@@ -103,6 +104,7 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *builds.routes(platform),
         *domains.routes(platform),
         *sni_endpoints.routes(platform),
+        *acm.routes(platform),
         *dyno_sizes.routes(platform),
         *stacks.routes(platform),
         *logs.routes(platform, platform.logplex, drains=platform.drains),

@@ -16,6 +16,7 @@ from eventsourcing.application import Application
 
 from waka.logplex.drains_projection import DrainsProjection
 from waka.projections.accounts import AccountsProjection
+from waka.projections.acm import AcmProjection
 from waka.projections.addons import AddonsProjection
 from waka.projections.apps import AppsProjection
 from waka.projections.authorizations import AuthorizationsProjection
@@ -48,6 +49,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         DrainsProjection(),
         AddonsProjection(),
         SniEndpointsProjection(sealer),
+        AcmProjection(),
     ]
 
 

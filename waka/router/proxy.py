@@ -30,6 +30,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from waka.router import pages, stream
 from waka.router.conn import ClientGone, Closed, Conn
@@ -77,6 +78,7 @@ KEEPALIVE_TIMEOUT = 75.0  # idle client connections are closed
 # A request head must be whole this long after its first byte came, else 408 and close
 # (nginx's client_header_timeout): a client trickling a head (slowloris) holds no more.
 HEAD_TIMEOUT = 30.0
+ACME_CHALLENGE = b"/.well-known/acme-challenge/"
 SWEEP_EVERY = 5.0  # how often idle connections are looked for
 
 
@@ -162,6 +164,8 @@ class Router:
         self.last_request: dict[str, float] = {}  # app_id -> time.monotonic() of its last request
         self.port = 0  # the bound port, once started
         self.tls_port = 0  # the HTTPS port, once started with TLS
+        # ACME HTTP-01 answers (waka.adapters.acme.Challenges), served for any host name.
+        self.challenges: Any = None
         self._waker = Waker(wake, wake_timeout) if wake is not None else None
         self._pool = Pool()
         self._servers: list[asyncio.Server] = []
@@ -343,6 +347,13 @@ class Router:
             except BadMessage as error:
                 self._reject(client, error.status)
                 return
+            if self.challenges is not None and req.target.startswith(ACME_CHALLENGE):
+                answer = self.challenges.answer(req.target)
+                if answer is not None:
+                    if not self._answer(client, req, answer):
+                        self._end(client, req)
+                        return
+                    continue
             route = self.table.lookup(req.host)
             if route is None:
                 if not valid_host(req.host):
@@ -522,6 +533,17 @@ class Router:
         if not client.eof:
             client.transport.write(
                 pages.response(status, page, head_only=req.method == b"HEAD", close=not keep)
+            )
+        return keep
+
+    @staticmethod
+    def _answer(client: Conn, req: Request, body: bytes) -> bool:
+        """An ACME challenge's answer (text/plain, 200); whether the connection goes on."""
+        keep = req.keep_alive and stream.skip_body(client, req)
+        if not client.eof:
+            client.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s"
+                % (len(body), b"" if keep else b"Connection: close\r\n", body)
             )
         return keep
 

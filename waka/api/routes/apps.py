@@ -11,6 +11,7 @@ from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, not_found
 from waka.api.ranges import paginate
 from waka.bootstrap import Platform
+from waka.projections.acm import acm_enabled
 from waka.projections.apps import apps_owned_by, find_app
 from waka.projections.builds import find_slug
 from waka.projections.store import Row
@@ -36,7 +37,8 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 def _app(ctx: Ctx, row: Row) -> dict[str, Any]:
     """The app as Heroku shows it, with its live slug's size (`apps:info`'s Slug Size)."""
     slug = row["slug_id"] and find_slug(ctx.platform.store, row["id"], row["slug_id"])
-    return render.app(row, ctx.platform.settings, slug["size"] if slug else None)
+    shown = render.app(row, ctx.platform.settings, slug["size"] if slug else None)
+    return {**shown, "acm": acm_enabled(ctx.platform.store, row["id"])}
 
 
 def create_app(ctx: Ctx) -> Reply:

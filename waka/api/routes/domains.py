@@ -10,6 +10,7 @@ from starlette.routing import Route
 from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, not_found
 from waka.bootstrap import Platform
+from waka.projections.acm import acm_domains, acm_enabled
 from waka.projections.domains import domain_id, domains_of
 from waka.projections.sni_endpoints import endpoint_domains, endpoints_of
 from waka.projections.store import Row
@@ -17,11 +18,17 @@ from waka.sni_endpoints import set_domain_endpoint
 
 
 def _render(
-    app: Row, hostname: str, kind: str, created_at: str, settings: Any, sni: Row | None = None
+    app: Row,
+    hostname: str,
+    kind: str,
+    created_at: str,
+    settings: Any,
+    sni: Row | None = None,
+    acm: Row | bool = False,  # the domain's ACM row; True: ACM on, nothing recorded yet
 ) -> dict:
     return {
-        "acm_status": None,
-        "acm_status_reason": None,
+        "acm_status": acm["status"] if isinstance(acm, dict) else ("pending" if acm else None),
+        "acm_status_reason": acm["reason"] if isinstance(acm, dict) else None,
         "app": {"id": app["id"], "name": app["name"]},
         # Point the name at the machine running waka; the router matches on the Host header.
         "cname": f"{app['name']}.{settings.public_host}" if kind == "custom" else None,
@@ -43,6 +50,8 @@ def _all(ctx: Ctx, app: Row) -> list[dict]:
     store = ctx.platform.store
     endpoints = {e["id"]: e for e in endpoints_of(store, app["id"])}
     chosen = endpoint_domains(store, app["id"])
+    acm_on = acm_enabled(store, app["id"])
+    acm = acm_domains(store, app["id"]) if acm_on else {}
     custom = [
         _render(
             app,
@@ -51,6 +60,7 @@ def _all(ctx: Ctx, app: Row) -> list[dict]:
             d["created_at"],
             settings,
             endpoints.get(chosen.get(d["hostname"], "")),
+            acm.get(d["hostname"]) or acm_on,
         )
         for d in domains_of(store, app["id"])
     ]
