@@ -21,8 +21,8 @@ PRIVATE_UMASK = 0o077
 # State and secrets: the SQLite stores (their -wal/-shm journals too) and the cipher key.
 PRIVATE_FILES = ("ledger.sqlite*", "projections.sqlite*", "cipher.key")
 # Directories of state: uploaded sources, build and release output, the apps' repositories,
-# waka's TLS keys, add-on providers' state (credentials among it).
-PRIVATE_DIRS = ("sources", "builds", "release-output", "repos", "tls", "addons")
+# waka's TLS keys, add-on providers' state (credentials among it), ACME account keys.
+PRIVATE_DIRS = ("sources", "builds", "release-output", "repos", "tls", "addons", "acme")
 
 
 def make_private(home: Path) -> None:
