@@ -144,3 +144,31 @@ def test_certificate_checks() -> None:
     assert not covers(("*.example.test",), "a.b.example.test")
     assert not covers(("*.example.test",), "example.test")
     assert covers(("Example.test",), "example.test.")
+
+
+def test_acme_challenges_answered_by_the_router_for_any_host() -> None:
+    from waka.adapters.acme import Challenges
+
+    async def get(port: int, host: str, path: str) -> bytes:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return data
+
+    async def main() -> None:
+        async with dyno(echo_dyno()) as d, router() as r:
+            r.table.set_app(app((d.backend("web.1"),)), ["www.example.test"])
+            r.router.challenges = Challenges()
+            r.router.challenges.put("tok-1", "tok-1.thumbprint")
+            path = "/.well-known/acme-challenge/tok-1"
+            for host in ("www.example.test", "not-routed.example"):
+                data = await get(r.port, host, path)
+                assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+                assert data.endswith(b"\r\n\r\ntok-1.thumbprint")
+            assert d.connections == 0  # never reached the dyno
+            # Another token is the app's own business.
+            data = await get(r.port, "www.example.test", "/.well-known/acme-challenge/tok-2")
+            assert b'"path": "/.well-known/acme-challenge/tok-2"' in data
+
+    run(main())

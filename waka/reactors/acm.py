@@ -109,6 +109,7 @@ class CertificateManager:
         except AcmeError as error:
             log.warning("ACM: no certificate for %s: %s", hostname, error)
             record_acm_result(self.ledger, app, hostname, reason=str(error))
+            self.catch_up()
             return 0
         if current is not None:
             endpoint, info = update_endpoint(
@@ -135,6 +136,7 @@ class CertificateManager:
         rows = self.store.query(
             "SELECT id, app_id, certificate_chain FROM waka_sni_endpoints WHERE acm = 1"
         )
+        removed = False
         for row in rows:
             app_id = row["app_id"]
             names = parse_chain(row["certificate_chain"]).cert_domains
@@ -142,6 +144,9 @@ class CertificateManager:
             if app_id in enabled and any(n in hostnames for n in names):
                 continue
             remove_endpoint(self.ledger, ACM_ACTOR, UUID(app_id), UUID(row["id"]))
+            removed = True
+        if removed:
+            self.catch_up()
 
     # --- the thread ----------------------------------------------------------------------------
 
