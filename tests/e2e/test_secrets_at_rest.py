@@ -1,8 +1,10 @@
 """Secrets at rest with a real `waka up` and the real Heroku CLI, no WAKA_CIPHER_KEY given:
 the first start makes the home's key (0600) in a home that is waka's user's alone (0700), and
 a value set with `heroku config:set` (or a token from `heroku authorizations:create`) is in no
-raw store file or table in clear. On PostgreSQL, a second host of the same ledger needs the
-first one's key: without it, it refuses to start and says why; with it, it reads the ledger."""
+raw store file or table in clear. A ledger written in clear by an older waka keeps working
+until `waka cipher-key rotate` encrypts it. On PostgreSQL, a second host of the same ledger
+needs the first one's key: without it, it refuses to start and says why; with it, it reads
+the ledger."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ import pytest
 
 from tests.raw_stores import in_clear
 from waka.config import Settings
+from waka.ledger import Ledger
 
-from .conftest import WakaServer, key_values, section, unique_name
+from .conftest import OWNER_EMAIL, WakaServer, key_values, section, unique_name
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +97,43 @@ def test_a_second_host_of_a_postgresql_ledger_needs_the_first_ones_key(
         assert not (second_home / "cipher.key").exists()
     finally:
         second.stop_cleanly()
+
+
+def test_a_ledger_made_before_encryption_keeps_working_until_rotated(
+    heroku_cli: Path, tmp_path: Path
+) -> None:
+    """A home whose ledger waka wrote in clear: `waka up` reads it as it is and says so; after
+    `waka cipher-key rotate` (waka stopped) it is encrypted, and reads the same."""
+    server = WakaServer(tmp_path / "waka-home", tmp_path / "cli-home", heroku_cli)
+    settings = settings_of(server)
+    server.home.mkdir()
+    ledger = Ledger(env=settings.eventsourcing_env())  # no key: as waka wrote before
+    try:
+        account, server.api_key = ledger.register_user(OWNER_EMAIL)
+        name, value = unique_name("legacy"), f"old-{uuid.uuid4().hex}"
+        app = ledger.create_app(account.as_actor(), name)
+        ledger.set_config(account.as_actor(), app.id, {"SECRET": value})
+    finally:
+        ledger.close()
+
+    server.start()
+    try:
+        assert "stays UNENCRYPTED" in server.log()
+        assert not (server.home / "cipher.key").exists()
+        assert config_of(server, name)["SECRET"] == value
+        assert in_clear(settings, value) == {value}  # the scan sees a secret in clear
+    finally:
+        server.stop_cleanly()
+
+    rotated = server.waka("cipher-key", "rotate").stdout
+    assert "Re-encrypted" in rotated and "back it up" in rotated
+    assert mode(server.home / "cipher.key") == 0o600
+    server.start()
+    try:
+        assert "encrypted with the key in" in server.log().rpartition("--- waka up")[2]
+        assert config_of(server, name)["SECRET"] == value
+        later = f"new-{uuid.uuid4().hex}"
+        server.heroku("config:set", f"LATER={later}", "-a", name)
+        assert in_clear(settings, value, later) == set()
+    finally:
+        server.stop_cleanly()
