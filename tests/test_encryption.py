@@ -174,6 +174,21 @@ def test_a_wrong_key_is_refused_clearly(settings, make_platform, cipher_key):
         bootstrap(dataclasses.replace(settings, cipher_key=cipher_key))
 
 
+def test_a_ledger_two_hosts_began_with_keys_of_their_own_is_refused(settings, make_platform):
+    """Two hosts of one fresh database, started at once without WAKA_CIPHER_KEY: each made a
+    key. The next start sees that the latest event is not under its key."""
+    platform = make_platform(settings)
+    platform.ledger.register_user("first@example.com")
+    other = dataclasses.replace(settings, cipher_key=AESCipher.create_key(num_bytes=32))
+    ledger = Ledger(env=other.eventsourcing_env())  # the other host, before any check
+    try:
+        ledger.register_user("second@example.com")
+    finally:
+        ledger.close()
+    with pytest.raises(CipherKeyError, match="does not open this ledger"):
+        bootstrap(settings)
+
+
 def test_a_key_for_a_ledger_in_clear_is_refused_clearly(settings, cipher_key):
     legacy_history(settings)
     with pytest.raises(CipherKeyError, match="written unencrypted"):

@@ -122,24 +122,32 @@ def ledger_state(settings: Settings) -> LedgerState:
 
 
 def check(ledger: Ledger, settings: Settings) -> None:
-    """Refuse a key that does not open this ledger (a ledger without a key is `resolve`'s)."""
+    """Refuse a key that does not open this ledger (a ledger without a key is `resolve`'s).
+    The first and the latest event are tried: the latest catches a ledger that two hosts of one
+    database began with keys of their own."""
     cipher = ledger.mapper.cipher
-    state = _first_state(ledger)
-    if cipher is None or state is None:
+    first = _first_state(ledger)
+    if cipher is None or first is None:
         return
     source = str(settings.cipher_key_file or "WAKA_CIPHER_KEY")
-    if _is_compressed(state):
+    if _is_compressed(first):
         raise CipherKeyError(
             f"this ledger was written unencrypted, but a cipher key is given ({source}): "
-            "remove it to keep using the ledger as it is"
+            "remove it to keep using the ledger as it is (`waka cipher-key rotate` without a "
+            "key encrypts it)"
         )
-    try:
-        cipher.decrypt(state)
-    except ValueError:
-        raise CipherKeyError(
-            f"the cipher key ({source}) does not open this ledger: it was written with "
-            "another key (restore the right one from your backup)"
-        ) from None
+    latest = ledger.recorder.select_notifications(
+        start=ledger.recorder.max_notification_id() or 1, limit=1
+    )
+    for state in [first, *(n.state for n in latest)]:
+        try:
+            cipher.decrypt(state)
+        except ValueError:
+            raise CipherKeyError(
+                f"the cipher key ({source}) does not open this ledger: it was written with "
+                "another key (restore the right one from your backup; every host of one "
+                "database needs the same WAKA_CIPHER_KEY)"
+            ) from None
 
 
 def _first_state(ledger: Ledger) -> bytes | None:
