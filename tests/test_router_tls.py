@@ -172,3 +172,28 @@ def test_acme_challenges_answered_by_the_router_for_any_host() -> None:
             assert b'"path": "/.well-known/acme-challenge/tok-2"' in data
 
     run(main())
+
+
+def test_operator_wildcard_for_app_hosts(tmp_path: Path) -> None:
+    cert, key = self_signed("*.apps.example.test")
+    (tmp_path / "wild.crt").write_text(cert)
+    (tmp_path / "wild.key").write_text(key)
+
+    async def main() -> None:
+        async with dyno(echo_dyno()) as d, router() as r:
+            r.table.set_app(app((d.backend("web.1"),)), ["myapp.apps.example.test"])
+            certificates = RouterCertificates(
+                r.table,
+                tmp_path,
+                "apps.example.test",
+                (tmp_path / "wild.crt", tmp_path / "wild.key"),
+            )
+            port = await r.router.start_tls(LOOPBACK, 0, certificates.context())
+            _, cn = await https_get(port, "myapp.apps.example.test")
+            assert cn == "CN=*.apps.example.test"
+            # A name it does not cover gets one of waka's CA instead.
+            ca = str(tmp_path / "tls" / "ca.pem")
+            seen, _ = await https_get(port, "myapp.localhost", cafile=ca)
+            assert seen["headers"]["x-forwarded-proto"] == "https"
+
+    run(main())

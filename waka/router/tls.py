@@ -4,7 +4,8 @@ In order: the certificate a custom domain was given (`heroku domains:update --ce
 newest of the app's certificates that names the domain (`heroku certs:add`, or ACM's; an exact
 name before a wildcard), else, for an
 app's own host name (`<app>.localhost`, `<app>.<public host>`), the operator's wildcard
-(WAKA_ROUTER_TLS_CERT/KEY) or a certificate waka's CA makes for that name on first use (kept
+(WAKA_ROUTER_TLS_CERT/KEY) where it names the host, else a certificate waka's CA makes for
+that name on first use (kept
 in memory: a wildcard under a one-label domain such as `localhost` is refused by clients).
 Anything else gets waka's server certificate, so the client's verification says what is wrong.
 
@@ -79,8 +80,10 @@ class RouterCertificates:
             files.server_cert.read_bytes(), files.server_key.read_bytes()
         )
         self.wildcard: ssl.SSLContext | None = None
+        self.wildcard_names: tuple[str, ...] = ()
         if wildcard is not None:
             self.wildcard = _operator_context(*wildcard)
+            self.wildcard_names = parse_chain(wildcard[0].read_text()).cert_domains
         self._endpoints: dict[str, Endpoint] = {}  # id -> endpoint
         self._by_app: dict[str, list[Endpoint]] = {}
         self._chosen: dict[str, str] = {}  # hostname -> endpoint id (domains:update --cert)
@@ -143,7 +146,9 @@ class RouterCertificates:
             if covers(endpoint.domains, name):
                 return endpoint.context
         if name.endswith(self.suffixes):
-            return self.wildcard or self._minted_for(name)
+            if self.wildcard is not None and covers(self.wildcard_names, name):
+                return self.wildcard
+            return self._minted_for(name)
         return self.fallback
 
     def _minted_for(self, name: str) -> ssl.SSLContext:
