@@ -27,9 +27,10 @@ from waka.sni_endpoints import refresh_acm, set_acm
 class FakeAcme:
     """Issues self-signed certificates, or fails for the names in `failing`."""
 
-    def __init__(self) -> None:
+    def __init__(self, days: int = 90) -> None:
         self.orders: list[str] = []
         self.failing: set[str] = set()
+        self.days = days  # how long the certificates it issues last
 
     def issue(self, hostname: str) -> Issued:
         self.orders.append(hostname)
@@ -45,7 +46,7 @@ class FakeAcme:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=90))
+            .not_valid_after(now + dt.timedelta(days=self.days))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), False)
             .sign(key, hashes.SHA256())
         )
@@ -125,3 +126,20 @@ def test_challenges_answer_only_their_tokens(tmp_path: Path) -> None:
     assert challenges.answer(b"/tok-1") is None
     challenges.drop("tok-1")
     assert challenges.answer(b"/.well-known/acme-challenge/tok-1") is None
+
+
+def test_renews_a_certificate_near_its_end_in_place(platform: Platform, actor: Actor) -> None:
+    ledger = platform.ledger
+    app = ledger.create_app(actor, "acm-renew")
+    ledger.add_domain(actor, app.id, "www.renew.test")
+    set_acm(ledger, actor, app.id, True)
+    acme = FakeAcme(days=20)  # within RENEW_BEFORE (30 days) from the start
+    assert manager(platform, acme).reconcile() == 1
+    [first] = endpoints_of(platform.store, str(app.id))
+    acme.days = 90
+    assert manager(platform, acme).reconcile() == 1  # renewed
+    [renewed] = endpoints_of(platform.store, str(app.id))
+    assert renewed["id"] == first["id"]  # the same endpoint, a new certificate
+    assert renewed["certificate_chain"] != first["certificate_chain"]
+    assert manager(platform, acme).reconcile() == 0  # fresh now
+    assert acme.orders == ["www.renew.test"] * 2
