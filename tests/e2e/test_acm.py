@@ -125,6 +125,16 @@ class Pebble:
         path.write_bytes(self.get(f"https://localhost:{self.management_port}/roots/0"))
         return path
 
+    def dns(self, action: str, body: dict) -> None:
+        """pebble-challtestsrv's management API: add-a, clear-a, ..."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.dns_management_port}/{action}",
+            data=json.dumps(body).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
     def stop(self) -> None:
         for process in self.processes:
             process.terminate()
@@ -212,3 +222,32 @@ def test_certs_auto_issues_serves_and_removes(
     assert "has no SSL certificates" in server.heroku("certs", "-a", app).stdout
     # The certificate's key is a secret: never in waka's log.
     assert "PRIVATE KEY" not in server.log()
+
+
+def test_a_domain_that_fails_validation_shows_why_and_refresh_retries(
+    acm: tuple[WakaServer, Pebble], tmp_path: Path
+) -> None:
+    server, pebble = acm
+    app = deploy_echo(server, tmp_path, "acmfail")
+    www = f"www.{app}.test"
+    # The ACME server's DNS sends this name where nothing listens: validation fails.
+    pebble.dns("add-a", {"host": f"{www}.", "addresses": ["127.0.0.2"]})
+    server.heroku("domains:add", www, "-a", app)
+    server.heroku("certs:auto:enable", "-a", app)
+    status = wait_for(
+        lambda: "Failing" in (out := server.heroku("certs:auto", "-a", app).stdout) and out,
+        timeout=90,
+        what="ACM reporting the failed validation",
+    )
+    assert "Some domains are failing validation" in flat(status), status
+    assert "127.0.0.2" in flat(status) or "refused" in flat(status).lower(), status
+    assert "ACM: no certificate for " + www in server.log()
+
+    pebble.dns("clear-a", {"host": f"{www}."})  # DNS fixed: back to 127.0.0.1, the router
+    server.heroku("certs:auto:refresh", "-a", app)
+    wait_for(
+        lambda: "Cert issued" in server.heroku("certs:auto", "-a", app).stdout,
+        timeout=90,
+        what="ACM issuing after the refresh",
+    )
+    assert https_get(server.router_tls_port, www, pebble.root()).returncode == 0
