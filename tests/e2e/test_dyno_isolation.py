@@ -295,3 +295,32 @@ def test_add_on_postgres_only_with_the_add_on_s_own_credentials(
     assert "pg_hba.conf rejects connection" in superuser and '"postgres"' in superuser, superuser
     wrong = run(server, prober, f"{login} \"$(echo $DATABASE_URL | sed -E 's#:[^:@]*@#:wrong@#')\"")
     assert "password authentication failed" in wrong, wrong
+
+
+def test_a_one_off_dyno_over_its_memory_is_killed_and_logged_as_r15(
+    server: WakaServer, apps: tuple[str, str]
+) -> None:
+    prober, _ = apps
+    hog = server.heroku(
+        "run", "-x", "--no-tty", "-a", prober, "--", "python3 probe.py hog", check=False
+    )
+    assert hog.returncode == 137, hog  # SIGKILL, from the kernel
+    name = wait_for(
+        lambda: next(
+            (
+                line.split("heroku[", 1)[1].split("]", 1)[0]
+                for line in logs(server, prober)
+                if "Error R15 (Memory quota vastly exceeded)" in line and "heroku[run." in line
+            ),
+            None,
+        ),
+        30,
+        "R15 of the one-off",
+    )
+    lines = [line.split(": ", 1)[1] for line in logs(server, prober) if f"heroku[{name}]" in line]
+    at = lines.index("Error R15 (Memory quota vastly exceeded)")
+    assert lines[at : at + 3] == [
+        "Error R15 (Memory quota vastly exceeded)",
+        "Stopping process with SIGKILL",
+        "Process exited with status 137",
+    ], lines
