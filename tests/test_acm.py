@@ -143,3 +143,36 @@ def test_renews_a_certificate_near_its_end_in_place(platform: Platform, actor: A
     assert renewed["certificate_chain"] != first["certificate_chain"]
     assert manager(platform, acme).reconcile() == 0  # fresh now
     assert acme.orders == ["www.renew.test"] * 2
+
+
+def test_audit_shows_certificates_and_acm_without_keys(platform: Platform, actor: Actor) -> None:
+    from waka.audit import query
+
+    ledger = platform.ledger
+    app = ledger.create_app(actor, "acm-audit")
+    ledger.add_domain(actor, app.id, "www.audit.test")
+    set_acm(ledger, actor, app.id, True)
+    acme = FakeAcme()
+    acme.failing.add("www.audit.test")
+    manager(platform, acme).reconcile()
+    acme.failing.clear()
+    refresh_acm(ledger, actor, app.id)
+    manager(platform, acme).reconcile()
+    set_acm(ledger, actor, app.id, False)
+    manager(platform, acme).reconcile()
+    lines = [(e.app, e.actor, e.action) for e in query(ledger, app="acm-audit")]
+    actions = [action for _, _, action in lines]
+    assert "Enable Automated Certificate Management" in actions
+    assert any(
+        a.startswith("ACM certificate for www.audit.test failed: validation") for a in actions
+    )
+    added = next(a for a in actions if a.startswith("Add ACM certificate "))
+    assert added.endswith("(www.audit.test)")
+    name = added.split()[3]
+    assert f"Serve www.audit.test with {name}" in actions
+    assert any(a.startswith("ACM certificate issued for www.audit.test, until ") for a in actions)
+    assert f"Remove SSL certificate {name}" in actions
+    assert "Disable Automated Certificate Management" in actions
+    assert {app_name for app_name, _, _ in lines} == {"acm-audit"}
+    assert ("acm-audit", "acm", f"Remove SSL certificate {name}") in lines
+    assert not any("PRIVATE KEY" in a for a in actions)

@@ -11,8 +11,10 @@ from eventsourcing.application import Application
 
 from waka.buildpacks.sources import display_url
 from waka.domain.account import Account
+from waka.domain.acm import AutomatedCertificates
 from waka.domain.app import App, describe_config_change
 from waka.domain.authorization import SIGN_IN, Authorization
+from waka.domain.certificate import SniEndpoint, parse_chain
 from waka.projections.base import iso
 from waka.redaction import redact_url
 
@@ -99,8 +101,41 @@ def describe(event: Any) -> str | None:
     return None
 
 
+def describe_certificate(event: Any, owners: dict[str, tuple[str, str]]) -> str | None:
+    """Certificates and ACM: the app's id is in their first event only, so `owners` (endpoint
+    or ACM id -> (app id, certificate name)) is filled as the ledger is read. Never the key."""
+    owner = str(event.originator_id)
+    match event:
+        case SniEndpoint.Created():
+            owners[owner] = (str(event.app_id), event.name)
+            kind = "ACM certificate" if event.acm else "SSL certificate"
+            domains = ", ".join(parse_chain(event.certificate_chain).cert_domains)
+            return f"Add {kind} {event.name} ({domains})"
+        case SniEndpoint.Updated():
+            return f"Update SSL certificate {owners.get(owner, ('', owner))[1]}"
+        case SniEndpoint.DomainAttached():
+            return f"Serve {event.hostname} with {owners.get(owner, ('', owner))[1]}"
+        case SniEndpoint.Removed():
+            return f"Remove SSL certificate {owners.get(owner, ('', owner))[1]}"
+        case AutomatedCertificates.Started():
+            owners[owner] = (str(event.app_id), "")
+            return "Enable Automated Certificate Management"
+        case AutomatedCertificates.Enabled():
+            return "Enable Automated Certificate Management"
+        case AutomatedCertificates.Disabled():
+            return "Disable Automated Certificate Management"
+        case AutomatedCertificates.Refreshed():
+            return "Refresh Automated Certificate Management"
+        case AutomatedCertificates.Issued():
+            return f"ACM certificate issued for {event.hostname}, until {event.expires_at}"
+        case AutomatedCertificates.Failed():
+            return f"ACM certificate for {event.hostname} failed: {event.reason}"
+    return None
+
+
 def entries(ledger: Application) -> Iterator[Entry]:
     names: dict[str, str] = {}  # app id -> its name at this point of the ledger
+    owners: dict[str, tuple[str, str]] = {}  # certificate or ACM id -> (app id, name)
     start = 0
     while True:
         batch = ledger.recorder.select_notifications(
@@ -108,10 +143,12 @@ def entries(ledger: Application) -> Iterator[Entry]:
         )
         for notification in batch:
             event = ledger.mapper.to_domain_event(notification)
-            action = describe(event)
+            action = describe(event) or describe_certificate(event, owners)
             if action is None:
                 continue
             app_id = str(event.originator_id) if isinstance(event, App.Event) else ""
+            if not app_id and str(event.originator_id) in owners:
+                app_id = owners[str(event.originator_id)][0]
             if isinstance(event, App.Created):
                 names[app_id] = event.name
             name = names.get(app_id, "")
