@@ -160,8 +160,9 @@ def test_waka_up_refuses_a_mismatched_pair_before_it_listens(tmp_path: Path) -> 
         "WAKA_API_TLS_KEY": str(key),
         "PYTHONPATH": str(REPO),
     }
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(4)]
     command = ["up", "--api-port", ports[0], "--router-port", ports[1], "--api-tls-port", ports[2]]
+    command += ["--router-tls-port", ports[3]]  # not 8443, which a parallel test may hold
     done = subprocess.run(
         [sys.executable, "-m", "waka", *command],
         env=env,

@@ -344,11 +344,11 @@ def test_on_a_network_address_plain_http_stays_on_loopback(tmp_path: Path) -> No
     address = host_address()
     if address is None:
         pytest.skip("this host has no address but loopback")
-    api, tls, router, rendezvous = (free_port() for _ in range(4))
+    api, tls, router, rendezvous, router_tls = (free_port() for _ in range(5))
     log = tmp_path / "up.log"
     command = [sys.executable, "-m", "waka", "up", "--host", "0.0.0.0", "--api-port", str(api)]
     command += ["--api-tls-port", str(tls), "--router-port", str(router)]
-    command += ["--rendezvous-port", str(rendezvous)]
+    command += ["--rendezvous-port", str(rendezvous), "--router-tls-port", str(router_tls)]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
