@@ -8,15 +8,18 @@ build changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from uuid import UUID, uuid4
 
 from waka.adapters import processes
+from waka.adapters.cipher_key import CipherKeyError
 from waka.adapters.git_repos import LOCK, GitRepos
 from waka.bootstrap import Platform, bootstrap
 from waka.config import Settings
@@ -164,5 +167,23 @@ def post_receive() -> int:
     return 0
 
 
+def run_hook() -> int:
+    """main(), with any failure told to the pusher in one line (git shows the hook's output):
+    the traceback goes to $WAKA_HOME/logs/git-hook.log, for the operator, never to the user."""
+    try:
+        return main()
+    except CipherKeyError as error:
+        say(f" !     waka cannot open its ledger: {error}")
+    except Exception:
+        home = Path(os.environ.get("WAKA_HOME", "."))
+        with contextlib.suppress(OSError):
+            (home / "logs").mkdir(mode=0o700, exist_ok=True)
+            with open(home / "logs" / "git-hook.log", "a") as log:
+                log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} push failed\n")
+                log.write(traceback.format_exc())
+        say(" !     Internal error while taking this push; the operator's log has the details.")
+    return 1
+
+
 if __name__ == "__main__":
-    sys.exit(post_receive() if sys.argv[1:] == ["post-receive"] else main())
+    sys.exit(post_receive() if sys.argv[1:] == ["post-receive"] else run_hook())
