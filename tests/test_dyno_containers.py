@@ -101,6 +101,28 @@ def test_the_network_is_made_once_without_inter_container_traffic() -> None:
     assert created["check_duplicate"] is True
 
 
+class RacingNetworks(FakeNetworks):
+    """Another waka made the network between our look and our create; or the engine refuses."""
+
+    def __init__(self, made_by_other: bool) -> None:
+        super().__init__()
+        self.made_by_other = made_by_other
+
+    def create(self, name: str, **options: Any) -> None:
+        import docker.errors
+
+        if self.made_by_other:
+            self.existing.append(FakeNetwork(name, {NO_ICC: "false"}))
+            raise docker.errors.APIError("409 Conflict: network with name exists")
+        raise docker.errors.APIError("could not find an available, non-overlapping pool")
+
+
+def test_a_network_made_meanwhile_is_used_and_a_refusal_says_why() -> None:
+    assert dyno_network(FakeClient(RacingNetworks(made_by_other=True))) == f"id-{NETWORK}-1"
+    with pytest.raises(DynoNetworkError, match="non-overlapping pool"):
+        dyno_network(FakeClient(RacingNetworks(made_by_other=False)))
+
+
 def test_a_network_that_lets_containers_talk_is_refused() -> None:
     client = FakeClient(FakeNetworks([FakeNetwork(NETWORK, {NO_ICC: "true"})]))
     with pytest.raises(DynoNetworkError, match="talk to each other"):

@@ -65,11 +65,15 @@ def dyno_network(client: Any) -> str:
                     options={NO_ICC: "false"},
                     labels={NETWORK_LABEL: NETWORK_ROLE},
                 )
-            except docker.errors.APIError as error:  # made by someone else meanwhile
-                log.debug("creating network %s: %s", NETWORK, error)
-            found = _find_network(client)
+            except docker.errors.APIError as error:  # made by someone else meanwhile?
+                found = _find_network(client)
+                if found is None:
+                    raise DynoNetworkError(
+                        f"could not make the Docker network {NETWORK}: {error}"
+                    ) from error
+            found = found or _find_network(client)
             if found is None:
-                raise DynoNetworkError(f"could not make the Docker network {NETWORK}")
+                raise DynoNetworkError(f"the Docker network {NETWORK} vanished once made")
         options = found.attrs.get("Options") or {}
         if options.get(NO_ICC) != "false":
             raise DynoNetworkError(
