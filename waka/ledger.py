@@ -19,7 +19,7 @@ from eventsourcing.utils import Environment, EnvType
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from waka.addons.catalogue import Plan, Service, find_service
-from waka.domain import rules
+from waka.domain import access, rules
 from waka.domain.account import Account, hash_api_key
 from waka.domain.actors import OPERATOR, Actor
 from waka.domain.addon import PROVISIONING, Addon, attachment_id, attachment_names
@@ -274,11 +274,12 @@ class Ledger(Application[UUID]):
         index.claim(app_id, actor)
         return index
 
-    def _live_app(self, app_id: UUID, actor: Actor) -> App:
+    def _live_app(self, app_id: UUID, actor: Actor, permission: str = access.DEPLOY) -> App:
+        """The app, if it is live and the access policy lets the actor do `permission` to it."""
         app = self.get_app(app_id)
         if app.destroyed:
             raise NotFound("Couldn't find that app.")
-        app.check_access(actor)
+        app.check_access(actor, permission)
         return app
 
     def get_app(self, app_id: UUID, version: int | None = None) -> App:
@@ -290,8 +291,14 @@ class Ledger(Application[UUID]):
             raise NotFound("Couldn't find that app.")
         return app
 
-    def _command(self, app_id: UUID, actor: Actor, action: Callable[[App], T]) -> tuple[App, T]:
-        app = self._live_app(app_id, actor)
+    def _command(
+        self,
+        app_id: UUID,
+        actor: Actor,
+        action: Callable[[App], T],
+        permission: str = access.DEPLOY,
+    ) -> tuple[App, T]:
+        app = self._live_app(app_id, actor, permission)
         result = action(app)
         self.save(app)
         return app, result
@@ -302,11 +309,15 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def scale(self, actor: Actor, app_id: UUID, updates: list[dict[str, Any]]) -> App:
-        return self._command(app_id, actor, lambda app: app.scale(updates, actor))[0]
+        return self._command(
+            app_id, actor, lambda app: app.scale(updates, actor), access.OPERATE
+        )[0]
 
     @retry_on_conflict
     def set_maintenance(self, actor: Actor, app_id: UUID, enabled: bool) -> App:
-        return self._command(app_id, actor, lambda app: app.set_maintenance(enabled, actor))[0]
+        return self._command(
+            app_id, actor, lambda app: app.set_maintenance(enabled, actor), access.OPERATE
+        )[0]
 
     @retry_on_conflict
     def rollback(self, actor: Actor, app_id: UUID, release_version: int) -> App:
@@ -403,7 +414,9 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def restart_dynos(self, actor: Actor, app_id: UUID, target: str = "") -> App:
-        return self._command(app_id, actor, lambda app: app.restart(target, actor))[0]
+        return self._command(
+            app_id, actor, lambda app: app.restart(target, actor), access.OPERATE
+        )[0]
 
     # --- custom domains -------------------------------------------------------------------
 
@@ -443,7 +456,7 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def rename_app(self, actor: Actor, app_id: UUID, new_name: str) -> App:
-        app = self._live_app(app_id, actor)
+        app = self._live_app(app_id, actor, access.MANAGE)
         self._rename(app, AppName, new_name, actor)
         return app
 
@@ -461,7 +474,7 @@ class Ledger(Application[UUID]):
     def destroy_app(self, actor: Actor, app_id: UUID) -> App:
         """Destroy the app, its add-ons (detached from every app first; their resources are
         removed by the add-on reactor) and its attachments of other apps' add-ons."""
-        app = self._live_app(app_id, actor)
+        app = self._live_app(app_id, actor, access.MANAGE)
         changed: dict[UUID, Any] = {}
         for addon_id in list(app.addons):
             addon = self.get_addon(UUID(addon_id))
@@ -481,6 +494,29 @@ class Ledger(Application[UUID]):
         changed.pop(app.id, None)
         self.save(app, index, *domains, *changed.values())
         return app
+
+    # --- collaborators --------------------------------------------------------------------
+
+    @retry_on_conflict
+    def add_collaborator(
+        self, actor: Actor, app_id: UUID, email: str, permissions: list[str] | None = None
+    ) -> Actor:
+        """Grant a user access to the app (a personal app's collaborator: all but manage)."""
+        app = self._live_app(app_id, actor, access.VIEW)  # add_collaborator asks for manage
+        account = self.get_account(email)
+        user = {"id": str(account.id), "email": account.email}
+        granted = list(access.COLLABORATOR) if permissions is None else permissions
+        if app.add_collaborator(user, granted, actor):
+            self.save(app)
+        return user
+
+    @retry_on_conflict
+    def remove_collaborator(self, actor: Actor, app_id: UUID, user: str) -> Actor:
+        """Revoke a collaborator (by id or email); the collaborator may remove themselves."""
+        app = self._live_app(app_id, actor, access.VIEW)  # remove_collaborator decides
+        removed = app.remove_collaborator(user, actor)
+        self.save(app)
+        return removed
 
     # --- add-ons --------------------------------------------------------------------------
 

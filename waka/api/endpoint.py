@@ -22,6 +22,7 @@ from starlette.responses import Response
 from waka.api.auth_limit import RateLimited, limiter_of
 from waka.api.errors import ApiError, bad_request, not_found, unauthorized
 from waka.bootstrap import Platform
+from waka.domain import access
 from waka.domain.account import hash_api_key
 from waka.domain.actors import Actor
 from waka.domain.authorization import SIGN_IN, scope_allows
@@ -30,6 +31,7 @@ from waka.domain.passwords import verify_password
 from waka.projections.accounts import account_by_key_hash
 from waka.projections.apps import find_app
 from waka.projections.authorizations import account_by_token_hash, password_hash_of
+from waka.projections.collaborators import app_access
 from waka.projections.store import Row
 
 MAX_BODY = 1024 * 1024  # JSON bodies; config vars total 32 kB, nothing legitimate is bigger
@@ -64,15 +66,25 @@ class Ctx:
         self.platform.projector.catch_up()
         return result
 
-    def app(self) -> Row:
-        """The app named in the path, which the user must be allowed to see."""
+    def app(self, permission: str | None = None) -> Row:
+        """The app named in the path, on which the access policy lets the user do `permission`
+        (by default what the request's method and path need: see access.permission_for)."""
         ident = self.param("app")
         row = find_app(self.platform.store, ident)
         if row is None:
             raise not_found("Couldn't find that app.")
-        if row["owner_id"] != self.user["id"]:
-            raise ApiError(403, "forbidden", f"You do not have access to the app {row['name']}.")
+        wanted = permission or access.permission_for(self.request.method, self.request.url.path)
+        self.require(row, wanted)
         return row
+
+    def may(self, app_row: Row, permission: str) -> bool:
+        """Does the access policy let the user do `permission` on this app?"""
+        return access.allows(app_access(self.platform.store, app_row), self.user["id"], permission)
+
+    def require(self, app_row: Row, permission: str) -> None:
+        """Heroku's 403 unless the user may do `permission` on this app."""
+        if not self.may(app_row, permission):
+            raise ApiError.from_domain(access.denied(app_row["name"]))
 
     def app_id(self, row: Row) -> UUID:
         return UUID(row["id"])

@@ -34,11 +34,16 @@ CHUNK = 1 << 16
 
 
 def _authorize(platform: Platform, request: Request) -> tuple[dict, dict]:
+    from waka.domain import access
+    from waka.projections.collaborators import app_access
+
     user = authenticate(platform, request)
     app = find_app(platform.store, request.path_params["app"])
     if app is None:
         raise ApiError(404, "not_found", "Couldn't find that app.")
-    if app["owner_id"] != user["id"]:
+    pushing = "git-receive-pack" in f"{request.path_params.get('rest', '')}?{request.url.query}"
+    permission = access.DEPLOY if pushing else access.VIEW  # the access policy decides
+    if not access.allows(app_access(platform.store, app), user["id"], permission):
         raise ApiError(403, "forbidden", f"You do not have access to the app {app['name']}.")
     platform.git_repos.ensure(app["id"])
     return user, app

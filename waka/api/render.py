@@ -9,6 +9,7 @@ import orjson
 
 from waka.config import Settings
 from waka.domain import rules
+from waka.domain.access import PERMISSION_DESCRIPTIONS
 from waka.domain.app import release_id
 from waka.projections.store import Row
 
@@ -127,6 +128,21 @@ def collaborator(app_row: Row) -> dict[str, Any]:
         "role": "owner",
         "updated_at": app_row["created_at"],
         "user": {"email": app_row["owner_email"], "federated": False, "id": app_row["owner_id"]},
+    }
+
+
+def granted_collaborator(app_row: Row, row: Row) -> dict[str, Any]:
+    """A collaborator (waka_collaborators row) with the permissions the access policy grants."""
+    return {
+        "app": {"id": app_row["id"], "name": app_row["name"]},
+        "created_at": row["created_at"],
+        "id": catalogue_id("collaborator", f"{app_row['id']}:{row['user_id']}"),
+        "permissions": [
+            {"name": p, "description": PERMISSION_DESCRIPTIONS[p]} for p in row["permissions"]
+        ],
+        "role": "collaborator",
+        "updated_at": row["updated_at"],
+        "user": {"email": row["email"], "federated": False, "id": row["user_id"]},
     }
 
 

@@ -12,9 +12,10 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from waka.domain import access as policy
 from waka.domain import rules
 from waka.domain.actors import Actor
-from waka.domain.errors import Conflict, Forbidden, InvalidParams, NotFound
+from waka.domain.errors import Conflict, InvalidParams, NotFound
 
 
 def release_id(app_id: UUID, version: int) -> UUID:
@@ -650,10 +651,64 @@ class App(Aggregate):
     def _destroy(self, name: str, actor: Actor) -> None:
         self.destroyed = True
 
-    def check_access(self, actor: Actor) -> None:
-        """Only the owner may act on an app (collaborators come with their own issue)."""
-        if actor["id"] != self.owner["id"]:
-            raise Forbidden(f"You do not have access to the app {self.name}.")
+    # --- access (the decision is waka/domain/access.py's) ----------------------------------
+
+    @property
+    def collaborators(self) -> dict[str, dict[str, Any]]:
+        """user id -> {"email", "permissions"}; apps made before collaborators have none."""
+        return self.__dict__.setdefault("_collaborators", {})
+
+    def access(self) -> policy.AppAccess:
+        grants = {uid: c["permissions"] for uid, c in self.collaborators.items()}
+        return policy.AppAccess(name=self.name, owner_id=self.owner["id"], grants=grants)
+
+    def check_access(self, actor: Actor, permission: str = policy.DEPLOY) -> None:
+        policy.check(self.access(), actor["id"], permission)
+
+    def add_collaborator(self, user: Actor, permissions: list[str], actor: Actor) -> bool:
+        """Grant `user` access; False if they already hold exactly these permissions."""
+        self._check_live()
+        self.check_access(actor, policy.MANAGE)
+        if user["id"] == self.owner["id"]:
+            raise Conflict(f"{user['email']} owns {self.name}.")
+        held = self.collaborators.get(user["id"])
+        if held is not None and held["permissions"] == permissions:
+            return False
+        if held is None:
+            self._add_collaborator(user=user, permissions=permissions, actor=actor)
+        else:
+            self._update_collaborator(user=user, permissions=permissions, actor=actor)
+        return True
+
+    @event("CollaboratorAdded")
+    def _add_collaborator(self, user: Actor, permissions: list[str], actor: Actor) -> None:
+        self.collaborators[user["id"]] = {"email": user["email"], "permissions": permissions}
+
+    @event("CollaboratorUpdated")
+    def _update_collaborator(self, user: Actor, permissions: list[str], actor: Actor) -> None:
+        self.collaborators[user["id"]] = {"email": user["email"], "permissions": permissions}
+
+    def remove_collaborator(self, user_id_or_email: str, actor: Actor) -> Actor:
+        """Revoke a collaborator's access: the owner may, and a collaborator may leave."""
+        self._check_live()
+        found = next(
+            (
+                {"id": uid, "email": c["email"]}
+                for uid, c in self.collaborators.items()
+                if user_id_or_email in (uid, c["email"])
+            ),
+            None,
+        )
+        if found is None or found["id"] != actor["id"]:
+            self.check_access(actor, policy.MANAGE)
+        if found is None:
+            raise NotFound(f"{user_id_or_email} is not a collaborator on {self.name}.")
+        self._remove_collaborator(user=found, actor=actor)
+        return found
+
+    @event("CollaboratorRemoved")
+    def _remove_collaborator(self, user: Actor, actor: Actor) -> None:
+        self.collaborators.pop(user["id"], None)
 
     def _check_live(self) -> None:
         if self.destroyed:

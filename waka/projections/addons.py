@@ -125,10 +125,13 @@ def addons_of_app(store: ReadStore, app_id: str) -> list[Row]:
 
 
 def addons_of_owner(store: ReadStore, user_id: str) -> list[Row]:
+    """Add-ons billed to apps the user owns or collaborates on."""
     return store.query(
         f"SELECT a.* FROM waka_addons a JOIN waka_apps p ON p.id = a.app_id"
-        f" WHERE {_LIVE} AND p.owner_id = ? ORDER BY a.created_at, a.name",
-        (user_id,),
+        f" WHERE {_LIVE} AND (p.owner_id = ? OR p.id IN"
+        " (SELECT app_id FROM waka_collaborators WHERE user_id = ?))"
+        " ORDER BY a.created_at, a.name",
+        (user_id, user_id),
     )
 
 

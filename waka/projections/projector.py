@@ -22,6 +22,7 @@ from waka.projections.apps import AppsProjection
 from waka.projections.authorizations import AuthorizationsProjection
 from waka.projections.base import Projection
 from waka.projections.builds import BuildsProjection
+from waka.projections.collaborators import CollaboratorsProjection
 from waka.projections.config_vars import ConfigVarsProjection
 from waka.projections.domains import DomainsProjection
 from waka.projections.formation import FormationProjection
@@ -50,6 +51,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         AddonsProjection(),
         SniEndpointsProjection(sealer),
         AcmProjection(),
+        CollaboratorsProjection(),
     ]
 
 

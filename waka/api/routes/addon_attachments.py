@@ -22,6 +22,7 @@ from waka.api.routes.addons import (
     visible_attachment,
 )
 from waka.bootstrap import Platform
+from waka.domain import access
 from waka.projections.addons import (
     addons_of_owner,
     attachments_of_addon,
@@ -68,8 +69,9 @@ def create_attachment(ctx: Ctx) -> Reply:
     if not isinstance(addon_ident, str) or not isinstance(app_ident, str):
         raise ApiError(422, "invalid_params", "addon and app are required (ids or names).")
     app = find_app(ctx.platform.store, app_ident)
-    if app is None or app["owner_id"] != ctx.user["id"]:
+    if app is None or not ctx.may(app, access.VIEW):
         raise not_found("Couldn't find that app.")
+    ctx.require(app, access.DEPLOY)
     addon = visible_addon(ctx, addon_ident)
     name = body.get("name")
     if name is not None and not isinstance(name, str):
@@ -106,7 +108,7 @@ def resolve_attachments(ctx: Ctx) -> Reply:
     candidates: list[Row] = [by_id] if by_id and owned(ctx, by_id["app_id"]) else []
     if not candidates and isinstance(app_ident, str) and app_ident:
         app = find_app(store, app_ident)
-        if app is None or app["owner_id"] != ctx.user["id"]:
+        if app is None or not ctx.may(app, access.VIEW):
             raise ApiError(404, "not_found", "Couldn't find that app.", resource="app")
         wanted = ident.upper()
         candidates = [

@@ -20,6 +20,7 @@ from waka.addons.catalogue import find_service
 from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, not_found
 from waka.bootstrap import Platform
+from waka.domain import access
 from waka.projections.addons import (
     addons_of_app,
     addons_of_owner,
@@ -130,8 +131,9 @@ def attachment_not_found() -> ApiError:
 
 
 def owned(ctx: Ctx, app_id: str) -> bool:
+    """May the user see this app (the access policy's view)?"""
     app = find_app(ctx.platform.store, app_id)
-    return app is not None and app["owner_id"] == ctx.user["id"]
+    return app is not None and ctx.may(app, access.VIEW)
 
 
 def visible_addon(ctx: Ctx, ident: str, app: Row | None = None) -> Row:
@@ -280,7 +282,7 @@ def resolve_addons(ctx: Ctx) -> Reply:
     app = None
     if isinstance(app_ident, str) and app_ident:
         app = find_app(ctx.platform.store, app_ident)
-        if app is None or app["owner_id"] != ctx.user["id"]:
+        if app is None or not ctx.may(app, access.VIEW):
             raise not_found("Couldn't find that app.")
     matches = _resolve(ctx, ident, app)
     if isinstance(service, str) and service:

@@ -11,9 +11,11 @@ from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, not_found
 from waka.api.ranges import paginate
 from waka.bootstrap import Platform
+from waka.domain import access
 from waka.projections.acm import acm_enabled
-from waka.projections.apps import apps_owned_by, find_app
+from waka.projections.apps import find_app
 from waka.projections.builds import find_slug
+from waka.projections.collaborators import apps_of_user
 from waka.projections.store import Row
 
 RANGE_FIELDS = {
@@ -56,7 +58,7 @@ def create_app(ctx: Ctx) -> Reply:
 
 
 def list_apps(ctx: Ctx) -> Reply:
-    apps = [_app(ctx, r) for r in apps_owned_by(ctx.platform.store, ctx.user["id"])]
+    apps = [_app(ctx, r) for r in apps_of_user(ctx.platform.store, ctx.user["id"])]
     status, page, headers = paginate(apps, ctx.request.headers.get("range"), RANGE_FIELDS)
     return Reply(page, status, headers)
 
@@ -79,6 +81,8 @@ def update_app(ctx: Ctx) -> Reply:
         raise ApiError(
             422, "invalid_params", f"Unknown app attributes: {', '.join(sorted(unknown))}."
         )
+    if "name" in body:  # only who manages the app renames it, before anything changes
+        ctx.require(row, access.MANAGE)
     app_id, ledger = ctx.app_id(row), ctx.platform.ledger
     if "build_stack" in body:
         stack = _optional_str(body, "build_stack")

@@ -18,6 +18,7 @@ from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError
 from waka.api.routes.addons import addon_not_found, wait_for_manager
 from waka.bootstrap import Platform
+from waka.domain import access
 from waka.projections.addons import find_addon
 from waka.projections.apps import find_app
 from waka.projections.store import Row
@@ -31,7 +32,7 @@ def _addon(ctx: Ctx, service: str) -> Row:
     app = find_app(ctx.platform.store, row["app_id"]) if row else None
     if row is None or row["service"] != service or app is None:
         raise addon_not_found()
-    if app["owner_id"] != ctx.user["id"]:
+    if not ctx.may(app, access.VIEW if ctx.request.method == "GET" else access.DEPLOY):
         raise addon_not_found()
     return row
 

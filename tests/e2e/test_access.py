@@ -1,0 +1,91 @@
+"""Collaborators end to end: three real users (the owner, a collaborator, a stranger) drive the
+real Heroku CLI and push with the real git client, each with their own API key, against a real
+`waka up`; the access policy answers every entry point (API, git, logs, `heroku run`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import Api, WakaServer, app_repo, flat, git_url, unique_name, wait_for
+from .test_heroku_cli import create_app
+
+pytestmark = [pytest.mark.e2e]
+
+
+def collaborated_apps(server: WakaServer, api_key: str) -> list[str]:
+    """The names under `heroku apps`' "Collaborated Apps" table (owned apps come first)."""
+    out = server.heroku("apps", api_key=api_key).stdout
+    if "Collaborated Apps" not in out:
+        return []
+    table = out.split("Collaborated Apps", 1)[1].splitlines()
+    return [line.split()[0] for line in table if "@" in line and not line.startswith(" Name")]
+
+
+@pytest.mark.usefixtures("stack_image")
+def test_a_collaborator_deploys_configures_scales_runs_and_reads_logs_but_does_not_manage(
+    server: WakaServer, api: Api, tmp_path: Path
+) -> None:
+    app = create_app(server, "shared")
+    mate = f"{unique_name('mate')}@example.com"
+    stranger = f"{unique_name('stranger')}@example.com"
+    mate_key, stranger_key = server.create_user(mate), server.create_user(stranger)
+    denied = f"You do not have access to the app {app}."
+
+    before = server.heroku("apps:info", "-a", app, api_key=mate_key, check=False)
+    assert before.returncode != 0 and denied in flat(before.stderr)
+
+    added = server.heroku("access:add", mate, "-a", app)
+    assert f"Adding {mate} access to the app {app}... done" in flat(added.stderr)
+    listed = server.heroku("access", "-a", app).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in listed.splitlines() if "@" in line}
+    assert rows[server.email][0] == "owner" and rows[mate][0] == "collaborator", listed
+    assert rows[mate][1:] == ["deploy,", "operate,", "view"], listed
+    assert collaborated_apps(server, mate_key) == [app]
+
+    # The collaborator deploys with their own key.
+    repo = app_repo("python-web", tmp_path / "python-web")
+    pushed = repo.push(git_url(server, app, api_key=mate_key))
+    assert pushed.returncode == 0, pushed.output
+    assert api.current_release(app)["user"]["email"] == mate
+    server.heroku("config:set", "GREETING=hi", "-a", app, api_key=mate_key)
+    assert api.get(f"/apps/{app}/config-vars")["GREETING"] == "hi"
+    server.heroku("ps:scale", "web=2", "-a", app, api_key=mate_key)
+    wait_for(
+        lambda: len([d for d in api.get(f"/apps/{app}/dynos") if d["state"] == "up"]) == 2,
+        what="two web dynos up",
+    )
+    ran = server.heroku("run", "-x", "-a", app, "--", "printenv", "GREETING", api_key=mate_key)
+    assert ran.stdout.splitlines() == ["hi"], ran
+    logs = server.heroku("logs", "-n", "200", "-a", app, api_key=mate_key).stdout
+    assert f"Set GREETING config vars by {mate}" in logs, logs[-2000:]
+    run_line = next(line for line in logs.splitlines() if "app[api]: Starting process" in line)
+    assert "printenv GREETING" in run_line and run_line.endswith(f"by user {mate}"), run_line
+
+    # Only the owner renames, destroys, and says who has access.
+    for args in (
+        ("apps:destroy", "-a", app, "--confirm", app),
+        ("apps:rename", f"{app}-x", "-a", app),
+        ("access:add", stranger, "-a", app),
+    ):
+        refused = server.heroku(*args, api_key=mate_key, check=False)
+        assert refused.returncode != 0 and denied in flat(refused.stderr), (args, refused)
+    assert api.get(f"/apps/{app}")["name"] == app
+
+    # A stranger can neither push nor read.
+    refused_push = repo.push(git_url(server, app, api_key=stranger_key))
+    assert refused_push.returncode != 0
+    assert "The requested URL returned error: 403" in refused_push.output
+    logs_refused = server.heroku("logs", "-a", app, api_key=stranger_key, check=False)
+    assert logs_refused.returncode != 0 and denied in flat(logs_refused.stderr)
+
+    # Revoked: the collaborator's key no longer opens the app, git included.
+    removed = server.heroku("access:remove", mate, "-a", app)
+    assert f"Removing {mate} access from the app {app}... done" in flat(removed.stderr)
+    after = server.heroku("config", "-a", app, api_key=mate_key, check=False)
+    assert after.returncode != 0 and denied in flat(after.stderr)
+    repo.commit_all("after revoke")
+    assert repo.push(git_url(server, app, api_key=mate_key)).returncode != 0
+    assert collaborated_apps(server, mate_key) == []
+    assert mate not in server.heroku("access", "-a", app).stdout
