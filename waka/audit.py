@@ -12,6 +12,7 @@ from eventsourcing.application import Application
 from waka.buildpacks.sources import display_url
 from waka.domain.account import Account
 from waka.domain.acm import AutomatedCertificates
+from waka.domain.addon import Addon
 from waka.domain.app import App, describe_config_change
 from waka.domain.authorization import SIGN_IN, Authorization
 from waka.domain.certificate import SniEndpoint, parse_chain
@@ -56,6 +57,8 @@ def describe(event: Any) -> str | None:
             return f"Rename {event.old_name} to {event.new_name}"
         case App.MaintenanceChanged():
             return f"Maintenance {'on' if event.enabled else 'off'}"
+        case App.FeatureChanged():
+            return f"{'Enable' if event.enabled else 'Disable'} feature {event.name}"
         case App.ReleaseFailed():
             return f"Release v{event.version} failed: {event.description} ({event.reason})"
         case App.BuildRequested():
@@ -81,6 +84,12 @@ def describe(event: Any) -> str | None:
             return "Remove a log drain"
         case App.Destroyed():
             return f"Destroy app {event.name}"
+        case App.CollaboratorAdded():
+            return f"Grant {event.user['email']} access ({', '.join(event.permissions)})"
+        case App.CollaboratorUpdated():
+            return f"Change {event.user['email']}'s access to {', '.join(event.permissions)}"
+        case App.CollaboratorRemoved():
+            return f"Revoke {event.user['email']}'s access"
         case Account.Registered():
             return f"Register user {event.email}"
         case Account.ApiKeyRegenerated():
@@ -133,9 +142,46 @@ def describe_certificate(event: Any, owners: dict[str, tuple[str, str]]) -> str 
     return None
 
 
+def describe_addon(event: Any, addons: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """Add-on events as (action, app id): the billing app's, or for an attachment the app it
+    attaches to. `addons` (add-on or attachment id -> (app id, add-on name)) fills as the
+    ledger is read, since only an add-on's first event names its app. Never its config."""
+    addon = str(event.originator_id)
+    app_id, name = addons.get(addon, ("", addon))
+    match event:
+        case Addon.Created():
+            addons[addon] = (event.app_id, event.name)
+            return f"Create add-on {event.name} ({event.service}:{event.plan})", event.app_id
+        case Addon.Provisioned():
+            return f"Add-on {name} provisioned", app_id
+        case Addon.ProvisionFailed():
+            return f"Add-on {name} failed to provision: {event.reason}", app_id
+        case Addon.Attached():
+            addons[event.attachment_id] = (event.app_id, name)
+            return f"Attach {name} as {event.name}", event.app_id
+        case Addon.Detached():
+            on_app = addons.get(event.attachment_id, (app_id, name))[0]
+            return f"Detach {name}", on_app
+        case Addon.Renamed():
+            addons[addon] = (app_id, event.new_name)
+            return f"Rename add-on {event.old_name} to {event.new_name}", app_id
+        case Addon.PlanChanged():
+            return f"Change {name} plan from {event.old_plan} to {event.new_plan}", app_id
+        case Addon.ResetRequested():
+            return f"Reset {name}", app_id
+        case Addon.ResetDone():
+            return f"Reset of {name} done", app_id
+        case Addon.DeprovisionRequested():
+            return f"Destroy add-on {name}", app_id
+        case Addon.Deprovisioned():
+            return f"Add-on {name} deprovisioned", app_id
+    return None
+
+
 def entries(ledger: Application) -> Iterator[Entry]:
     names: dict[str, str] = {}  # app id -> its name at this point of the ledger
     owners: dict[str, tuple[str, str]] = {}  # certificate or ACM id -> (app id, name)
+    addons: dict[str, tuple[str, str]] = {}  # add-on or attachment id -> (app id, name)
     start = 0
     while True:
         batch = ledger.recorder.select_notifications(
@@ -144,9 +190,11 @@ def entries(ledger: Application) -> Iterator[Entry]:
         for notification in batch:
             event = ledger.mapper.to_domain_event(notification)
             action = describe(event) or describe_certificate(event, owners)
+            app_id = str(event.originator_id) if isinstance(event, App.Event) else ""
+            if action is None and isinstance(event, Addon.Event):
+                action, app_id = describe_addon(event, addons) or (None, "")
             if action is None:
                 continue
-            app_id = str(event.originator_id) if isinstance(event, App.Event) else ""
             if not app_id and str(event.originator_id) in owners:
                 app_id = owners[str(event.originator_id)][0]
             if isinstance(event, App.Created):

@@ -89,3 +89,12 @@ def test_a_collaborator_deploys_configures_scales_runs_and_reads_logs_but_does_n
     assert repo.push(git_url(server, app, api_key=mate_key)).returncode != 0
     assert collaborated_apps(server, mate_key) == []
     assert mate not in server.heroku("access", "-a", app).stdout
+
+    # `waka audit --actor` answers who did what: the grants by the owner, the work by the mate.
+    by_owner = [(a.app, a.action) for a in server.audit("--actor", server.email)]
+    assert (app, f"Grant {mate} access (view, deploy, operate)") in by_owner
+    assert (app, f"Revoke {mate}'s access") in by_owner
+    by_mate = [a.action for a in server.audit("--actor", mate, "--app", app)]
+    assert "Set GREETING config vars" in by_mate and "Scale web=2" in by_mate, by_mate
+    assert any(a.startswith("Build ") and a.endswith(" requested") for a in by_mate), by_mate
+    assert server.audit("--actor", stranger) == []  # nothing they tried reached the ledger
