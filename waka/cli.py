@@ -443,6 +443,10 @@ async def _serve(
     route_follower = RouteFollower(platform.ledger, platform.routes)  # renames route at once
     route_follower.start()
     platform.drains.start()
+    from waka.reactors.webhooks import WebhookReactor
+
+    webhooks = WebhookReactor(platform.ledger, platform.store)  # app webhooks, from the ledger
+    webhooks.start()
     rendezvousing = asyncio.create_task(rendezvous.serve_forever())
     recovering = asyncio.create_task(asyncio.to_thread(run.recover, platform))  # old one-offs
     follower = asyncio.create_task(follow_ledger())
@@ -524,6 +528,7 @@ async def _serve(
         certificates.stop()
     certificate_manager.stop()
     platform.drains.stop()
+    webhooks.stop()
     await follower
     await building
     platform.wake_dyno_manager()

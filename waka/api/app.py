@@ -35,6 +35,7 @@ from waka.api.routes import (
     run,
     sni_endpoints,
     stacks,
+    webhooks,
 )
 from waka.bootstrap import Platform
 from waka.rendezvous import RendezvousServer
@@ -107,6 +108,7 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *acm.routes(platform),
         *dyno_sizes.routes(platform),
         *stacks.routes(platform),
+        *webhooks.routes(platform),
         *logs.routes(platform, platform.logplex, drains=platform.drains),
         *git.routes(platform),
     ]

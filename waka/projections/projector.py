@@ -30,6 +30,7 @@ from waka.projections.releases import ReleasesProjection
 from waka.projections.sealing import Sealer
 from waka.projections.sni_endpoints import SniEndpointsProjection
 from waka.projections.store import ReadStore, Row
+from waka.projections.webhooks import WebhooksProjection
 
 POSITIONS = """CREATE TABLE IF NOT EXISTS waka_positions (
     name TEXT PRIMARY KEY, position BIGINT NOT NULL, schema TEXT NOT NULL)"""
@@ -51,6 +52,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         AddonsProjection(),
         SniEndpointsProjection(sealer),
         AcmProjection(),
+        WebhooksProjection(sealer),
         CollaboratorsProjection(),
     ]
 
