@@ -59,6 +59,8 @@ def describe(event: Any) -> str | None:
             return f"Maintenance {'on' if event.enabled else 'off'}"
         case App.FeatureChanged():
             return f"{'Enable' if event.enabled else 'Disable'} feature {event.name}"
+        case App.FeatureChanged():
+            return f"{'Enable' if event.enabled else 'Disable'} feature {event.name}"
         case App.ReleaseFailed():
             return f"Release v{event.version} failed: {event.description} ({event.reason})"
         case App.BuildRequested():

@@ -620,6 +620,31 @@ class App(Aggregate):
             )
             current.update({k: v for k, v in update.items() if k != "type"})
 
+    # --- features (heroku features / labs) -------------------------------------------------
+
+    def enabled_features(self) -> list[str]:
+        # Snapshots taken before features existed have no such attribute.
+        return self.__dict__.setdefault("features", [])
+
+    def set_feature(self, name: str, enabled: bool, actor: Actor) -> bool:
+        """Switch an app feature of the catalogue (waka/domain/features.py) on or off; no
+        release, no restart (as on Heroku: it applies to the next dynos). False if unchanged."""
+        self._check_live()
+        if not isinstance(enabled, bool):
+            raise InvalidParams("enabled must be true or false.")
+        if (name in self.enabled_features()) == enabled:
+            return False
+        self._set_feature(name=name, enabled=enabled, actor=actor)
+        return True
+
+    @event("FeatureChanged")
+    def _set_feature(self, name: str, enabled: bool, actor: Actor) -> None:
+        features = self.enabled_features()
+        if enabled:
+            features.append(name)
+        else:
+            features.remove(name)
+
     # --- app settings ---------------------------------------------------------------------
 
     def rename(self, new_name: str, actor: Actor) -> None:

@@ -25,6 +25,7 @@ from waka.projections.builds import BuildsProjection
 from waka.projections.collaborators import CollaboratorsProjection
 from waka.projections.config_vars import ConfigVarsProjection
 from waka.projections.domains import DomainsProjection
+from waka.projections.features import FeaturesProjection
 from waka.projections.formation import FormationProjection
 from waka.projections.releases import ReleasesProjection
 from waka.projections.sealing import Sealer
@@ -52,6 +53,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         AddonsProjection(),
         SniEndpointsProjection(sealer),
         AcmProjection(),
+        FeaturesProjection(),
         WebhooksProjection(sealer),
         CollaboratorsProjection(),
     ]

@@ -32,6 +32,7 @@ from waka.buildpacks import BuildError, compile_app
 from waka.domain import rules
 from waka.domain.actors import Actor
 from waka.domain.errors import DomainError, NotFound
+from waka.features import metadata_env
 from waka.projections.apps import find_app
 from waka.projections.builds import build_by_id, pending_builds
 from waka.projections.config_vars import config_of
@@ -261,7 +262,7 @@ class Builder:
                 release_failure = self.release_phase.run(
                     result.process_types["release"],
                     slug.id,
-                    config,
+                    {**config, **metadata_env(self.platform.store, app_id, pending["version"])},
                     pending["output_id"],
                     output,
                     runtime,

@@ -6,10 +6,16 @@ and converges: start what is missing, replace dynos of an older release or gener
 what is no longer wanted, restart crashed dynos with back-off. Level-triggered, so a restart
 of waka, a missed event or a container killed from outside all end the same way.
 
-Web dynos are replaced without downtime: the new one must bind $PORT within the boot timeout
-(else R10, and the old one keeps serving); only once it is up and routed does the old one get
-SIGTERM, and SIGKILL 10 s later. Runtime facts (up, crashed, addresses) live here, not in the
-ledger; the router's table and the app's log hear about them through callbacks.
+Web dynos are replaced as on Heroku, by the app's `preboot` feature. Without it (the default):
+the old dyno leaves the router and gets SIGTERM (SIGKILL 10 s later); the new one starts once
+the old has exited, and the router holds the app's requests until it binds $PORT (H20 after
+the router's wake timeout). With preboot: the new dynos start beside the old ones, which keep
+serving until every new web dyno has bound $PORT within the boot timeout (else R10, and the
+old one keeps serving); then the router switches to all the new ones at once, and the old ones
+get SIGTERM. Worker dynos are replaced as soon as their new one runs, either way.
+
+Runtime facts (up, crashed, addresses) live here, not in the ledger; the router's table and
+the app's log hear about them through callbacks.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -28,7 +34,10 @@ from waka.adapters.dynos import DockerDynos, DynoSpec, ObservedDyno, port_open
 from waka.adapters.process_dynos import ProcessDynos
 from waka.adapters.slugs import SlugStore
 from waka.domain import rules
+from waka.domain.features import PREBOOT
+from waka.features import dyno_metadata, with_dyno_id
 from waka.projections.config_vars import config_of
+from waka.projections.features import enabled_features
 from waka.projections.formation import formation_of
 from waka.projections.store import ReadStore, Row
 
@@ -98,6 +107,10 @@ class DynoManager:
         self.known: dict[str, _Dyno] = {}  # container id -> state
         self.backoff: dict[tuple[str, str], _Backoff] = {}  # (app, dyno) -> crash back-off
         self.stopping: set[str] = set()
+        # Without preboot: (app, dyno) whose old dyno is shutting down before the new one starts,
+        # and apps whose requests the router holds meanwhile.
+        self.stopping_first: set[tuple[str, str]] = set()
+        self.held: set[str] = set()
         self.routed: set[str] = set()  # apps the router has been told about
         self.last_request = last_request
         self.sleep_after = sleep_after
@@ -106,6 +119,9 @@ class DynoManager:
         self.observed: list[ObservedDyno] = []
         self.wakeup = threading.Event()
         self._lock = threading.Lock()
+        # App webhooks' `dyno` events: observed state, not ledger facts, so told in-process
+        # (the composition root sets this to the webhook reactor's dyno_changed).
+        self.dyno_events: Callable[[str, str, dict[str, Any]], None] | None = None
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -157,7 +173,11 @@ class DynoManager:
         except KeyError:
             log.warning("slug %s of %s is missing", app["slug_id"], app["name"])
             return {}
-        config = config_of(self.store, app["id"])
+        # Config vars, and Heroku's dyno metadata when runtime-dyno-metadata is on.
+        config = {
+            **config_of(self.store, app["id"]),
+            **dyno_metadata(self.store, app["id"], app["current_release"]),
+        }
         desired = {}
         for row in formation:
             command = process_types.get(row["type"])
@@ -193,7 +213,11 @@ class DynoManager:
         for dyno in observed:
             by_name.setdefault(dyno.name, []).append(dyno)
         serving: list[ObservedDyno] = []
+        preboot = app is not None and PREBOOT in enabled_features(self.store, app_id)
+        prebooted: list[tuple[ObservedDyno, list[ObservedDyno]]] = []  # new web dyno up, old ones
+        web_booting = False  # a web dyno of the current release is still on its way up
         for name, spec in desired.items():
+            web = spec.process_type == "web"
             containers = by_name.pop(name, [])
             current = [
                 c
@@ -209,17 +233,45 @@ class DynoManager:
                 self._crashed(dyno)
                 dyno = None
             if dyno is None:
+                web_booting = web_booting or (web and self._backoff_of(spec) is None)
+                if web and not preboot and any(c.running for c in older):
+                    # Heroku's standard replacement: the old dyno stops first; the new one
+                    # starts once it has exited, and the router holds requests meanwhile.
+                    key = (app_id, name)
+                    self.stopping_first.add(key)
+                    self.held.add(app_id)
+                    for old in older:
+                        self._stop(
+                            old,
+                            "Stopping all processes with SIGTERM",
+                            then=lambda key=key: self.stopping_first.discard(key),
+                        )
+                    continue
+                if (app_id, name) in self.stopping_first:
+                    continue  # its old dyno is still shutting down
                 self._start_when_due(spec)
                 # Until the replacement is up, the older dyno keeps serving.
                 serving += [c for c in older if c.running]
                 continue
             up = self._check_boot(dyno, spec)
-            if up:
+            if up and web and preboot:
+                prebooted.append((dyno, older))  # switched below, all at once
+            elif up:
                 serving.append(dyno)
                 for old in older:
                     self._stop(old, "Stopping all processes with SIGTERM")
             else:
+                web_booting = web_booting or web
                 serving += [c for c in older if c.running]
+        for dyno, older in prebooted:
+            # Preboot: the old web dynos serve until every new one is up; then all switch.
+            still = [c for c in older if c.running]
+            if web_booting and still:
+                serving += still
+                continue
+            serving.append(dyno)
+            for old in older:
+                self._stop(old, "Stopping all processes with SIGTERM")
         for containers in by_name.values():  # no longer wanted: scaled down, gone, destroyed
             for dyno in containers:
                 self._stop(dyno, "Stopping all processes with SIGTERM")
@@ -229,20 +281,22 @@ class DynoManager:
                 for d in serving
                 if d.process_type == "web" and d.address is not None
             ]
+            # Web dynos that keep crashing (in back-off) and none serving: H10.
+            crashed = not backends and any(
+                self._backoff_of(s) is not None for s in desired.values() if s.process_type == "web"
+            )
+            if backends or crashed or not web_booting:
+                self.held.discard(app_id)
             self.route(
                 RouteUpdate(
                     app_id=app_id,
                     app_name=app["name"],
                     maintenance=bool(app["maintenance"]),
                     backends=backends,
-                    sleeping=app_id in self.asleep,
-                    # Web dynos that keep crashing (in back-off) and none serving: H10.
-                    crashed=not backends
-                    and any(
-                        self._backoff_of(s) is not None
-                        for s in desired.values()
-                        if s.process_type == "web"
-                    ),
+                    # Asleep, or between an old web dyno and its replacement (no preboot): the
+                    # router holds requests until a dyno is routed, as it does to wake an app.
+                    sleeping=app_id in self.asleep or app_id in self.held,
+                    crashed=crashed,
                 )
             )
 
@@ -273,6 +327,14 @@ class DynoManager:
             self.log_line(app_id, "heroku", "web.1", "Unidling")
             self.wakeup.set()
 
+    def _dyno_event(self, app_id: str, action: str, name: str, kind: str, state: str) -> None:
+        if self.dyno_events is None:
+            return
+        try:
+            self.dyno_events(app_id, action, {"name": name, "type": kind, "state": state})
+        except Exception:  # a webhook must never stop the dynos
+            log.exception("dyno event of %s not recorded", name)
+
     def _check_boot(self, dyno: ObservedDyno, spec: DynoSpec) -> bool:
         state = self.known.get(dyno.container_id)
         if state is None:  # running before this manager started: adopt it, follow its output
@@ -289,6 +351,7 @@ class DynoManager:
         if spec.process_type != "web" or (dyno.address and port_open(dyno.address)):
             state.state, state.up_since = "up", time.monotonic()
             self.log_line(spec.app_id, "heroku", spec.name, "State changed from starting to up")
+            self._dyno_event(spec.app_id, "update", spec.name, spec.process_type, "up")
             return True
         if time.monotonic() - state.started > self.boot_timeout:
             self.log_line(
@@ -304,6 +367,7 @@ class DynoManager:
             self.log_line(
                 spec.app_id, "heroku", spec.name, "State changed from starting to crashed"
             )
+            self._dyno_event(spec.app_id, "update", spec.name, spec.process_type, "crashed")
         return False
 
     def _crashed(self, dyno: ObservedDyno) -> None:
@@ -317,6 +381,7 @@ class DynoManager:
         self.log_line(
             dyno.app_id, "heroku", dyno.name, f"State changed from {state.state} to crashed"
         )
+        self._dyno_event(dyno.app_id, "update", dyno.name, dyno.process_type, "crashed")
         self.dynos.remove(dyno.container_id)
         self.known.pop(dyno.container_id, None)
         self._note_crash(dyno.app_id, dyno.name, dyno.release, dyno.generation)
@@ -348,18 +413,22 @@ class DynoManager:
             spec.app_id, "heroku", spec.name, f"Starting process with command `{spec.command}`"
         )
         try:
-            container_id = self.dynos.start(spec)
+            # Each dyno its own HEROKU_DYNO_ID (with runtime-dyno-metadata on).
+            container_id = self.dynos.start(replace(spec, env=with_dyno_id(spec.env)))
         except Exception as error:
             log.exception("could not start %s of %s", spec.name, spec.app_name)
             self.log_line(spec.app_id, "heroku", spec.name, f"Failed to start: {error}")
             self._note_crash(spec.app_id, spec.name, spec.release, spec.generation)
             return
         self.known[container_id] = _Dyno(state="starting")
+        self._dyno_event(spec.app_id, "create", spec.name, spec.process_type, "starting")
         self.dynos.follow_output(
             container_id, lambda line: self.log_line(spec.app_id, "app", spec.name, line)
         )
 
-    def _stop(self, dyno: ObservedDyno, message: str) -> None:
+    def _stop(
+        self, dyno: ObservedDyno, message: str, then: Callable[[], None] | None = None
+    ) -> None:
         if dyno.container_id in self.stopping:
             return
         self.stopping.add(dyno.container_id)
@@ -374,6 +443,10 @@ class DynoManager:
                     dyno.app_id, "heroku", dyno.name, f"Process exited with status {code}"
                 )
             self.stopping.discard(dyno.container_id)
+            self._dyno_event(dyno.app_id, "destroy", dyno.name, dyno.process_type, "down")
+            if then is not None:  # e.g. start its replacement now
+                then()
+                self.wakeup.set()
 
         threading.Thread(target=stop, name=f"stop-{dyno.name}", daemon=True).start()
 

@@ -24,6 +24,7 @@ from waka.adapters.build_logs import BuildLog, BuildLogs
 from waka.adapters.runtime import Mount, Runtime, RunTimedOut
 from waka.adapters.slugs import SlugStore
 from waka.domain.actors import Actor
+from waka.features import metadata_env
 from waka.projections.config_vars import config_of
 from waka.projections.releases import pending_slug_releases
 from waka.projections.store import Row
@@ -114,7 +115,10 @@ class ReleasePhase:
             failure = self.run(
                 row["release_command"] or "",
                 row["slug_id"],
-                config_of(platform.store, row["app_id"]),
+                {  # config vars, and dyno metadata with runtime-dyno-metadata on
+                    **config_of(platform.store, row["app_id"]),
+                    **metadata_env(platform.store, row["app_id"], row["version"]),
+                },
                 row["output_id"],
             )
         except Exception:  # a missing slug, an engine gone away: the release fails

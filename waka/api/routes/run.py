@@ -25,6 +25,7 @@ from waka.api.errors import ApiError
 from waka.bootstrap import Platform
 from waka.domain import rules
 from waka.domain.app import release_id
+from waka.features import metadata_env
 from waka.projections.base import iso
 from waka.projections.config_vars import config_of
 from waka.projections.store import Row
@@ -100,7 +101,11 @@ def routes(
             app_name=app["name"],
             name=_free_name(one_offs.names_in_use(app["id"])),
             command=command,
-            env={**config_of(ctx.platform.store, app["id"]), **env},
+            env={
+                **config_of(ctx.platform.store, app["id"]),
+                **metadata_env(ctx.platform.store, app["id"], app["current_release"]),
+                **env,
+            },
             memory_mb=rules.SIZE_MEMORY_MB.get(size, 512),
             size=size,
             release=app["current_release"],
