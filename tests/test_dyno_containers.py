@@ -209,3 +209,10 @@ def test_a_dyno_killed_at_its_memory_limit_is_logged_as_r15_and_restarted() -> N
     assert manager.backoff[("a", "web.1")].crashes == 1
     manager._crashed(replace(dyno, container_id="c2", oom_killed=False))
     assert "Error R15 (Memory quota vastly exceeded)" not in [m for _, m in lines[4:]]
+    # A child killed and outlived by the dyno's main process: R15, but no SIGKILL of the dyno.
+    del lines[:]
+    manager._crashed(replace(dyno, container_id="c3", exit_code=0))
+    assert [m for _, m in lines][:2] == [
+        "Error R15 (Memory quota vastly exceeded)",
+        "Process exited with status 0",
+    ]

@@ -131,9 +131,10 @@ class OneOff:
         if not self._finished.is_set():
             self._finished.set()
             app_id = self.spec.app_id
-            if self._oom_killed():
+            if self._oom_killed():  # the kernel killed a process of it at its memory limit
                 self.log_line(app_id, "heroku", self.name, R15)
-                self.log_line(app_id, "heroku", self.name, "Stopping process with SIGKILL")
+                if code == 137:  # its main process (`heroku run -x` has a shell outlive it)
+                    self.log_line(app_id, "heroku", self.name, "Stopping process with SIGKILL")
             self.log_line(app_id, "heroku", self.name, f"Process exited with status {code}")
             self.log_line(app_id, "heroku", self.name, "State changed from up to complete")
         self.discard()

@@ -372,9 +372,10 @@ class DynoManager:
 
     def _crashed(self, dyno: ObservedDyno) -> None:
         state = self.known.get(dyno.container_id, _Dyno(state="up"))
-        if dyno.oom_killed:  # over its memory: the kernel killed it
+        if dyno.oom_killed:  # over its memory: the kernel killed a process of it
             self.log_line(dyno.app_id, "heroku", dyno.name, R15)
-            self.log_line(dyno.app_id, "heroku", dyno.name, "Stopping process with SIGKILL")
+            if dyno.exit_code == 137:  # ... its main one (not only a child it outlived)
+                self.log_line(dyno.app_id, "heroku", dyno.name, "Stopping process with SIGKILL")
         self.log_line(
             dyno.app_id, "heroku", dyno.name, f"Process exited with status {dyno.exit_code}"
         )
