@@ -119,3 +119,28 @@ def test_an_app_from_a_snapshot_before_collaborators_has_none() -> None:
     assert app.collaborators == {}
     with pytest.raises(Forbidden):
         app.check_access(MATE, VIEW)
+
+
+def _team_app(locked: bool, grants: dict | None = None) -> AppAccess:
+    roles = {"u-admin": "admin", "u-dev": "member", "u-viewer": "viewer", "u-guest": "collaborator"}
+    return AppAccess(
+        name="rocket", owner_id="team:t1", grants=grants or {}, team_roles=roles, locked=locked
+    )
+
+
+def test_team_roles_on_an_unlocked_app() -> None:
+    app = _team_app(locked=False)
+    assert access.permissions_of(app, "u-admin") == set(access.PERMISSIONS)
+    assert access.permissions_of(app, "u-dev") == {VIEW, DEPLOY, OPERATE}
+    assert access.permissions_of(app, "u-viewer") == {VIEW}
+    assert access.permissions_of(app, "u-guest") == frozenset()  # only what the app grants
+
+
+def test_a_locked_app_opens_to_members_only_by_its_grants_and_a_viewer_only_views() -> None:
+    grants = {"u-dev": [VIEW, DEPLOY], "u-viewer": [VIEW, DEPLOY, MANAGE], "u-guest": [VIEW]}
+    app = _team_app(locked=True, grants=grants)
+    assert access.permissions_of(app, "u-dev") == {VIEW, DEPLOY}
+    assert access.permissions_of(app, "u-viewer") == {VIEW}  # a viewer changes nothing
+    assert access.permissions_of(app, "u-guest") == {VIEW}
+    assert access.permissions_of(_team_app(locked=True), "u-dev") == frozenset()
+    assert access.permissions_of(app, "u-admin") == set(access.PERMISSIONS)

@@ -16,6 +16,7 @@ from waka.domain.addon import Addon
 from waka.domain.app import App, describe_config_change
 from waka.domain.authorization import SIGN_IN, Authorization
 from waka.domain.certificate import SniEndpoint, parse_chain
+from waka.domain.team import Team
 from waka.projections.base import iso
 from waka.redaction import redact_url
 
@@ -30,6 +31,7 @@ class Entry:
     app_id: str
     action: str
     renamed_to: str = ""
+    team: str = ""  # the team's name, for a team's events and its apps' ones
 
     def line(self) -> str:
         return f"{iso(self.at)}  {self.actor:<28} {self.app or '-':<30} {self.action}"
@@ -57,8 +59,6 @@ def describe(event: Any) -> str | None:
             return f"Rename {event.old_name} to {event.new_name}"
         case App.MaintenanceChanged():
             return f"Maintenance {'on' if event.enabled else 'off'}"
-        case App.FeatureChanged():
-            return f"{'Enable' if event.enabled else 'Disable'} feature {event.name}"
         case App.FeatureChanged():
             return f"{'Enable' if event.enabled else 'Disable'} feature {event.name}"
         case App.ReleaseFailed():
@@ -92,6 +92,16 @@ def describe(event: Any) -> str | None:
             return f"Change {event.user['email']}'s access to {', '.join(event.permissions)}"
         case App.CollaboratorRemoved():
             return f"Revoke {event.user['email']}'s access"
+        case App.TeamJoined():
+            return f"Owned by team {event.team['name']}"
+        case App.LockChanged():
+            return "Lock app" if event.locked else "Unlock app"
+        case Team.Created():
+            return f"Create team {event.name} (admin {event.admin['email']})"
+        case Team.MemberSet():
+            return f"Set {event.user['email']}'s role in the team to {event.role}"
+        case Team.MemberRemoved():
+            return f"Remove {event.user['email']} from the team"
         case Account.Registered():
             return f"Register user {event.email}"
         case Account.ApiKeyRegenerated():
@@ -184,6 +194,7 @@ def entries(ledger: Application) -> Iterator[Entry]:
     names: dict[str, str] = {}  # app id -> its name at this point of the ledger
     owners: dict[str, tuple[str, str]] = {}  # certificate or ACM id -> (app id, name)
     addons: dict[str, tuple[str, str]] = {}  # add-on or attachment id -> (app id, name)
+    teams: dict[str, str] = {}  # team id, or a team app's id -> the team's name
     start = 0
     while True:
         batch = ledger.recorder.select_notifications(
@@ -201,6 +212,10 @@ def entries(ledger: Application) -> Iterator[Entry]:
                 app_id = owners[str(event.originator_id)][0]
             if isinstance(event, App.Created):
                 names[app_id] = event.name
+            if isinstance(event, Team.Created):
+                teams[str(event.originator_id)] = event.name
+            if isinstance(event, App.TeamJoined):
+                teams[app_id] = event.team["name"]
             name = names.get(app_id, "")
             renamed_to = ""
             if isinstance(event, App.Renamed):
@@ -212,6 +227,7 @@ def entries(ledger: Application) -> Iterator[Entry]:
                 app_id=app_id,
                 action=action,
                 renamed_to=renamed_to,
+                team=teams.get(app_id or str(event.originator_id), ""),
             )
         if len(batch) < BATCH:
             return
@@ -223,12 +239,16 @@ def query(
     app: str | None = None,
     actor: str | None = None,
     since: datetime | None = None,
+    team: str | None = None,
 ) -> list[Entry]:
     """Entries in ledger order. `app` matches any name the app has ever had."""
     found = list(entries(ledger))
     if app:
         ids = {e.app_id for e in found if app in (e.app, e.renamed_to)}
         found = [e for e in found if e.app_id in ids]
+    if team:  # the team's events, and all of its apps' (their first ones precede the team's)
+        apps = {e.app_id for e in found if e.team == team and e.app_id}
+        found = [e for e in found if e.team == team or e.app_id in apps]
     if actor:
         found = [e for e in found if e.actor == actor.lower()]
     if since:

@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--app", help="only this app (any name it has had)")
     audit.add_argument("--actor", help="only what this user did (email)")
     audit.add_argument("--since", help="only from this time on (ISO 8601)")
+    audit.add_argument("--team", help="only this team and its apps")
+
+    team = commands.add_parser("teams:create", help="create a team (Heroku Teams) with an admin")
+    team.add_argument("name")
+    team.add_argument("--admin", required=True, help="the email of the team's first admin")
 
     projections = commands.add_parser("projections", help="manage the read models")
     projections.add_argument("action", choices=["rebuild"])
@@ -232,8 +237,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
     platform = _bootstrap(args)
-    for entry in audit.query(platform.ledger, app=args.app, actor=args.actor, since=since):
+    found = audit.query(
+        platform.ledger, app=args.app, actor=args.actor, since=since, team=args.team
+    )
+    for entry in found:
         print(entry.line())
+    return 0
+
+
+def cmd_teams_create(args: argparse.Namespace) -> int:
+    from waka.domain.actors import OPERATOR
+    from waka.domain.errors import DomainError
+
+    platform = _bootstrap(args)
+    try:
+        team = platform.ledger.create_team(OPERATOR, args.name, admin_email=args.admin)
+    except DomainError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    platform.projector.catch_up()
+    print(f"Created team {team.name} ({team.id}); admin: {args.admin.lower()}.")
     return 0
 
 
@@ -602,6 +625,7 @@ _COMMANDS = {
     "users:regenerate-key": cmd_users_regenerate,
     "users:password": cmd_users_password,
     "audit": cmd_audit,
+    "teams:create": cmd_teams_create,
     "projections": cmd_projections,
     "cipher-key": cmd_cipher_key,
     "stack": cmd_stack,

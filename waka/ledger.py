@@ -29,6 +29,7 @@ from waka.domain.authorization import expiry as authorization_expiry
 from waka.domain.errors import Conflict, InvalidParams, NameTaken, NotFound
 from waka.domain.names import AddonName, AppName, DomainName
 from waka.domain.passwords import check_password, hash_password
+from waka.domain.team import ADMIN, MEMBER, Team, check_team_name, owner_of
 
 T = TypeVar("T")
 log = logging.getLogger("waka.ledger")
@@ -243,24 +244,36 @@ class Ledger(Application[UUID]):
         name: str | None = None,
         region: str | None = None,
         stack: str | None = None,
+        team: str | None = None,
     ) -> App:
+        """`team`: made in (and owned by) that team, by one of its admins or members."""
         region = rules.check_region(region or rules.DEFAULT_REGION)
         stack = rules.check_stack(stack or rules.DEFAULT_STACK)
         if name is None:
-            return self._create_with_generated_name(actor, region, stack)
+            return self._create_with_generated_name(actor, region, stack, team)
         rules.check_app_name(name)
-        app = App.create(name=name, owner=actor, region=region, stack=stack)
+        if team is None:
+            app = App.create(name=name, owner=actor, region=region, stack=stack)
+        else:
+            owning = self.get_team(team, actor)
+            if owning.role_of(actor["id"]) not in (ADMIN, MEMBER):
+                raise access.denied_team(owning.name)
+            owner = owner_of(str(owning.id), owning.name)
+            app = App.create(name=name, owner=owner, region=region, stack=stack, actor=actor)
+            app.join_team({"id": str(owning.id), "name": owning.name}, actor)
         self.save(self._claim(AppName, name, app.id, actor), app)
         return app
 
-    def _create_with_generated_name(self, actor: Actor, region: str, stack: str) -> App:
+    def _create_with_generated_name(
+        self, actor: Actor, region: str, stack: str, team: str | None = None
+    ) -> App:
         for _ in range(20):
             name = (
                 f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-"
                 f"{secrets.randbelow(90000) + 10000}"
             )
             try:
-                return self.create_app(actor, name, region, stack)
+                return self.create_app(actor, name, region, stack, team)
             except NameTaken:
                 continue
         raise Conflict("Could not find a free app name; please choose one.")
@@ -279,8 +292,14 @@ class Ledger(Application[UUID]):
         app = self.get_app(app_id)
         if app.destroyed:
             raise NotFound("Couldn't find that app.")
-        app.check_access(actor, permission)
+        app.check_access(actor, permission, self.team_roles(app))
         return app
+
+    def team_roles(self, app: App) -> dict[str, str] | None:
+        """The roles in the team that owns the app, for the access policy; None if personal."""
+        if app.team is None:
+            return None
+        return self._team(UUID(app.team["id"])).roles()
 
     def get_app(self, app_id: UUID, version: int | None = None) -> App:
         try:
@@ -502,11 +521,13 @@ class Ledger(Application[UUID]):
         self, actor: Actor, app_id: UUID, email: str, permissions: list[str] | None = None
     ) -> Actor:
         """Grant a user access to the app (a personal app's collaborator: all but manage)."""
-        app = self._live_app(app_id, actor, access.VIEW)  # add_collaborator asks for manage
+        app = self.get_app(app_id)
+        if app.destroyed:
+            raise NotFound("Couldn't find that app.")
         account = self.get_account(email)
         user = {"id": str(account.id), "email": account.email}
         granted = list(access.COLLABORATOR) if permissions is None else permissions
-        if app.add_collaborator(user, granted, actor):
+        if app.add_collaborator(user, granted, actor, self.team_roles(app)):
             self.save(app)
         return user
 
@@ -514,8 +535,66 @@ class Ledger(Application[UUID]):
     def remove_collaborator(self, actor: Actor, app_id: UUID, user: str) -> Actor:
         """Revoke a collaborator (by id or email); the collaborator may remove themselves."""
         app = self._live_app(app_id, actor, access.VIEW)  # remove_collaborator decides
-        removed = app.remove_collaborator(user, actor)
+        removed = app.remove_collaborator(user, actor, self.team_roles(app))
         self.save(app)
+        return removed
+
+    @retry_on_conflict
+    def set_app_locked(self, actor: Actor, app_id: UUID, locked: bool) -> App:
+        app = self._live_app(app_id, actor, access.VIEW)  # set_locked asks for manage
+        if app.set_locked(locked, actor, self.team_roles(app) or {}):
+            self.save(app)
+        return app
+
+    # --- teams ----------------------------------------------------------------------------
+
+    def create_team(self, actor: Actor, name: str, admin_email: str | None = None) -> Team:
+        """A new team whose first admin is `admin_email` (the operator's `waka teams:create`)
+        or the actor (`POST /teams`)."""
+        check_team_name(name)
+        if admin_email is not None:
+            account = self.get_account(admin_email)
+            admin = {"id": str(account.id), "email": account.email}
+        else:
+            admin = actor
+        team = Team(name=name, admin=admin, actor=actor)
+        try:
+            self.save(team)
+        except RecordConflictError:
+            raise Conflict(f"A team named {name} already exists.") from None
+        return team
+
+    def _team(self, team_id: UUID) -> Team:
+        try:
+            team: Team = self.repository.get(team_id)
+        except AggregateNotFoundError:
+            raise NotFound("Couldn't find that team.") from None
+        if not isinstance(team, Team):
+            raise NotFound("Couldn't find that team.")
+        return team
+
+    def get_team(self, name: str, actor: Actor) -> Team:
+        """The team by name, if the actor is in it (others are told it does not exist)."""
+        team = self._team(Team.id_for(name)) if name else None
+        if team is None:
+            raise NotFound("Couldn't find that team.")
+        team.check_member(actor)
+        return team
+
+    @retry_on_conflict
+    def set_team_member(self, actor: Actor, team_name: str, email: str, role: str) -> Actor:
+        team = self.get_team(team_name, actor)
+        account = self.get_account(email)
+        user = {"id": str(account.id), "email": account.email}
+        if team.set_member(user, role, actor):
+            self.save(team)
+        return user
+
+    @retry_on_conflict
+    def remove_team_member(self, actor: Actor, team_name: str, email: str) -> Actor:
+        team = self.get_team(team_name, actor)
+        removed = team.remove_member(email, actor)
+        self.save(team)
         return removed
 
     # --- add-ons --------------------------------------------------------------------------

@@ -98,3 +98,77 @@ def test_a_collaborator_deploys_configures_scales_runs_and_reads_logs_but_does_n
     assert "Set GREETING config vars" in by_mate and "Scale web=2" in by_mate, by_mate
     assert any(a.startswith("Build ") and a.endswith(" requested") for a in by_mate), by_mate
     assert server.audit("--actor", stranger) == []  # nothing they tried reached the ledger
+
+
+def test_a_team_with_an_admin_a_member_and_a_viewer(server: WakaServer, api: Api) -> None:
+    team = unique_name("acme")
+    admin = server.email  # made the team's admin by the operator
+    dev, viewer = f"{unique_name('dev')}@example.com", f"{unique_name('viewer')}@example.com"
+    dev_key, viewer_key = server.create_user(dev), server.create_user(viewer)
+    made = server.waka("teams:create", team, "--admin", admin)
+    assert f"Created team {team}" in made.stdout
+
+    teams = server.heroku("teams").stdout
+    assert any(line.split()[:2] == [team, "admin"] for line in teams.splitlines()), teams
+    server.heroku("members:add", dev, "--role", "member", "-t", team)
+    server.heroku("members:add", viewer, "--role", "viewer", "-t", team)
+    members = server.heroku("members", "-t", team, api_key=viewer_key).stdout
+    roles = {line.split()[0]: line.split()[1] for line in members.splitlines() if "@" in line}
+    assert roles == {admin: "admin", dev: "member", viewer: "viewer"}, members
+    refused = server.heroku(
+        "members:add", viewer, "--role", "admin", "-t", team, api_key=dev_key, check=False
+    )
+    assert refused.returncode != 0 and f"admin of the team {team}" in flat(refused.stderr)
+
+    # A member makes an app in the team; everyone in the team sees it.
+    app = unique_name("rocket")
+    created = server.heroku("apps:create", app, "--team", team, api_key=dev_key)
+    assert f"Creating {app}... done" in flat(created.stderr)
+    listed = server.heroku("apps", "-t", team, api_key=viewer_key).stdout
+    assert f"Apps in team {team}" in listed and app in listed.split(), listed
+    assert api.get(f"/apps/{app}")["owner"]["email"] == f"{team}@herokumanager.com"
+    denied = f"You do not have access to the app {app}."
+
+    # The viewer reads but changes nothing; the member works on the unlocked app.
+    assert app in server.heroku("apps:info", "-a", app, api_key=viewer_key).stdout
+    no = server.heroku("config:set", "A=1", "-a", app, api_key=viewer_key, check=False)
+    assert no.returncode != 0 and denied in flat(no.stderr)
+    server.heroku("config:set", "A=1", "-a", app, api_key=dev_key)
+    no = server.heroku("apps:destroy", "-a", app, "--confirm", app, api_key=dev_key, check=False)
+    assert no.returncode != 0 and denied in flat(no.stderr)
+
+    # Locked, the member holds only what the admin grants them, permission by permission.
+    server.heroku("apps:lock", "-a", app)
+    assert "[locked]" in server.heroku("apps", "-t", team).stdout
+    no = server.heroku("config:set", "A=2", "-a", app, api_key=dev_key, check=False)
+    assert no.returncode != 0 and denied in flat(no.stderr)
+    server.heroku("access:add", dev, "--permissions", "deploy", "-a", app)
+    server.heroku("config:set", "A=2", "-a", app, api_key=dev_key)
+    server.heroku("access:update", dev, "--permissions", "operate", "-a", app)
+    shown = server.heroku("access", "-a", app).stdout
+    dev_row = next(line for line in shown.splitlines() if dev in line)
+    assert "member" in dev_row and "operate, view" in dev_row, shown
+    admin_row = next(line for line in shown.splitlines() if admin in line)
+    assert "admin" in admin_row and "manage" in admin_row, shown
+    no = server.heroku("config:set", "A=3", "-a", app, api_key=dev_key, check=False)
+    assert no.returncode != 0 and denied in flat(no.stderr)
+    server.heroku("maintenance:on", "-a", app, api_key=dev_key)  # operate
+
+    # Leave, and join again once it is unlocked.
+    server.heroku("apps:leave", "-a", app, api_key=dev_key)
+    assert dev not in server.heroku("access", "-a", app).stdout
+    server.heroku("apps:unlock", "-a", app)
+    joined = server.heroku("apps:join", "-a", app, api_key=dev_key)
+    assert f"Joining {app}... done" in flat(joined.stderr)
+
+    # Roles change and members go; the audit tells who did what in the team.
+    server.heroku("members:set", viewer, "--role", "member", "-t", team)
+    server.heroku("members:remove", viewer, "-t", team)
+    gone = server.heroku("apps:info", "-a", app, api_key=viewer_key, check=False)
+    assert gone.returncode != 0 and denied in flat(gone.stderr)
+    log = [(a.actor, a.action) for a in server.audit("--team", team)]
+    assert ("operator", f"Create team {team} (admin {admin})") in log, log
+    assert (dev, f"Create app {app}") in log and (admin, "Lock app") in log, log
+    assert (admin, f"Change {dev}'s access to view, operate") in log, log
+    assert (admin, f"Remove {viewer} from the team") in log, log
+    assert (dev, "Set A config vars") in log, log

@@ -36,6 +36,7 @@ from waka.api.routes import (
     run,
     sni_endpoints,
     stacks,
+    teams,
     webhooks,
 )
 from waka.bootstrap import Platform
@@ -110,6 +111,7 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *features.routes(platform),
         *dyno_sizes.routes(platform),
         *stacks.routes(platform),
+        *teams.routes(platform),
         *webhooks.routes(platform),
         *logs.routes(platform, platform.logplex, drains=platform.drains),
         *git.routes(platform),

@@ -6,6 +6,11 @@ Heroku's vocabulary: an app's permissions are `view`, `deploy`, `operate` and `m
 owner holds all four. A collaborator on a personal app holds view, deploy and operate: they
 push, change config, scale, run and read logs, but only the owner manages the app (renames,
 destroys, transfers it, adds and removes collaborators).
+
+A team app is owned by its team. There a user's team role counts too: an `admin` holds all four
+permissions on every app of the team; a `member` holds view, deploy and operate on the unlocked
+ones (a locked app only what it grants them); a `viewer` only ever views; a `collaborator` holds
+what the app grants them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from waka.domain.errors import Forbidden, InvalidParams
+from waka.domain.team import ADMIN, MEMBER, VIEWER
 
 VIEW, DEPLOY, OPERATE, MANAGE = "view", "deploy", "operate", "manage"
 PERMISSIONS = (VIEW, DEPLOY, OPERATE, MANAGE)
@@ -34,12 +40,20 @@ class AppAccess:
     name: str
     owner_id: str
     grants: Mapping[str, Sequence[str]] = field(default_factory=dict)  # user id -> permissions
+    team_roles: Mapping[str, str] = field(default_factory=dict)  # user id -> role in its team
+    locked: bool = False  # a team app only its grants open to members
 
 
 def permissions_of(access: AppAccess, user_id: str) -> frozenset[str]:
-    if user_id and user_id == access.owner_id:
+    role = access.team_roles.get(user_id)
+    if user_id and (user_id == access.owner_id or role == ADMIN):
         return frozenset(PERMISSIONS)
-    return frozenset(access.grants.get(user_id, ()))
+    if role == VIEWER:
+        return frozenset({VIEW})
+    granted = set(access.grants.get(user_id, ()))
+    if role == MEMBER and not access.locked:
+        granted.update(COLLABORATOR)
+    return frozenset(granted)
 
 
 def allows(access: AppAccess, user_id: str, permission: str) -> bool:
@@ -48,6 +62,10 @@ def allows(access: AppAccess, user_id: str, permission: str) -> bool:
 
 def denied(app_name: str) -> Forbidden:
     return Forbidden(f"You do not have access to the app {app_name}.")
+
+
+def denied_team(team_name: str) -> Forbidden:
+    return Forbidden(f"You do not have access to the team {team_name}.")
 
 
 def check(access: AppAccess, user_id: str, permission: str) -> None:

@@ -77,9 +77,13 @@ class App(Aggregate):
         self.pending_releases: list[dict[str, Any]] = []
 
     @classmethod
-    def create(cls, name: str, owner: Actor, region: str, stack: str) -> App:
-        app = cls(name=name, owner=owner, region=region, stack=stack, actor=owner)
-        app._release(version=1, description="Initial release", slug_id=None, actor=owner)
+    def create(
+        cls, name: str, owner: Actor, region: str, stack: str, actor: Actor | None = None
+    ) -> App:
+        """`actor`: who creates it, when not its owner (a team's app)."""
+        actor = actor or owner
+        app = cls(name=name, owner=owner, region=region, stack=stack, actor=actor)
+        app._release(version=1, description="Initial release", slug_id=None, actor=actor)
         return app
 
     # --- releases -------------------------------------------------------------------------
@@ -683,17 +687,72 @@ class App(Aggregate):
         """user id -> {"email", "permissions"}; apps made before collaborators have none."""
         return self.__dict__.setdefault("_collaborators", {})
 
-    def access(self) -> policy.AppAccess:
+    @property
+    def team(self) -> dict[str, str] | None:
+        """{"id", "name"} of the team that owns the app; None for a personal app."""
+        return self.__dict__.get("_team")
+
+    @property
+    def locked(self) -> bool:
+        return bool(self.__dict__.get("_locked", False))
+
+    def access(self, team_roles: dict[str, str] | None = None) -> policy.AppAccess:
+        """The app as the access policy sees it; `team_roles`: its team's (the ledger's)."""
         grants = {uid: c["permissions"] for uid, c in self.collaborators.items()}
-        return policy.AppAccess(name=self.name, owner_id=self.owner["id"], grants=grants)
+        return policy.AppAccess(
+            name=self.name,
+            owner_id=self.owner["id"],
+            grants=grants,
+            team_roles=team_roles or {},
+            locked=self.locked,
+        )
 
-    def check_access(self, actor: Actor, permission: str = policy.DEPLOY) -> None:
-        policy.check(self.access(), actor["id"], permission)
+    def check_access(
+        self,
+        actor: Actor,
+        permission: str = policy.DEPLOY,
+        team_roles: dict[str, str] | None = None,
+    ) -> None:
+        policy.check(self.access(team_roles), actor["id"], permission)
 
-    def add_collaborator(self, user: Actor, permissions: list[str], actor: Actor) -> bool:
-        """Grant `user` access; False if they already hold exactly these permissions."""
+    def join_team(self, team: dict[str, str], actor: Actor) -> None:
+        """Made in a team (`apps:create --team`): the team owns it."""
+        self._join_team(team=team, actor=actor)
+
+    @event("TeamJoined")
+    def _join_team(self, team: dict[str, str], actor: Actor) -> None:
+        self.__dict__["_team"] = team
+
+    def set_locked(self, locked: bool, actor: Actor, team_roles: dict[str, str]) -> bool:
+        """`apps:lock` / `apps:unlock`: who manages a team app decides; False if unchanged."""
         self._check_live()
-        self.check_access(actor, policy.MANAGE)
+        if self.team is None:
+            raise InvalidParams(f"{self.name} is not a team app: only team apps can be locked.")
+        self.check_access(actor, policy.MANAGE, team_roles)
+        if not isinstance(locked, bool):
+            raise InvalidParams("locked must be true or false.")
+        if locked == self.locked:
+            return False
+        self._set_locked(locked=locked, actor=actor)
+        return True
+
+    @event("LockChanged")
+    def _set_locked(self, locked: bool, actor: Actor) -> None:
+        self.__dict__["_locked"] = locked
+
+    def add_collaborator(
+        self,
+        user: Actor,
+        permissions: list[str],
+        actor: Actor,
+        team_roles: dict[str, str] | None = None,
+    ) -> bool:
+        """Grant `user` access; False if they already hold exactly these permissions. A team
+        member may join an unlocked team app themselves (`apps:join`)."""
+        self._check_live()
+        joining = user["id"] == actor["id"] and (team_roles or {}).get(user["id"]) == "member"
+        if not (joining and not self.locked):
+            self.check_access(actor, policy.MANAGE, team_roles)
         if user["id"] == self.owner["id"]:
             raise Conflict(f"{user['email']} owns {self.name}.")
         held = self.collaborators.get(user["id"])
@@ -713,7 +772,9 @@ class App(Aggregate):
     def _update_collaborator(self, user: Actor, permissions: list[str], actor: Actor) -> None:
         self.collaborators[user["id"]] = {"email": user["email"], "permissions": permissions}
 
-    def remove_collaborator(self, user_id_or_email: str, actor: Actor) -> Actor:
+    def remove_collaborator(
+        self, user_id_or_email: str, actor: Actor, team_roles: dict[str, str] | None = None
+    ) -> Actor:
         """Revoke a collaborator's access: the owner may, and a collaborator may leave."""
         self._check_live()
         found = next(
@@ -725,7 +786,7 @@ class App(Aggregate):
             None,
         )
         if found is None or found["id"] != actor["id"]:
-            self.check_access(actor, policy.MANAGE)
+            self.check_access(actor, policy.MANAGE, team_roles)
         if found is None:
             raise NotFound(f"{user_id_or_email} is not a collaborator on {self.name}.")
         self._remove_collaborator(user=found, actor=actor)

@@ -13,6 +13,7 @@ from waka.domain.access import AppAccess
 from waka.domain.app import App
 from waka.projections.base import Projection, iso
 from waka.projections.store import Cursor, ReadStore, Row
+from waka.projections.teams import members_of, team_of_app
 
 
 class CollaboratorsProjection(Projection):
@@ -74,9 +75,17 @@ def collaborators_of(store: ReadStore, app_id: str) -> list[Row]:
 
 
 def app_access(store: ReadStore, app_row: Row) -> AppAccess:
-    """The app as the access policy sees it."""
+    """The app as the access policy sees it: owner, grants, and its team's roles if any."""
     grants = {r["user_id"]: r["permissions"] for r in collaborators_of(store, app_row["id"])}
-    return AppAccess(name=app_row["name"], owner_id=app_row["owner_id"], grants=grants)
+    team = team_of_app(store, app_row["id"])
+    roles = {m["user_id"]: m["role"] for m in members_of(store, team["id"])} if team else {}
+    return AppAccess(
+        name=app_row["name"],
+        owner_id=app_row["owner_id"],
+        grants=grants,
+        team_roles=roles,
+        locked=bool(team and team["locked"]),
+    )
 
 
 def apps_of_user(store: ReadStore, user_id: str) -> list[Row]:

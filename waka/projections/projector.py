@@ -31,6 +31,7 @@ from waka.projections.releases import ReleasesProjection
 from waka.projections.sealing import Sealer
 from waka.projections.sni_endpoints import SniEndpointsProjection
 from waka.projections.store import ReadStore, Row
+from waka.projections.teams import TeamsProjection
 from waka.projections.webhooks import WebhooksProjection
 
 POSITIONS = """CREATE TABLE IF NOT EXISTS waka_positions (
@@ -53,9 +54,10 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         AddonsProjection(),
         SniEndpointsProjection(sealer),
         AcmProjection(),
-        FeaturesProjection(),
         WebhooksProjection(sealer),
+        FeaturesProjection(),
         CollaboratorsProjection(),
+        TeamsProjection(),
     ]
 
 

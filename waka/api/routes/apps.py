@@ -17,6 +17,7 @@ from waka.projections.apps import find_app
 from waka.projections.builds import find_slug
 from waka.projections.collaborators import apps_of_user
 from waka.projections.store import Row
+from waka.projections.teams import team_of_app
 
 RANGE_FIELDS = {
     "id": lambda a: a["id"],
@@ -40,6 +41,10 @@ def _app(ctx: Ctx, row: Row) -> dict[str, Any]:
     """The app as Heroku shows it, with its live slug's size (`apps:info`'s Slug Size)."""
     slug = row["slug_id"] and find_slug(ctx.platform.store, row["id"], row["slug_id"])
     shown = render.app(row, ctx.platform.settings, slug["size"] if slug else None)
+    team = team_of_app(ctx.platform.store, row["id"])
+    if team is not None:
+        shown = {**shown, "team": {"id": team["id"], "name": team["name"]}}
+        shown["locked"] = bool(team["locked"])
     return {**shown, "acm": acm_enabled(ctx.platform.store, row["id"])}
 
 

@@ -13,11 +13,18 @@ from waka.bootstrap import Platform
 from waka.domain import access
 from waka.projections.collaborators import collaborators_of
 from waka.projections.store import Row
+from waka.projections.teams import members_of, team_of_app
 
 
 def _all(ctx: Ctx, app: Row) -> list[dict]:
-    granted = collaborators_of(ctx.platform.store, app["id"])
-    return [render.collaborator(app)] + [render.granted_collaborator(app, c) for c in granted]
+    """The owner, then who was granted access; on a team app with their role in the team."""
+    store = ctx.platform.store
+    team = team_of_app(store, app["id"])
+    roles = {m["user_id"]: m["role"] for m in members_of(store, team["id"])} if team else {}
+    granted = [render.granted_collaborator(app, c) for c in collaborators_of(store, app["id"])]
+    for shown in granted:
+        shown["role"] = roles.get(shown["user"]["id"], shown["role"])
+    return [render.collaborator(app), *granted]
 
 
 def _one(ctx: Ctx, app: Row, ident: str) -> dict:
