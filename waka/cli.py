@@ -475,6 +475,7 @@ async def _serve(
     follower = asyncio.create_task(follow_ledger())
     building = asyncio.create_task(asyncio.to_thread(build_forever))
     manager = platform.dyno_manager
+    manager.dyno_events = webhooks.dyno_changed  # `dyno` webhooks: observed, not ledger
     print(f"waka: dynos run as {manager.dynos.kind}", flush=True)
     # Add-on URLs carry this address: a wrong one (a fresh engine's bridge) broke them all.
     print(f"waka: dynos reach this host's services at {platform.addons_host}", flush=True)

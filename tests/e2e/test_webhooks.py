@@ -19,7 +19,17 @@ from typing import Any
 
 import pytest
 
-from .conftest import WakaServer, flat, free_port, key_values, section, unique_name, wait_for
+from .conftest import (
+    WakaServer,
+    app_repo,
+    flat,
+    free_port,
+    git_url,
+    key_values,
+    section,
+    unique_name,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -223,3 +233,53 @@ def test_bad_webhooks_are_refused_with_herokus_message(server: WakaServer) -> No
     )
     assert refused.returncode != 0 and "level must be notify or sync" in flat(refused.stderr)
     assert "has no webhooks" in server.heroku("webhooks", "-a", app).stdout
+
+
+@pytest.mark.usefixtures("stack_image")
+def test_a_push_and_a_scale_reach_the_receiver_as_build_release_formation_and_dyno_events(
+    server: WakaServer, receiver: Receiver, tmp_path: Any
+) -> None:
+    app = unique_name("hookpush")
+    server.heroku("apps:create", app)
+    url = f"http://127.0.0.1:{receiver.port}/push"
+    added = server.heroku(
+        "webhooks:add",
+        "-i",
+        "api:build,api:release,api:formation,dyno",
+        "-l",
+        "sync",
+        "-u",
+        url,
+        "-s",
+        "push-secret",
+        "-a",
+        app,
+    )
+    assert section(added.stdout, "Webhooks Signing Secret") == ["push-secret"]
+    receiver.secret = "push-secret"
+    repo = app_repo("python-web", tmp_path / "app")
+    pushed = repo.push(git_url(server, app))
+    assert pushed.returncode == 0, pushed
+
+    def seen() -> list[tuple[str, str, str]]:
+        return [
+            (e["resource"], e["action"], e["data"].get("status") or e["data"].get("state") or "")
+            for e in list(receiver.got)
+        ]
+
+    wait_for(lambda: ("dyno", "update", "up") in seen(), timeout=120, what="web.1 up")
+    events = seen()
+    assert (
+        events.index(("build", "create", "pending"))
+        < events.index(("build", "update", "succeeded"))
+        < events.index(("release", "create", "succeeded"))
+    )
+    assert events.index(("dyno", "create", "starting")) < events.index(("dyno", "update", "up"))
+
+    server.heroku("ps:scale", "web=0", "-a", app)
+    wait_for(lambda: ("dyno", "destroy", "down") in seen(), timeout=60, what="web.1 stopped")
+    formations = [e["data"] for e in receiver.got if e["resource"] == "formation"]
+    assert [(f["type"], f["quantity"]) for f in formations][-1] == ("web", 0), formations
+    assert receiver.bad_signatures == 0
+    rows = deliveries(server, app)
+    assert {row[3] for row in rows} >= {"api:build", "api:release", "api:formation", "dyno"}, rows

@@ -414,7 +414,8 @@ class WebhookReactor:
         """From the dyno manager: a dyno of the app was started, changed state or stopped."""
         at = _now_iso(self.clock)
         actor = {"id": "", "email": "waka"}
-        item = Published(app_id, "dyno", "dyno", action, {**dyno, "updated_at": at}, actor, at)
+        data = {**dyno, "app": {"id": app_id}, "updated_at": at}
+        item = Published(app_id, "dyno", "dyno", action, data, actor, at)
         with self.store.transaction() as cur:
             subscriptions = cur.query(
                 "SELECT * FROM waka_webhook_subscriptions WHERE app_id = ?", (app_id,)
