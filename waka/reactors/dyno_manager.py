@@ -122,9 +122,6 @@ class DynoManager:
         # App webhooks' `dyno` events: observed state, not ledger facts, so told in-process
         # (the composition root sets this to the webhook reactor's dyno_changed).
         self.dyno_events: Callable[[str, str, dict[str, Any]], None] | None = None
-        # App webhooks' `dyno` events: observed state, not ledger facts, so told in-process
-        # (the composition root sets this to the webhook reactor's dyno_changed).
-        self.dyno_events: Callable[[str, str, dict[str, Any]], None] | None = None
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -338,14 +335,6 @@ class DynoManager:
         except Exception:  # a webhook must never stop the dynos
             log.exception("dyno event of %s not recorded", name)
 
-    def _dyno_event(self, app_id: str, action: str, name: str, kind: str, state: str) -> None:
-        if self.dyno_events is None:
-            return
-        try:
-            self.dyno_events(app_id, action, {"name": name, "type": kind, "state": state})
-        except Exception:  # a webhook must never stop the dynos
-            log.exception("dyno event of %s not recorded", name)
-
     def _check_boot(self, dyno: ObservedDyno, spec: DynoSpec) -> bool:
         state = self.known.get(dyno.container_id)
         if state is None:  # running before this manager started: adopt it, follow its output
@@ -363,7 +352,6 @@ class DynoManager:
             state.state, state.up_since = "up", time.monotonic()
             self.log_line(spec.app_id, "heroku", spec.name, "State changed from starting to up")
             self._dyno_event(spec.app_id, "update", spec.name, spec.process_type, "up")
-            self._dyno_event(spec.app_id, "update", spec.name, spec.process_type, "up")
             return True
         if time.monotonic() - state.started > self.boot_timeout:
             self.log_line(
@@ -380,7 +368,6 @@ class DynoManager:
                 spec.app_id, "heroku", spec.name, "State changed from starting to crashed"
             )
             self._dyno_event(spec.app_id, "update", spec.name, spec.process_type, "crashed")
-            self._dyno_event(spec.app_id, "update", spec.name, spec.process_type, "crashed")
         return False
 
     def _crashed(self, dyno: ObservedDyno) -> None:
@@ -395,7 +382,6 @@ class DynoManager:
         self.log_line(
             dyno.app_id, "heroku", dyno.name, f"State changed from {state.state} to crashed"
         )
-        self._dyno_event(dyno.app_id, "update", dyno.name, dyno.process_type, "crashed")
         self._dyno_event(dyno.app_id, "update", dyno.name, dyno.process_type, "crashed")
         self.dynos.remove(dyno.container_id)
         self.known.pop(dyno.container_id, None)
@@ -437,7 +423,6 @@ class DynoManager:
             return
         self.known[container_id] = _Dyno(state="starting")
         self._dyno_event(spec.app_id, "create", spec.name, spec.process_type, "starting")
-        self._dyno_event(spec.app_id, "create", spec.name, spec.process_type, "starting")
         self.dynos.follow_output(
             container_id, lambda line: self.log_line(spec.app_id, "app", spec.name, line)
         )
@@ -459,7 +444,6 @@ class DynoManager:
                     dyno.app_id, "heroku", dyno.name, f"Process exited with status {code}"
                 )
             self.stopping.discard(dyno.container_id)
-            self._dyno_event(dyno.app_id, "destroy", dyno.name, dyno.process_type, "down")
             self._dyno_event(dyno.app_id, "destroy", dyno.name, dyno.process_type, "down")
             if then is not None:  # e.g. start its replacement now
                 then()
