@@ -341,3 +341,20 @@ def test_destroying_the_app_removes_its_webhooks(hooks: Hooks) -> None:
     assert store.query("SELECT * FROM waka_webhooks") == []
     hooks.run()
     assert store.query("SELECT * FROM waka_webhook_subscriptions") == []
+
+
+def test_the_audit_log_shows_webhooks_without_their_secrets(hooks: Hooks) -> None:
+    from waka.audit import query
+
+    made = hooks.add(secret="audit-secret", authorization="Bearer audit-token").json()
+    hooks.api.patch(f"/apps/hooked/webhooks/{made['id']}", json={"secret": "next-secret"})
+    hooks.api.delete(f"/apps/hooked/webhooks/{made['id']}")
+    lines = [e.action for e in query(hooks.api.platform.ledger, app="hooked")]
+    assert lines[-3:] == [
+        "Add webhook https://receiver.example (api:release, sync)",
+        "Update webhook https://receiver.example (secret)",
+        "Remove webhook https://receiver.example",
+    ]
+    text = "\n".join(lines)
+    for secret in ("audit-secret", "audit-token", "next-secret", "hook-pass", "s3cr3t-path"):
+        assert secret not in text

@@ -201,6 +201,12 @@ def test_webhooks_with_the_heroku_cli_and_a_receiver_that_goes_down(
     assert len(deliveries(server, app)) == 6
     assert receiver.releases() == [2, 3, 4, 5, 6, 7]
     assert secret not in server.log() and "a-new-secret" not in server.log()
+    audited = [line.action for line in server.audit("--app", app)]
+    shown = f"http://127.0.0.1:{receiver.port}"
+    assert f"Add webhook {shown} (api:release,api:formation, sync)" in audited, audited
+    assert f"Update webhook {shown} (include, level, secret)" in audited, audited
+    assert f"Remove webhook {shown}" in audited, audited
+    assert "a-new-secret" not in str(audited)
 
 
 def test_bad_webhooks_are_refused_with_herokus_message(server: WakaServer) -> None:

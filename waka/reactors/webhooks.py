@@ -76,6 +76,12 @@ TABLES = (
     """CREATE TABLE IF NOT EXISTS waka_webhook_attempts (
         id TEXT PRIMARY KEY, delivery_id TEXT NOT NULL, code INTEGER, error_class TEXT,
         status TEXT NOT NULL, created_at TEXT NOT NULL)""",
+    # Each pass looks for every webhook's oldest open delivery; the API lists an app's.
+    """CREATE INDEX IF NOT EXISTS waka_webhook_deliveries_open
+        ON waka_webhook_deliveries (webhook_id, status, seq)""",
+    """CREATE INDEX IF NOT EXISTS waka_webhook_deliveries_app
+        ON waka_webhook_deliveries (app_id, seq)""",
+    "CREATE INDEX IF NOT EXISTS waka_webhook_events_app ON waka_webhook_events (app_id, seq)",
 )
 
 
