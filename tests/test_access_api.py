@@ -113,3 +113,61 @@ def test_grants_survive_a_rebuild_of_the_read_models(platform: Platform, people)
     platform.projector.rebuild()
     emails = [c["user"]["email"] for c in owner.get("/apps/shop/collaborators").json()]
     assert emails == ["owner@example.com", "mate@example.com"]
+
+
+def test_a_personal_transfer_is_the_recipients_once_accepted(people) -> None:
+    owner, mate, stranger = people
+    owner.post("/apps/shop/collaborators", json={"user": "mate@example.com"})
+    # only the owner offers the app; a collaborator may not
+    offer = {"app": "shop", "recipient": "mate@example.com"}
+    assert error_of(mate.post("/account/app-transfers", json=offer)) == DENIED
+    made = owner.post("/account/app-transfers", json=offer)
+    assert made.status_code == 201
+    transfer = made.json()
+    assert transfer["state"] == "pending" and transfer["recipient"]["email"] == "mate@example.com"
+    assert transfer["owner"]["email"] == "owner@example.com" and transfer["app"]["name"] == "shop"
+    assert [t["id"] for t in mate.get("/account/app-transfers").json()] == [transfer["id"]]
+    assert stranger.get("/account/app-transfers").json() == []
+    assert (
+        error_of(
+            stranger.patch(f"/account/app-transfers/{transfer['id']}", json={"state": "accepted"})
+        )[0]
+        == 404
+    )
+    assert (
+        error_of(
+            owner.patch(f"/account/app-transfers/{transfer['id']}", json={"state": "accepted"})
+        )[0]
+        == 404
+    )
+    assert owner.get("/apps/shop").json()["owner"]["email"] == "owner@example.com"
+
+    accepted = mate.patch(f"/account/app-transfers/{transfer['id']}", json={"state": "accepted"})
+    assert accepted.status_code == 200 and accepted.json()["state"] == "accepted"
+    assert mate.get("/apps/shop").json()["owner"]["email"] == "mate@example.com"
+    assert error_of(owner.get("/apps/shop")) == DENIED  # the old owner holds nothing now
+    assert [c["user"]["email"] for c in mate.get("/apps/shop/collaborators").json()] == [
+        "mate@example.com"
+    ]
+    assert mate.delete("/apps/shop").status_code == 200  # theirs to destroy
+
+
+def test_a_transfer_declined_or_cancelled_changes_nothing(people) -> None:
+    owner, mate, _ = people
+    offer = {"app": "shop", "recipient": "mate@example.com"}
+    first = owner.post("/account/app-transfers", json=offer).json()
+    declined = mate.patch(f"/account/app-transfers/{first['id']}", json={"state": "declined"})
+    assert declined.json()["state"] == "declined"
+    second = owner.post("/account/app-transfers", json=offer).json()
+    assert owner.delete(f"/account/app-transfers/{second['id']}").json()["state"] == "cancelled"
+    late = mate.patch(f"/account/app-transfers/{second['id']}", json={"state": "accepted"})
+    assert error_of(late)[:2] == (422, "invalid_params")
+    assert owner.get("/apps/shop").json()["owner"]["email"] == "owner@example.com"
+    bad = owner.post(
+        "/account/app-transfers", json={"app": "shop", "recipient": "owner@example.com"}
+    )
+    assert error_of(bad)[:2] == (422, "invalid_params")
+    assert error_of(owner.post("/account/app-transfers", json={"app": "shop"}))[:2] == (
+        422,
+        "invalid_params",
+    )

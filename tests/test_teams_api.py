@@ -123,3 +123,17 @@ def test_a_member_joins_and_leaves_an_unlocked_app(crew) -> None:
     admin.patch("/teams/apps/shuttle", json={"locked": True})
     refused = dev.post("/teams/apps/shuttle/collaborators", json={"user": "dev@example.com"})
     assert error_of(refused)[:2] == (403, "forbidden")
+
+
+def test_a_personal_app_moves_into_a_team_its_owner_is_in(crew) -> None:
+    dev, viewer, out = crew["dev"], crew["viewer"], crew["out"]
+    assert dev.post("/apps", json={"name": "solo"}).status_code == 201
+    assert out.post("/apps", json={"name": "outside"}).status_code == 201
+    refused = out.patch("/teams/apps/outside", json={"owner": "acme"})
+    assert error_of(refused)[0] == 404  # not in the team: no such team for them
+    moved = dev.patch("/teams/apps/solo", json={"owner": "acme"})
+    assert moved.status_code == 200, moved.json()
+    assert moved.json()["team"]["name"] == "acme"
+    assert moved.json()["owner"]["email"] == "acme@herokumanager.com"
+    assert viewer.get("/apps/solo").status_code == 200  # the team sees it now
+    assert error_of(dev.delete("/apps/solo"))[:2] == (403, "forbidden")  # the team's to manage

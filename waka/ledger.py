@@ -328,15 +328,15 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def scale(self, actor: Actor, app_id: UUID, updates: list[dict[str, Any]]) -> App:
-        return self._command(
-            app_id, actor, lambda app: app.scale(updates, actor), access.OPERATE
-        )[0]
+        operate = access.OPERATE
+        return self._command(app_id, actor, lambda app: app.scale(updates, actor), operate)[0]
 
     @retry_on_conflict
     def set_maintenance(self, actor: Actor, app_id: UUID, enabled: bool) -> App:
-        return self._command(
-            app_id, actor, lambda app: app.set_maintenance(enabled, actor), access.OPERATE
-        )[0]
+        def change(app: App) -> None:
+            app.set_maintenance(enabled, actor)
+
+        return self._command(app_id, actor, change, access.OPERATE)[0]
 
     @retry_on_conflict
     def rollback(self, actor: Actor, app_id: UUID, release_version: int) -> App:
@@ -433,9 +433,8 @@ class Ledger(Application[UUID]):
 
     @retry_on_conflict
     def restart_dynos(self, actor: Actor, app_id: UUID, target: str = "") -> App:
-        return self._command(
-            app_id, actor, lambda app: app.restart(target, actor), access.OPERATE
-        )[0]
+        operate = access.OPERATE
+        return self._command(app_id, actor, lambda app: app.restart(target, actor), operate)[0]
 
     # --- custom domains -------------------------------------------------------------------
 
@@ -544,6 +543,39 @@ class Ledger(Application[UUID]):
         app = self._live_app(app_id, actor, access.VIEW)  # set_locked asks for manage
         if app.set_locked(locked, actor, self.team_roles(app) or {}):
             self.save(app)
+        return app
+
+    @retry_on_conflict
+    def request_transfer(self, actor: Actor, app_id: UUID, recipient_email: str) -> str:
+        """`heroku apps:transfer EMAIL`: a pending offer the recipient accepts; its id."""
+        app = self._live_app(app_id, actor, access.MANAGE)
+        account = self.get_account(recipient_email)
+        transfer_id = str(uuid4())
+        app.request_transfer(transfer_id, {"id": str(account.id), "email": account.email}, actor)
+        self.save(app)
+        return transfer_id
+
+    @retry_on_conflict
+    def answer_transfer(self, actor: Actor, app_id: UUID, transfer_id: str, state: str) -> App:
+        app = self.get_app(app_id)
+        if app.destroyed:
+            raise NotFound("Couldn't find that app transfer.")
+        app.answer_transfer(transfer_id, state, actor)
+        self.save(app)
+        return app
+
+    @retry_on_conflict
+    def transfer_to_team(self, actor: Actor, app_id: UUID, team_name: str) -> App:
+        """`heroku apps:transfer TEAM`: into a team the actor is an admin or member of."""
+        app = self._live_app(app_id, actor, access.MANAGE)
+        team = self.get_team(team_name, actor)
+        app.transfer_to_team(
+            {"id": str(team.id), "name": team.name},
+            owner_of(str(team.id), team.name),
+            actor,
+            team.roles(),
+        )
+        self.save(app)
         return app
 
     # --- teams ----------------------------------------------------------------------------

@@ -172,3 +172,42 @@ def test_a_team_with_an_admin_a_member_and_a_viewer(server: WakaServer, api: Api
     assert (admin, f"Change {dev}'s access to view, operate") in log, log
     assert (admin, f"Remove {viewer} from the team") in log, log
     assert (dev, "Set A config vars") in log, log
+
+
+def test_apps_transfer_to_a_person_who_accepts_and_into_a_team(
+    server: WakaServer, api: Api
+) -> None:
+    app = create_app(server, "handover")
+    heir = f"{unique_name('heir')}@example.com"
+    heir_key = server.create_user(heir)
+    offered = server.heroku("apps:transfer", heir, "-a", app)
+    assert f"Initiating transfer of {app} to {heir}... email sent" in flat(offered.stderr)
+    assert api.get(f"/apps/{app}")["owner"]["email"] == server.email  # not until accepted
+
+    heirs = Api(server, heir_key)
+    try:
+        [pending] = heirs.get("/account/app-transfers")
+        assert (pending["app"]["name"], pending["state"]) == (app, "pending")
+        heirs.request(
+            "PATCH",
+            f"/account/app-transfers/{pending['id']}",
+            expect=200,
+            json={"state": "accepted"},
+        )
+    finally:
+        heirs.close()
+    info = server.heroku("apps:info", "-a", app, api_key=heir_key).stdout
+    assert heir in info, info
+    gone = server.heroku("apps:info", "-a", app, check=False)
+    assert gone.returncode != 0 and f"You do not have access to the app {app}." in flat(gone.stderr)
+
+    team = unique_name("movers")
+    server.waka("teams:create", team, "--admin", heir)
+    moved = server.heroku("apps:transfer", team, "-a", app, api_key=heir_key)
+    assert f"Transferring {app} to {team}... done" in flat(moved.stderr)
+    listed = server.heroku("apps", "-t", team, api_key=heir_key).stdout
+    assert app in listed.split(), listed
+    log = [(a.actor, a.action) for a in server.audit("--app", app)]
+    assert (server.email, f"Offer the app to {heir}") in log
+    assert (heir, f"Transfer the app to {heir}") in log
+    assert (heir, f"Transfer the app to {team}@herokumanager.com") in log

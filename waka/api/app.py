@@ -37,6 +37,7 @@ from waka.api.routes import (
     sni_endpoints,
     stacks,
     teams,
+    transfers,
     webhooks,
 )
 from waka.bootstrap import Platform
@@ -112,6 +113,7 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *dyno_sizes.routes(platform),
         *stacks.routes(platform),
         *teams.routes(platform),
+        *transfers.routes(platform),
         *webhooks.routes(platform),
         *logs.routes(platform, platform.logplex, drains=platform.drains),
         *git.routes(platform),

@@ -723,6 +723,70 @@ class App(Aggregate):
     def _join_team(self, team: dict[str, str], actor: Actor) -> None:
         self.__dict__["_team"] = team
 
+    # --- transfers (`heroku apps:transfer`) ------------------------------------------------
+
+    @property
+    def transfers(self) -> dict[str, dict[str, str]]:
+        """Pending personal transfers: id -> the recipient {"id", "email"}."""
+        return self.__dict__.setdefault("_transfers", {})
+
+    def request_transfer(self, transfer_id: str, recipient: Actor, actor: Actor) -> None:
+        """Offer a personal app to another user; it is theirs once they accept."""
+        self._check_live()
+        self.check_access(actor, policy.MANAGE)
+        if self.team is not None:
+            raise InvalidParams(f"{self.name} is a team app: transfer it with its team.")
+        if recipient["id"] == self.owner["id"]:
+            raise InvalidParams(f"{recipient['email']} already owns {self.name}.")
+        self._request_transfer(transfer_id=transfer_id, recipient=recipient, actor=actor)
+
+    @event("TransferRequested")
+    def _request_transfer(self, transfer_id: str, recipient: Actor, actor: Actor) -> None:
+        self.transfers[transfer_id] = recipient
+
+    def answer_transfer(self, transfer_id: str, state: str, actor: Actor) -> None:
+        """The recipient accepts or declines; the owner may cancel (state "cancelled")."""
+        self._check_live()
+        recipient = self.transfers.get(transfer_id)
+        if recipient is None:
+            raise NotFound("Couldn't find that app transfer.")
+        if state == "cancelled":
+            self.check_access(actor, policy.MANAGE)
+        elif actor["id"] != recipient["id"]:
+            raise NotFound("Couldn't find that app transfer.")  # others cannot see it
+        if state == "accepted":
+            self._transfer(new_owner=recipient, team=None, transfer_id=transfer_id, actor=actor)
+        elif state in ("declined", "cancelled"):
+            self._close_transfer(transfer_id=transfer_id, state=state, actor=actor)
+        else:
+            raise InvalidParams("state must be accepted or declined.")
+
+    @event("TransferClosed")
+    def _close_transfer(self, transfer_id: str, state: str, actor: Actor) -> None:
+        self.transfers.pop(transfer_id, None)
+
+    def transfer_to_team(
+        self, team: dict[str, str], new_owner: Actor, actor: Actor, team_roles: dict[str, str]
+    ) -> None:
+        """A personal app into a team its owner is an admin or member of (at once)."""
+        self._check_live()
+        self.check_access(actor, policy.MANAGE)
+        if self.team is not None and self.team["id"] == team["id"]:
+            raise InvalidParams(f"{self.name} is already in the team {team['name']}.")
+        if team_roles.get(actor["id"]) not in ("admin", "member"):
+            raise policy.denied_team(team["name"])
+        self._transfer(new_owner=new_owner, team=team, transfer_id="", actor=actor)
+
+    @event("Transferred")
+    def _transfer(
+        self, new_owner: Actor, team: dict[str, str] | None, transfer_id: str, actor: Actor
+    ) -> None:
+        self.owner = new_owner
+        self.__dict__["_team"] = team
+        self.__dict__["_locked"] = False
+        self.transfers.clear()  # other offers lapse with the change of owner
+        self.collaborators.pop(new_owner["id"], None)  # the new owner needs no grant
+
     def set_locked(self, locked: bool, actor: Actor, team_roles: dict[str, str]) -> bool:
         """`apps:lock` / `apps:unlock`: who manages a team app decides; False if unchanged."""
         self._check_live()

@@ -89,6 +89,12 @@ class AppsProjection(Projection):
             (orjson.dumps(restarts).decode(), str(e.originator_id)),
         )
 
+    def transferred(self, cur: Cursor, e: Any) -> None:
+        cur.execute(
+            "UPDATE waka_apps SET owner_id = ?, owner_email = ?, updated_at = ? WHERE id = ?",
+            (e.new_owner["id"], e.new_owner["email"], iso(e.timestamp), str(e.originator_id)),
+        )
+
     def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_apps WHERE id = ?", (str(e.originator_id),))
 
@@ -104,6 +110,7 @@ class AppsProjection(Projection):
         App.SlugReleased: deployed,
         App.DynosRestarted: restarted,
         App.Destroyed: destroyed,
+        App.Transferred: transferred,
     }
 
 

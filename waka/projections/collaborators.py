@@ -56,6 +56,13 @@ class CollaboratorsProjection(Projection):
             (str(e.originator_id), e.user["id"]),
         )
 
+    def transferred(self, cur: Cursor, e: Any) -> None:
+        """The new owner needs no grant (the aggregate drops it too)."""
+        cur.execute(
+            "DELETE FROM waka_collaborators WHERE app_id = ? AND user_id = ?",
+            (str(e.originator_id), e.new_owner["id"]),
+        )
+
     def destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_collaborators WHERE app_id = ?", (str(e.originator_id),))
 
@@ -63,6 +70,7 @@ class CollaboratorsProjection(Projection):
         App.CollaboratorAdded: added,
         App.CollaboratorUpdated: updated,
         App.CollaboratorRemoved: removed,
+        App.Transferred: transferred,
         App.Destroyed: destroyed,
     }
 

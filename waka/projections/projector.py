@@ -32,6 +32,7 @@ from waka.projections.sealing import Sealer
 from waka.projections.sni_endpoints import SniEndpointsProjection
 from waka.projections.store import ReadStore, Row
 from waka.projections.teams import TeamsProjection
+from waka.projections.transfers import AppTransfersProjection
 from waka.projections.webhooks import WebhooksProjection
 
 POSITIONS = """CREATE TABLE IF NOT EXISTS waka_positions (
@@ -58,6 +59,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         FeaturesProjection(),
         CollaboratorsProjection(),
         TeamsProjection(),
+        AppTransfersProjection(),
     ]
 
 

@@ -69,6 +69,11 @@ class TeamsProjection(Projection):
             (int(e.locked), str(e.originator_id)),
         )
 
+    def app_transferred(self, cur: Cursor, e: Any) -> None:
+        cur.execute("DELETE FROM waka_team_apps WHERE app_id = ?", (str(e.originator_id),))
+        if e.team is not None:
+            self.app_joined(cur, e)
+
     def app_destroyed(self, cur: Cursor, e: App.Destroyed) -> None:
         cur.execute("DELETE FROM waka_team_apps WHERE app_id = ?", (str(e.originator_id),))
 
@@ -79,6 +84,7 @@ class TeamsProjection(Projection):
         App.TeamJoined: app_joined,
         App.LockChanged: app_locked,
         App.Destroyed: app_destroyed,
+        App.Transferred: app_transferred,
     }
 
 

@@ -210,14 +210,40 @@ def show_team_app(ctx: Ctx) -> Reply:
 
 
 def update_team_app(ctx: Ctx) -> Reply:
-    app = _team_app(ctx)
+    """`apps:lock` / `apps:unlock` ({"locked"}), or `apps:transfer TEAM` ({"owner"})."""
     body = ctx.object_body()
+    if "owner" in body:
+        return _transfer_to_team(ctx, body)
+    app = _team_app(ctx)
     if set(body) - {"locked"} or not isinstance(body.get("locked"), bool):
         raise ApiError(422, "invalid_params", 'Send {"locked": true or false}.')
     ctx.command(ctx.platform.ledger.set_app_locked, ctx.actor, ctx.app_id(app), body["locked"])
     updated = find_app(ctx.platform.store, app["id"])
     assert updated is not None
     return Reply(render_app(ctx, updated))
+
+
+def _transfer_to_team(ctx: Ctx, body: dict[str, Any]) -> Reply:
+    app = ctx.app(access.MANAGE)
+    owner = body["owner"]
+    if isinstance(owner, dict):
+        owner = owner.get("name") or owner.get("id")
+    if not isinstance(owner, str) or not owner:
+        raise ApiError(422, "invalid_params", "owner must be a team's name.")
+    if "@" in owner:
+        raise ApiError(
+            422, "invalid_params", "waka moves team apps into teams only, not back to a person."
+        )
+    team = find_team(ctx.platform.store, owner)
+    ctx.command(
+        ctx.platform.ledger.transfer_to_team,
+        ctx.actor,
+        ctx.app_id(app),
+        team["name"] if team else owner,
+    )
+    moved = find_app(ctx.platform.store, app["id"])
+    assert moved is not None
+    return Reply(render_app(ctx, moved))
 
 
 def list_team_app_collaborators(ctx: Ctx) -> Reply:
