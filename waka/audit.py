@@ -17,6 +17,7 @@ from waka.domain.app import App, describe_config_change
 from waka.domain.authorization import SIGN_IN, Authorization
 from waka.domain.certificate import SniEndpoint, parse_chain
 from waka.domain.team import Team
+from waka.domain.webhook import AppWebhook
 from waka.projections.base import iso
 from waka.redaction import redact_url
 
@@ -160,6 +161,24 @@ def describe_certificate(event: Any, owners: dict[str, tuple[str, str]]) -> str 
     return None
 
 
+def describe_webhook(event: Any, owners: dict[str, tuple[str, str]]) -> str | None:
+    """App webhooks: the app's id is in the first event only (`owners` keeps it). The URL as
+    logs may show it (it may hold credentials); never the secret or Authorization header."""
+    owner = str(event.originator_id)
+    match event:
+        case AppWebhook.Created():
+            owners[owner] = (str(event.app_id), redact_url(event.url))
+            return f"Add webhook {redact_url(event.url)} ({','.join(event.include)}, {event.level})"
+        case AppWebhook.Updated():  # what changed, never to what
+            app_id, shown = owners.get(owner, ("", owner))
+            if "url" in event.changes:
+                owners[owner] = (app_id, redact_url(event.changes["url"]))
+            return f"Update webhook {shown} ({', '.join(sorted(event.changes))})"
+        case AppWebhook.Removed():
+            return f"Remove webhook {owners.get(owner, ('', owner))[1]}"
+    return None
+
+
 def describe_addon(event: Any, addons: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
     """Add-on events as (action, app id): the billing app's, or for an attachment the app it
     attaches to. `addons` (add-on or attachment id -> (app id, add-on name)) fills as the
@@ -208,7 +227,11 @@ def entries(ledger: Application) -> Iterator[Entry]:
         )
         for notification in batch:
             event = ledger.mapper.to_domain_event(notification)
-            action = describe(event) or describe_certificate(event, owners)
+            action = (
+                describe(event)
+                or describe_certificate(event, owners)
+                or describe_webhook(event, owners)
+            )
             app_id = str(event.originator_id) if isinstance(event, App.Event) else ""
             if action is None and isinstance(event, Addon.Event):
                 action, app_id = describe_addon(event, addons) or (None, "")
