@@ -24,7 +24,7 @@ def _check_app(ledger: Any, actor: Actor, app_id: UUID) -> None:
     app = ledger.get_app(app_id)
     if app.destroyed:
         raise NotFound("Couldn't find that app.")
-    app.check_access(actor)
+    app.check_access(actor, team_roles=ledger.team_roles(app))
 
 
 def get_webhook(ledger: Any, webhook_id: UUID, app_id: UUID) -> AppWebhook:
