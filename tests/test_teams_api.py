@@ -137,3 +137,15 @@ def test_a_personal_app_moves_into_a_team_its_owner_is_in(crew) -> None:
     assert moved.json()["owner"]["email"] == "acme@herokumanager.com"
     assert viewer.get("/apps/solo").status_code == 200  # the team sees it now
     assert error_of(dev.delete("/apps/solo"))[:2] == (403, "forbidden")  # the team's to manage
+
+
+def test_commands_outside_the_ledger_weigh_team_roles_too(crew) -> None:
+    """ACM and webhooks check access in their own modules: a member of an unlocked team app
+    may use them (their team role reaches the policy), a viewer may not."""
+    admin, dev, viewer = crew["admin"], crew["dev"], crew["viewer"]
+    admin.post("/teams/apps", json={"name": "hooked", "team": "acme"})
+    assert dev.post("/apps/hooked/acm").status_code == 200
+    hook = {"include": ["api:release"], "level": "notify", "url": "https://example.com/hook"}
+    assert dev.post("/apps/hooked/webhooks", json=hook).status_code == 201
+    assert error_of(viewer.post("/apps/hooked/webhooks", json=hook))[:2] == (403, "forbidden")
+    assert error_of(viewer.delete("/apps/hooked/acm"))[:2] == (403, "forbidden")

@@ -50,7 +50,7 @@ def add_endpoint(
     if app.destroyed:
         raise NotFound("Couldn't find that app.")
     if not acm:  # ACM's certificates are the platform's doing
-        app.check_access(actor)
+        app.check_access(actor, team_roles=ledger.team_roles(app))
     name = new_endpoint_name()
     while name in taken:
         name = new_endpoint_name()
@@ -134,7 +134,7 @@ def set_acm(ledger: Any, actor: Actor, app_id: UUID, enabled: bool) -> None:
     app = ledger.get_app(app_id)
     if app.destroyed:
         raise NotFound("Couldn't find that app.")
-    app.check_access(actor)
+    app.check_access(actor, team_roles=ledger.team_roles(app))
     acm = _acm(ledger, app_id)
     if acm is None:
         if enabled:
