@@ -18,6 +18,7 @@ import pytest
 from tests.deploys import deploy
 from tests.test_api import Api, error_of
 from tests.test_dyno_backoff import FakeDynos, listening  # noqa: F401 (a fixture)
+from tests.test_release_edges_api import RELEASE_TYPES, ScriptedRuntime, built_app, release_phase
 from waka.adapters.dynos import DynoSpec
 from waka.bootstrap import Platform
 from waka.domain.actors import Actor
@@ -259,3 +260,60 @@ def test_with_preboot_old_web_dynos_serve_until_every_new_one_is_up_then_all_swi
     assert sorted(b[2] for b in routes[-1].backends) == ["web.1", "web.2"]
     _settle(manager)
     assert dynos.releases() == [("web.1", 3), ("web.2", 3)]
+
+
+def test_the_release_phase_of_a_retried_release_gets_its_metadata(
+    platform: Platform, tmp_path: Path
+) -> None:
+    api = Api(platform)
+    slug_id = built_app(api, "retry-meta", RELEASE_TYPES)  # v2, commit 1a2b3c4d5e
+    enabled = api.patch("/apps/retry-meta/features/runtime-dyno-metadata", json={"enabled": True})
+    assert enabled.status_code == 200
+    pending = api.post("/apps/retry-meta/releases", json={"slug": slug_id}).json()  # v3
+    runtime = ScriptedRuntime([])
+    assert release_phase(platform, runtime, tmp_path).run_pending(platform) == 1
+    [run] = runtime.runs
+    env = run["env"]
+    assert env["HEROKU_RELEASE_VERSION"] == f"v{pending['version']}" == "v3"
+    assert env["HEROKU_RELEASE_CREATED_AT"] == pending["created_at"]
+    assert (env["HEROKU_APP_NAME"], env["HEROKU_SLUG_COMMIT"]) == ("retry-meta", "1a2b3c4d5e")
+    assert env["HEROKU_SLUG_DESCRIPTION"] == "Deploy 1a2b3c4d"  # the release that deployed it
+    UUID(env["HEROKU_DYNO_ID"])
+
+
+def test_an_eco_app_does_not_fall_asleep_while_its_web_dyno_is_replaced(
+    platform: Platform,
+    actor: Actor,
+    shop: tuple[App, str],
+    listening: tuple[str, int],  # noqa: F811
+    closed_port: tuple[str, int],
+) -> None:
+    app, slug_id = shop
+    platform.ledger.scale(actor, app.id, [{"type": "web", "quantity": 1, "size": "eco"}])
+    platform.projector.catch_up()
+    dynos = BootingDynos(listening, closed_port)
+    routes: list[RouteUpdate] = []
+    manager = DynoManager(
+        platform.store,
+        platform.slugs,
+        dynos,  # type: ignore[arg-type]
+        log_line=lambda *args: None,
+        route=routes.append,
+        sleep_after=0.3,
+    )
+    manager.tick()
+    manager.tick()
+    dynos.slow_release = deploy(platform.ledger, actor, app.id, {"web": "x"}, slug_id=slug_id)
+    platform.projector.catch_up()
+    manager.tick()  # the old dyno stops first
+    _settle(manager)
+    for _ in range(3):  # longer than sleep_after without a request, while the new one boots
+        time.sleep(0.2)
+        manager.tick()
+        assert not manager.asleep and routes[-1].sleeping  # held, not asleep
+    dynos.bind("web.1")
+    manager.tick()
+    assert routes[-1].backends and not routes[-1].sleeping
+    time.sleep(0.4)  # idle from here on: it sleeps
+    manager.tick()
+    assert str(app.id) in manager.asleep

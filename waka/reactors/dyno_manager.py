@@ -150,6 +150,7 @@ class DynoManager:
             self._converge(app_id, app, desired, by_app.get(app_id, []))
         for app_id in self.routed - set(apps):
             self.route(RouteUpdate(app_id, "", False, [], False, gone=True))
+            self.held.discard(app_id)
         self.routed = set(apps)
         # Forget containers that are gone; not the ones this tick started (not listed yet).
         live = {d.container_id for d in observed}
@@ -310,6 +311,9 @@ class DynoManager:
         if app_id in self.asleep:
             return True
         now = time.monotonic()
+        if app_id in self.held:  # its web dyno is being replaced (no preboot): not idle yet
+            self.awake_since[app_id] = now
+            return False
         since = self.awake_since.setdefault(app_id, now)
         last = max(self.last_request(app_id) or 0.0, since)
         if now - last > self.sleep_after:
