@@ -4,6 +4,7 @@ each API request needs; and the App aggregate's grants and revokes as ledger eve
 from __future__ import annotations
 
 import pytest
+from eventsourcing.domain import Snapshot
 
 from waka.domain import access
 from waka.domain.access import DEPLOY, MANAGE, OPERATE, VIEW, AppAccess
@@ -144,3 +145,20 @@ def test_a_locked_app_opens_to_members_only_by_its_grants_and_a_viewer_only_view
     assert access.permissions_of(app, "u-guest") == {VIEW}
     assert access.permissions_of(_team_app(locked=True), "u-dev") == frozenset()
     assert access.permissions_of(app, "u-admin") == set(access.PERMISSIONS)
+
+
+def test_grants_teams_and_locks_survive_a_snapshot() -> None:
+    """A snapshot carries the aggregate's __dict__: the properties' state must be in it."""
+    app = App.create("rocket", {"id": "team:t1", "email": "acme@herokumanager.com"}, "l", "s")
+    app.join_team({"id": "t1", "name": "acme"}, OWNER)
+    app.add_collaborator(MATE, [VIEW, DEPLOY], OWNER, {OWNER["id"]: "admin"})
+    app.set_locked(True, OWNER, {OWNER["id"]: "admin"})
+    restored = Snapshot.take(app).mutate(None)
+    assert restored.team == {"id": "t1", "name": "acme"} and restored.locked
+    assert restored.collaborators == {
+        MATE["id"]: {"email": MATE["email"], "permissions": [VIEW, DEPLOY]}
+    }
+    assert access.permissions_of(restored.access({MATE["id"]: "member"}), MATE["id"]) == {
+        VIEW,
+        DEPLOY,
+    }

@@ -100,7 +100,10 @@ def test_a_collaborator_deploys_configures_scales_runs_and_reads_logs_but_does_n
     assert server.audit("--actor", stranger) == []  # nothing they tried reached the ledger
 
 
-def test_a_team_with_an_admin_a_member_and_a_viewer(server: WakaServer, api: Api) -> None:
+@pytest.mark.usefixtures("stack_image")
+def test_a_team_with_an_admin_a_member_and_a_viewer(
+    server: WakaServer, api: Api, tmp_path: Path
+) -> None:
     team = unique_name("acme")
     admin = server.email  # made the team's admin by the operator
     dev, viewer = f"{unique_name('dev')}@example.com", f"{unique_name('viewer')}@example.com"
@@ -134,6 +137,15 @@ def test_a_team_with_an_admin_a_member_and_a_viewer(server: WakaServer, api: Api
     no = server.heroku("config:set", "A=1", "-a", app, api_key=viewer_key, check=False)
     assert no.returncode != 0 and denied in flat(no.stderr)
     server.heroku("config:set", "A=1", "-a", app, api_key=dev_key)
+    repo = app_repo("python-web", tmp_path / "python-web")
+    pushed = repo.push(git_url(server, app, api_key=dev_key))
+    assert pushed.returncode == 0, pushed.output
+    assert api.current_release(app)["user"]["email"] == dev
+    # git: the viewer may fetch (view) but not push (deploy)
+    refused = repo.push(git_url(server, app, api_key=viewer_key))
+    assert refused.returncode != 0 and "returned error: 403" in refused.output
+    cloned = repo.run("clone", git_url(server, app, api_key=viewer_key), str(tmp_path / "seen"))
+    assert (tmp_path / "seen" / "Procfile").is_file(), cloned.output
     no = server.heroku("apps:destroy", "-a", app, "--confirm", app, api_key=dev_key, check=False)
     assert no.returncode != 0 and denied in flat(no.stderr)
 
