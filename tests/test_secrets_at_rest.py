@@ -23,11 +23,14 @@ from cryptography.x509.oid import NameOID
 from tests.raw_stores import in_clear
 from waka.adapters.cipher_key import KEY_FILE
 from waka.ledger import SNAPSHOT_INTERVAL, Ledger
+from waka.logplex.drains_projection import drains_of, find_drain
 from waka.projections.apps import find_app
 from waka.projections.config_vars import config_of
 
 SECRET = "s3cret-config-value"
 REDIS_PASSWORD = "redis-pa55word-in-the-url"
+DRAIN_PASSWORD = "drain-pa55word"
+DRAIN_URL = f"https://logs:{DRAIN_PASSWORD}@logs.example.com/ingest"
 
 
 def secret_history(ledger: Ledger) -> dict[str, str]:
@@ -40,9 +43,16 @@ def secret_history(ledger: Ledger) -> dict[str, str]:
     addon = ledger.create_addon(actor, app.id, "heroku-redis")
     url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:6379"
     ledger.complete_provisioning(addon.id, {"URL": url}, actor)
+    ledger.add_drain(actor, app.id, DRAIN_URL)
     for i in range(SNAPSHOT_INTERVAL):
         ledger.set_config(actor, app.id, {"COUNTER": str(i)})
-    return {"config": SECRET, "addon": REDIS_PASSWORD, "api_key": api_key, "token": token}
+    return {
+        "config": SECRET,
+        "addon": REDIS_PASSWORD,
+        "drain": DRAIN_PASSWORD,
+        "api_key": api_key,
+        "token": token,
+    }
 
 
 def test_the_stores_hold_no_secret_in_clear_by_default(settings, make_platform):
@@ -52,6 +62,9 @@ def test_the_stores_hold_no_secret_in_clear_by_default(settings, make_platform):
     platform.projector.catch_up()
     app_id = find_app(platform.store, "secret-app")["id"]
     assert config_of(platform.store, app_id)["API_TOKEN"] == SECRET  # it is all there
+    [drain] = drains_of(platform.store, app_id)  # the forwarder and the API read it opened
+    assert drain["url"] == DRAIN_URL
+    assert find_drain(platform.store, app_id, DRAIN_URL) == drain
 
     assert in_clear(settings, *secrets.values()) == set()
 
@@ -71,7 +84,8 @@ def test_the_scan_sees_secrets_in_a_ledger_made_before_encryption(settings, make
     platform.projector.catch_up()
     app_id = find_app(platform.store, "secret-app")["id"]
     assert config_of(platform.store, app_id)["API_TOKEN"] == SECRET
-    assert {SECRET, REDIS_PASSWORD} <= in_clear(settings, *secrets.values())
+    assert {SECRET, REDIS_PASSWORD, DRAIN_PASSWORD} <= in_clear(settings, *secrets.values())
+    assert drains_of(platform.store, app_id)[0]["url"] == DRAIN_URL
 
 
 def _certificate(domain: str) -> tuple[str, str]:

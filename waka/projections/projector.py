@@ -51,7 +51,7 @@ def all_projections(sealer: Sealer | None = None) -> list[Projection]:
         AuthorizationsProjection(),
         BuildsProjection(),
         DomainsProjection(),
-        DrainsProjection(),
+        DrainsProjection(sealer),
         AddonsProjection(),
         SniEndpointsProjection(sealer),
         AcmProjection(),
