@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from .conftest import (
+    Api,
     WakaServer,
     app_repo,
     flat,
@@ -119,7 +120,11 @@ def test_webhooks_with_the_heroku_cli_and_a_receiver_that_goes_down(
     receiver.secret = secret
 
     listed = server.heroku("webhooks", "-a", app).stdout
-    [webhook_id] = re.findall(r"[0-9a-f-]{36}", listed)
+    api = Api(server)
+    [webhook] = api.get(f"/apps/{app}/webhooks")
+    api.close()
+    webhook_id = webhook["id"]
+    assert webhook_id in listed, listed
     assert url in listed and "api:release,api:formation" in listed and "sync" in listed
     info = key_values(
         section(server.heroku("webhooks:info", webhook_id, "-a", app).stdout, webhook_id)
