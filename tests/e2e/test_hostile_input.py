@@ -322,8 +322,17 @@ def test_guessing_git_passwords_is_limited_too(
     assert fetched.returncode == 0, fetched.output
 
 
-def test_the_heroku_cli_with_a_wrong_key_is_told_to_wait(server: WakaServer) -> None:
-    wait_until_unblocked(server, "127.0.0.1")
+def test_the_heroku_cli_with_a_wrong_key_is_told_to_wait(
+    heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A server of its own: the module's has spent some of loopback's tries in other tests,
+    # and one CLI command may make more than one request (its first answer must be a 401).
+    env = {"WAKA_AUTH_FAILURES_PER_MINUTE": str(FAILURES_PER_MINUTE)}
+    with running_server(tmp_path_factory.mktemp("waka"), heroku_cli, env=env) as server:
+        told_to_wait(server)
+
+
+def told_to_wait(server: WakaServer) -> None:
     said = []
     for _ in range(FAILURES_PER_MINUTE + 1):  # (a command may make more than one request)
         result = server.heroku("apps", api_key="wrong-key", check=False)
