@@ -1,0 +1,148 @@
+"""The blob stores: files under a directory, and PostgreSQL (a schema of each test's own).
+
+Both keep a blob whole or not at all, stream large blobs both ways, and let writers of the
+same key race without losing or mixing content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from waka.adapters import blobs
+from waka.adapters.blobs import BlobNotFound, BlobStore, LocalBlobStore, PostgresBlobStore
+
+
+@pytest.fixture(params=["local", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobStore(tmp_path / "blobs")
+        return
+    url, schema = request.getfixturevalue("postgres_url"), request.getfixturevalue(
+        "postgres_schema"
+    )
+    made = PostgresBlobStore(url, schema, chunk_size=64 * 1024)
+    yield made
+    made.close()
+
+
+def read_all(store: BlobStore, key: str) -> bytes:
+    with store.read(key) as chunks:
+        return b"".join(chunks)
+
+
+def test_a_blob_is_written_read_listed_and_deleted(store: BlobStore) -> None:
+    content = os.urandom(200_000)  # several chunks (64 KiB) on PostgreSQL
+    info = blobs.put(store, "sources/abc.tgz", [content[:1000], content[1000:]])
+    assert info.size == len(content)
+    assert info.sha256 == hashlib.sha256(content).hexdigest()
+    assert store.stat("sources/abc.tgz") == info
+    assert read_all(store, "sources/abc.tgz") == content
+    blobs.put(store, "slugs/x.tgz", [b"x"])
+    assert store.keys("sources/") == ["sources/abc.tgz"]
+    assert store.keys() == ["slugs/x.tgz", "sources/abc.tgz"]
+    assert store.delete("sources/abc.tgz") is True
+    assert store.delete("sources/abc.tgz") is False
+    assert store.stat("sources/abc.tgz") is None
+    with pytest.raises(BlobNotFound), store.read("sources/abc.tgz"):
+        pass
+
+
+def test_a_key_is_replaced_whole(store: BlobStore) -> None:
+    blobs.put(store, "cache/app.tgz", [b"old" * 100_000])
+    blobs.put(store, "cache/app.tgz", [b"new"])
+    assert read_all(store, "cache/app.tgz") == b"new"
+    assert store.keys() == ["cache/app.tgz"]
+
+
+def test_keys_that_escape_or_hide_are_refused(store: BlobStore) -> None:
+    for bad in ("../x", "a/../b", ".hidden", "/abs", "a//b", "", "a/b/"):
+        with pytest.raises(ValueError):
+            blobs.put(store, bad, [b"x"])
+
+
+def test_an_upload_cut_off_leaves_nothing(store: BlobStore) -> None:
+    blobs.put(store, "sources/kept.tgz", [b"before"])
+
+    class CutOff(Exception):
+        pass
+
+    for key in ("sources/new.tgz", "sources/kept.tgz"):
+        with pytest.raises(CutOff), store.upload(key) as out:
+            out.write(os.urandom(300_000))
+            raise CutOff
+    assert store.stat("sources/new.tgz") is None
+    assert read_all(store, "sources/kept.tgz") == b"before"
+    assert store.keys() == ["sources/kept.tgz"]
+    if isinstance(store, LocalBlobStore):  # no temporary file left either
+        assert [p.name for p in store.root.rglob("*") if p.is_file()] == ["kept.tgz"]
+    else:
+        assert _chunk_versions(store) == 1
+
+
+def _chunk_versions(store: PostgresBlobStore) -> int:
+    with store._connection() as conn:
+        return conn.execute(
+            f'SELECT count(DISTINCT version) FROM "{store.schema}".waka_blob_chunks'
+        ).fetchone()[0]
+
+
+def test_a_reader_sees_the_blob_it_started_even_if_it_is_replaced(store: BlobStore) -> None:
+    first = os.urandom(300_000)
+    blobs.put(store, "repos/app.bundle", [first])
+    with store.read("repos/app.bundle") as chunks:
+        head = next(chunks)
+        blobs.put(store, "repos/app.bundle", [b"second"])
+        assert head + b"".join(chunks) == first
+    assert read_all(store, "repos/app.bundle") == b"second"
+
+
+def test_concurrent_writers_of_one_content_addressed_blob(store: BlobStore) -> None:
+    content = os.urandom(500_000)
+    key = f"slugs/{hashlib.sha256(content).hexdigest()}.tgz"
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def write() -> None:
+        try:
+            start.wait()
+            with store.upload(key) as out:
+                for offset in range(0, len(content), 50_000):
+                    out.write(content[offset : offset + 50_000])
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert read_all(store, key) == content
+    assert store.keys() == [key]
+    if isinstance(store, PostgresBlobStore):
+        assert _chunk_versions(store) == 1  # the versions replaced were dropped
+
+
+def test_fifty_megabytes_stream_both_ways(store: BlobStore, tmp_path: Path) -> None:
+    """50 MiB in and out through files, with the process's peak memory growing far less."""
+    source = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(source, "wb") as out:
+        for _ in range(50):
+            block = os.urandom(1 << 20)
+            digest.update(block)
+            out.write(block)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    info = blobs.put_file(store, "slugs/big.tgz", source)
+    copied = blobs.get_file(store, "slugs/big.tgz", tmp_path / "copy.bin")
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert info.sha256 == copied.sha256 == digest.hexdigest()
+    assert info.size == copied.size == 50 << 20
+    assert grown_mib < 25, f"peak memory grew by {grown_mib:.0f} MiB"
