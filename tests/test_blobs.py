@@ -24,8 +24,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
     if request.param == "local":
         yield LocalBlobStore(tmp_path / "blobs")
         return
-    url, schema = request.getfixturevalue("postgres_url"), request.getfixturevalue(
-        "postgres_schema"
+    url, schema = (
+        request.getfixturevalue("postgres_url"),
+        request.getfixturevalue("postgres_schema"),
     )
     made = PostgresBlobStore(url, schema, chunk_size=64 * 1024)
     yield made
@@ -115,7 +116,7 @@ def test_concurrent_writers_of_one_content_addressed_blob(store: BlobStore) -> N
             with store.upload(key) as out:
                 for offset in range(0, len(content), 50_000):
                     out.write(content[offset : offset + 50_000])
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=write) for _ in range(4)]

@@ -321,9 +321,7 @@ class PostgresBlobStore:
         from psycopg import sql
 
         check_key(key)
-        select = sql.SQL("SELECT data FROM {} WHERE version = %s AND seq = %s").format(
-            self._chunks
-        )
+        select = sql.SQL("SELECT data FROM {} WHERE version = %s AND seq = %s").format(self._chunks)
         with self._connection() as conn, conn.transaction():
             # One snapshot for the whole read: a blob replaced meanwhile is read whole (old).
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
