@@ -25,6 +25,8 @@ from waka.projections.store import PostgresReadStore, ReadStore, SqliteReadStore
 from waka.router import Backend, Route, RouteTable
 
 if TYPE_CHECKING:
+    from waka.adapters.blobs import BlobStore
+    from waka.adapters.build_cache import BuildCache
     from waka.adapters.git_repos import GitRepos
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
@@ -51,7 +53,11 @@ class Platform:
     routes: RouteTable = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sources = SourceStore(self.settings.home / "sources")
+        self.sources = (  # shared between processes where they share PostgreSQL
+            SourceStore(self.blobs, prefix="sources/")
+            if self.blobs is not None
+            else SourceStore(self.settings.home / "sources")
+        )
         self.build_logs = BuildLogs(self.settings.home / "builds")
         self.release_logs = BuildLogs(self.settings.home / "release-output")
         self.logplex = Logplex()
@@ -69,16 +75,40 @@ class Platform:
         return default_runtime(STACK_IMAGE, {"waka.platform": self.settings.platform_id})
 
     @cached_property
-    def git_repos(self) -> GitRepos:
-        from waka.adapters.git_repos import GitRepos
+    def blobs(self) -> BlobStore | None:
+        """Sources, slugs, build caches and git repositories shared by every process: in
+        PostgreSQL with a database URL; None on the embedded SQLite (local directories)."""
+        from waka.adapters.blobs import PostgresBlobStore
 
-        return GitRepos(self.settings.home / "repos")
+        if not self.settings.database_url:
+            return None
+        return PostgresBlobStore(self.settings.database_url, self.settings.database_schema)
+
+    @cached_property
+    def git_repos(self) -> GitRepos:
+        """This process's copies of the apps' repositories (the copies, where shared)."""
+        from waka.adapters.git_repos import GitRepos, SharedGitRepos
+
+        root = self.settings.home / "repos"
+        if self.blobs is None or self.settings.database_url is None:
+            return GitRepos(root)
+        return SharedGitRepos(
+            root, self.blobs, self.settings.database_url, self.settings.database_schema
+        )
 
     @cached_property
     def slugs(self) -> SlugStore:
-        from waka.adapters.slugs import LocalSlugStore
+        from waka.adapters.slugs import LocalSlugStore, SharedSlugStore
 
+        if self.blobs is not None:  # the slugs this process uses are cached in its home
+            return SharedSlugStore(self.blobs, self.settings.home / "slugs")
         return LocalSlugStore(self.settings.home / "slugs")
+
+    @cached_property
+    def build_cache(self) -> BuildCache:
+        from waka.adapters.build_cache import BuildCache
+
+        return BuildCache(self.settings.home / "cache", self.blobs)
 
     @cached_property
     def builder(self) -> Builder:
@@ -243,6 +273,8 @@ class Platform:
     def close(self) -> None:
         if "addon_manager" in self.__dict__:
             self.addon_manager.close()
+        if self.__dict__.get("blobs") is not None:
+            self.blobs.close()
         self.store.close()
         self.ledger.close()
 

@@ -9,7 +9,6 @@ build changes nothing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from uuid import UUID, uuid4
 
 from waka.adapters import processes
 from waka.adapters.cipher_key import CipherKeyError
-from waka.adapters.git_repos import LOCK, GitRepos
+from waka.adapters.git_repos import GitRepos
 from waka.bootstrap import Platform, bootstrap
 from waka.config import Settings
 from waka.projections.apps import find_app
@@ -52,33 +51,32 @@ def main() -> int:
         return 1
     old, new, ref = updates[0]
 
-    # One push per app at a time: a second one is refused clearly, never interleaved.
-    lock = open(LOCK, "w")  # noqa: SIM115 - held until the process exits
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    settings = Settings.from_env()
+    platform = bootstrap(settings)
+    repos = platform.git_repos
+    repo = Path.cwd()  # git runs its hooks in the repository
+    # One push per app at a time (across API processes where they share PostgreSQL): a
+    # second one is refused clearly, never interleaved.
+    lock = repos.try_push_lock(repo)  # held until this process exits
+    if lock is None:
         say(" !     Another push to this app is being built. Wait for it, then push again.")
         return 1
-    if not based_on_current(old, ref):
+    if not based_on_current(old, ref) or not repos.based_on_branch(repo, ref, old):
         say(" !     The branch moved while you pushed. Fetch, merge and push again.")
         return 1
 
-    settings = Settings.from_env()
-    platform = bootstrap(settings)
     app_id = UUID(os.environ["WAKA_GIT_APP_ID"])
     actor = {"id": os.environ["WAKA_GIT_USER_ID"], "email": os.environ["WAKA_GIT_USER_EMAIL"]}
-    repo = Path.cwd()  # git runs its hooks in the repository
 
     platform.projector.catch_up()
     if released_commit(platform, str(app_id)) == new:
         # Its build was released after the push that sent it was cut off (a restart).
         say(f"-----> {new[:7]} is already released: nothing to build.")
-        EXPECT.write_text(f"{ref} {new}\n")
-        return 0
+        return accept(repos, repo, ref, new)
     earlier = pending_build_of_commit(platform.store, str(app_id), new)
     if earlier is not None:
         build_id = earlier["id"]  # a build of this commit is under way: follow it
-        GitRepos.record_push(repo, build_id, ref, old, new)
+        repos.record_push(repo, build_id, ref, old, new)
         say("-----> A build of this commit is already under way; following it.")
     else:
         build_id = str(uuid4())
@@ -95,7 +93,7 @@ def main() -> int:
                 return 1
         # Recorded first: if the platform stops from here on, the branch catches up with the
         # release the builder makes after the restart (waka/adapters/git_repos.py).
-        GitRepos.record_push(repo, build_id, ref, old, new)
+        repos.record_push(repo, build_id, ref, old, new)
         platform.ledger.request_build(
             actor, app_id, f"{settings.api_url}/sources/{token}", new, build_id=build_id
         )
@@ -113,13 +111,13 @@ def main() -> int:
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
     except PlatformGone:
-        GitRepos.keep_pushed_objects(repo)  # for the branch to move when the build is released
+        repos.keep_pushed_objects(repo)  # for the branch to move when the build is released
         say(" !     waka stopped while this push was building, so the push is not applied now.")
         say(" !     The build finishes when waka is back, and then your branch is updated;")
         say(" !     see `heroku releases`. Pushing the same commit again makes no second release.")
         return 1
 
-    GitRepos.forget_push(repo, build_id)  # git gets the branch update back from here
+    repos.forget_push(repo, build_id)  # git gets the branch update back from here
     build = build_by_id(platform.store, build_id)
     if build is None or build["status"] != "succeeded":
         return 1
@@ -127,8 +125,19 @@ def main() -> int:
     if release is None or release["status"] != "succeeded":
         return 1
     say("Verifying deploy... done.")
-    # git updates the branch after this hook ends; the next push waits to see that happen.
+    return accept(repos, repo, ref, new)
+
+
+def accept(repos: GitRepos, repo: Path, ref: str, new: str) -> int:
+    """Say yes: git updates the branch after this hook ends. The next push (and a copy
+    brought up to date here) waits to see that happen; a shared canonical copy has the new
+    branch before this hook ends, while it still holds the push lock."""
     EXPECT.write_text(f"{ref} {new}\n")
+    try:
+        repos.publish(repo, ref, new)
+    except BaseException:
+        EXPECT.unlink(missing_ok=True)
+        raise
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from waka.adapters.archives import safe_extract, write_tarball
+from waka.adapters.blobs import BlobStore, get_file, put_file
 
 DEFAULT_LIMIT_BYTES = 500 * 1024 * 1024
 APP_DIR = "app"
@@ -123,6 +124,55 @@ class LocalSlugStore:
     def _slug(path: Path) -> Slug:
         checksum = f"SHA256:{path.stem}"
         return Slug(id=slug_id(checksum), checksum=checksum, size=path.stat().st_size, path=path)
+
+
+class SharedSlugStore(LocalSlugStore):
+    """Slugs in a blob store every process of the platform shares (`slugs/<slug id>.tgz`;
+    PostgreSQL), each process keeping those it made or used in a cache under its own home:
+    `get(id).path` and `extract` work on a file, and a dyno started from a slug is started
+    from that file. A slug is fetched once per home; its content is checked against its id."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        cache_root: Path,
+        *,
+        prefix: str = "slugs/",
+        limit_bytes: int = DEFAULT_LIMIT_BYTES,
+    ) -> None:
+        super().__init__(cache_root, limit_bytes=limit_bytes)
+        self.blobs = blobs
+        self.prefix = prefix
+
+    def create(self, app_dir: Path) -> Slug:
+        slug = super().create(app_dir)
+        key = f"{self.prefix}{slug.id}.tgz"
+        stored = self.blobs.stat(key)
+        if stored is None or f"SHA256:{stored.sha256}" != slug.checksum:
+            put_file(self.blobs, key, slug.path)  # writers of one slug race harmlessly
+        return slug
+
+    def get(self, slug_id: str) -> Slug:
+        try:
+            return super().get(slug_id)
+        except SlugNotFound:
+            pass
+        try:
+            key = f"{self.prefix}{uuid.UUID(slug_id)}.tgz"
+        except ValueError:
+            raise SlugNotFound(f"slug {slug_id} is not a slug id") from None
+        stored = self.blobs.stat(key)
+        if stored is None:
+            raise SlugNotFound(f"slug {slug_id} is not in the shared slug store")
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{stored.sha256}.tgz"
+        fetched = get_file(self.blobs, key, path)
+        content_id = str(uuid.uuid5(_NAMESPACE, f"SHA256:{fetched.sha256}"))
+        if content_id != slug_id or fetched.sha256 != stored.sha256:  # never run another
+            path.unlink(missing_ok=True)
+            raise SlugNotFound(f"slug {slug_id}: the stored content is another ({fetched.sha256})")
+        self._by_id[slug_id] = path
+        return self._slug(path)
 
 
 def _id_of(path: Path) -> str:

@@ -1,24 +1,25 @@
 """Source blobs: tarballs uploaded to waka itself (`POST /sources` gives a put/get URL pair) or
 exported from a git push, kept until their build has read them.
 
+They are blobs (waka/adapters/blobs.py): files under `$WAKA_HOME/sources` on the embedded
+platform, PostgreSQL where processes share it, so a source uploaded to one API process is
+fetched by a builder in another process, on another host.
+
 A blob's token is a 256-bit random string: knowing the URL is the permission to read or
 write it, as with Heroku's signed source URLs.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urlparse
 
+from waka.adapters.blobs import BlobNotFound, BlobStore, BlobWriter, LocalBlobStore, get_file
 from waka.redaction import redact_url
 
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{40,64}$")
@@ -34,7 +35,7 @@ class SourceTooLarge(SourceError):
 
 
 class Upload:
-    def __init__(self, out: BinaryIO, limit_bytes: int) -> None:
+    def __init__(self, out: BlobWriter, limit_bytes: int) -> None:
         self.out = out
         self.limit_bytes = limit_bytes
         self.size = 0
@@ -47,43 +48,49 @@ class Upload:
 
 
 class SourceStore:
-    def __init__(self, root: Path, limit_bytes: int = DEFAULT_LIMIT) -> None:
-        self.root = root
+    def __init__(
+        self, blobs: BlobStore | Path, prefix: str = "", limit_bytes: int = DEFAULT_LIMIT
+    ) -> None:
+        """`blobs`: the blob store (a directory: files there); `prefix`: the sources' part of
+        a store shared with slugs and the rest (e.g. "sources/")."""
+        self.blobs = LocalBlobStore(blobs) if isinstance(blobs, Path) else blobs
+        self.prefix = prefix
         self.limit_bytes = limit_bytes
-        root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def new_token() -> str:
         return secrets.token_urlsafe(32)
 
-    def path(self, token: str) -> Path:
+    def key(self, token: str) -> str:
         if not TOKEN.fullmatch(token):
             raise SourceError("Invalid source blob token.")
-        return self.root / f"{token}.tgz"
+        return f"{self.prefix}{token}.tgz"
 
     def exists(self, token: str) -> bool:
-        return self.path(token).is_file()
+        return self.blobs.stat(self.key(token)) is not None
 
     @contextmanager
     def upload(self, token: str) -> Iterator[Upload]:
         """Write a blob: it appears whole when the block ends, or not at all."""
-        target = self.path(token)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                yield Upload(out, self.limit_bytes)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self.blobs.upload(self.key(token)) as out:
+            yield Upload(out, self.limit_bytes)
+
+    def chunks(self, token: str) -> Iterator[bytes]:
+        """The blob's content, chunk by chunk (a generator: the store is read as it is
+        iterated, and released when it ends or is closed)."""
+        with self.blobs.read(self.key(token)) as chunks:
+            yield from chunks
 
     def fetch(self, url: str, dest: Path) -> None:
-        """Copy the blob at `url` to `dest`: ours from disk, anything else over HTTP(S)."""
+        """Copy the blob at `url` to `dest`: ours from the blob store, others over HTTP(S)."""
         parsed = urlparse(url)
         match = re.fullmatch(r"/sources/([A-Za-z0-9_-]+)", parsed.path)
-        if match and TOKEN.fullmatch(match[1]) and self.exists(match[1]):
-            shutil.copyfile(self.path(match[1]), dest)
-            return
+        if match and TOKEN.fullmatch(match[1]):
+            try:
+                get_file(self.blobs, self.key(match[1]), dest)
+                return
+            except BlobNotFound:
+                pass  # not one of ours after all: ask whoever serves the URL
         if parsed.scheme not in ("http", "https"):
             scheme = repr(parsed.scheme) if parsed.scheme else "a URL without a scheme"
             raise SourceError(f"Source URL must be http or https, not {scheme}.")

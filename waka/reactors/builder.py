@@ -147,17 +147,14 @@ class Builder:
         """Remove the git repository and build cache of every destroyed app (the ledger keeps
         its history); returns their ids. Level-triggered, so a crash midway is finished later."""
         self._last_sweep = time.monotonic()
-        repos = self.platform.git_repos.root
-        held = {p.name.removesuffix(".git"): p for p in _children(repos) if p.suffix == ".git"}
-        cached = {p.name: p for p in _children(self.config.cache_root)}
+        repos, caches = self.platform.git_repos, self.platform.build_cache  # here and shared
         live = {r["id"] for r in self.platform.store.query("SELECT id FROM waka_apps")}
         removed = []
-        for app_id in sorted((set(held) | set(cached)) - live):
+        for app_id in sorted((repos.app_ids() | caches.app_ids()) - live):
             if not self._destroyed(app_id):
                 continue  # not projected yet, or not an app's: leave it
-            for path in (held.get(app_id), cached.get(app_id)):
-                if path is not None:
-                    shutil.rmtree(path, ignore_errors=True)
+            repos.remove(app_id)
+            caches.clear(app_id)
             removed.append(app_id)
         return removed
 
@@ -171,7 +168,7 @@ class Builder:
         return self.config.cache_root / app_id
 
     def clear_cache(self, app_id: str) -> None:
-        shutil.rmtree(self.cache_dir(app_id), ignore_errors=True)
+        self.platform.build_cache.clear(app_id)  # and its shared copy
 
     def build(self, row: Row) -> None:
         build_id, app_id = row["id"], row["app_id"]
@@ -224,6 +221,8 @@ class Builder:
             safe_extract(source, app_dir, max_bytes=SOURCE_LIMIT)
             _hoist_single_directory(app_dir)
         config = config_of(self.platform.store, app_id)
+        with timer("cache"):
+            self.platform.build_cache.restore(app_id)  # from shared storage, if behind
         with timer("compile"):
             result = compile_app(
                 build_dir=app_dir,
@@ -236,6 +235,8 @@ class Builder:
                 work_dir=work,
                 memory_mb=self.config.memory_mb,
             )
+        with timer("cache"):
+            self.platform.build_cache.save(app_id)  # for the next build, on any worker
         output.step("Compressing...")
         with timer("slug"):
             slug = self.slugs.create(app_dir)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from waka.adapters.sources import SourceError, SourceTooLarge
@@ -24,6 +25,7 @@ from waka.projections.builds import (
     find_slug,
 )
 
+WRITE_EVERY = 1 << 20  # bytes of an upload handed to the source store at once
 RANGE_FIELDS = {"id": lambda b: b["id"], "created_at": lambda b: b["created_at"]}
 
 
@@ -64,7 +66,6 @@ def create_build(ctx: Ctx) -> Reply:
             _buildpack_names(body["buildpacks"], ("url", "name")),
         )
     build_id = ctx.command(ledger.request_build, ctx.actor, app_id, url, version)
-    ctx.platform.wake_builder()
     build = find_build(ctx.platform.store, row["id"], build_id)
     assert build is not None
     return Reply(render.build(build, row, ctx.platform.settings), 201)
@@ -91,7 +92,6 @@ def show_build(ctx: Ctx) -> Reply:
 def clear_build_cache(ctx: Ctx) -> Reply:
     row = ctx.app()
     ctx.command(ctx.platform.ledger.clear_build_cache, ctx.actor, ctx.app_id(row))
-    ctx.platform.clear_build_cache(row["id"])
     return Reply({}, 202)
 
 
@@ -123,11 +123,23 @@ def create_source(ctx: Ctx) -> Reply:
 
 def routes(platform: Platform) -> list[Route]:
     async def put_source(request: Request) -> Response:
-        """Upload a source tarball; the URL itself is the permission (like a signed URL)."""
+        """Upload a source tarball; the URL itself is the permission (like a signed URL).
+        The store is written from the thread pool (on PostgreSQL each MiB is a query)."""
+        upload = platform.sources.upload(request.path_params["token"])
         try:
-            with platform.sources.upload(request.path_params["token"]) as sink:
+            sink = await run_in_threadpool(upload.__enter__)
+            try:
+                pending = bytearray()
                 async for chunk in request.stream():
-                    sink.write(chunk)
+                    pending += chunk
+                    if len(pending) >= WRITE_EVERY:
+                        await run_in_threadpool(sink.write, bytes(pending))
+                        pending.clear()
+                await run_in_threadpool(sink.write, bytes(pending))
+            except BaseException as error:  # nothing of a cut-off or refused upload is kept
+                await run_in_threadpool(upload.__exit__, type(error), error, error.__traceback__)
+                raise
+            await run_in_threadpool(upload.__exit__, None, None, None)
         except SourceTooLarge as error:
             return error_response(413, "request_entity_too_large", str(error))
         except SourceError as error:
@@ -137,9 +149,9 @@ def routes(platform: Platform) -> list[Route]:
     async def get_source(request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            if platform.sources.exists(token):
-                return FileResponse(
-                    platform.sources.path(token), media_type="application/octet-stream"
+            if await run_in_threadpool(platform.sources.exists, token):
+                return StreamingResponse(
+                    platform.sources.chunks(token), media_type="application/octet-stream"
                 )
         except SourceError:
             pass

@@ -1,0 +1,206 @@
+"""No process depends on another's local disk: two platforms on one PostgreSQL schema, each
+with a WAKA_HOME of its own (as an API process and a worker on two hosts), share sources,
+slugs, build caches, git repositories and push records through the database."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from waka.adapters.git_repos import ZERO, SharedGitRepos, branches
+from waka.adapters.slugs import SharedSlugStore
+from waka.bootstrap import Platform, bootstrap
+from waka.config import Settings
+from waka.projections.builds import build_by_id
+
+FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
+GIT = ["git", "-c", "user.email=dev@example.com", "-c", "user.name=Dev"]
+
+
+@pytest.fixture
+def two(
+    postgres_url: str, postgres_schema: str, tmp_path: Path
+) -> Iterator[tuple[Platform, Platform]]:
+    """Two platforms on one database schema, each with its own home."""
+    opened: list[Platform] = []
+
+    def make_platform(settings: Settings) -> Platform:
+        opened.append(bootstrap(settings))
+        return opened[-1]
+
+    def settings(name: str) -> Settings:
+        return Settings(
+            home=tmp_path / name,
+            database_url=postgres_url,
+            database_schema=postgres_schema,
+            runtime="process",
+        )
+
+    # Every process of a platform has the same cipher key; here the first one's.
+    first = make_platform(settings("host-a"))
+    key = first.settings.cipher_key
+    second = make_platform(
+        Settings(**{**settings("host-b").__dict__, "cipher_key": key})  # type: ignore[arg-type]
+    )
+    yield first, second
+    for platform in opened:
+        platform.close()
+
+
+def tarball(directory: Path) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        for path in sorted(directory.rglob("*")):
+            archive.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+    return out.getvalue()
+
+
+def test_a_source_uploaded_to_one_is_built_by_the_others_builder(
+    two: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    api, worker = two
+    assert api.settings.home != worker.settings.home
+    actor = api.ledger.register_user("owner@example.com")[0].as_actor()
+    app = api.ledger.create_app(actor, "shared-build")
+    token = api.sources.new_token()
+    with api.sources.upload(token) as sink:
+        sink.write(tarball(FIXTURE_APPS / "shell-app"))
+    build_id = api.ledger.request_build(
+        actor, app.id, f"{api.settings.api_url}/sources/{token}", "v1"
+    )
+    assert not (worker.settings.home / "sources").exists()  # nothing on the worker's disk
+
+    worker.builder.run_pending()
+
+    worker.projector.catch_up()
+    build = build_by_id(worker.store, build_id)
+    assert build is not None and build["status"] == "succeeded", build
+    # The slug the worker made is extracted by the other one, from the shared store.
+    api.projector.catch_up()
+    slug_id = build_by_id(api.store, build_id)["slug_id"]
+    assert isinstance(api.slugs, SharedSlugStore)
+    assert not list((api.settings.home / "slugs").glob("*.tgz"))
+    slug = api.slugs.get(slug_id)
+    assert slug.path.parent == api.settings.home / "slugs"
+    assert slug.checksum == worker.slugs.get(slug_id).checksum
+    api.slugs.extract(slug_id, tmp_path / "extracted")
+    assert (tmp_path / "extracted" / "Procfile").read_text() == (
+        FIXTURE_APPS / "shell-app" / "Procfile"
+    ).read_text()
+
+
+def test_a_slug_made_by_one_is_extracted_by_the_other(
+    two: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    one, other = two
+    app_dir = tmp_path / "app"
+    (app_dir / "bin").mkdir(parents=True)
+    (app_dir / "Procfile").write_text("web: bin/web\n")
+    (app_dir / "bin" / "web").write_bytes(b"#!/bin/sh\n" + b"x" * 3_000_000)
+    slug = one.slugs.create(app_dir)
+    assert other.slugs.get(slug.id).checksum == slug.checksum
+    other.slugs.extract(slug.id, tmp_path / "out")
+    assert (tmp_path / "out" / "bin" / "web").read_bytes() == (app_dir / "bin/web").read_bytes()
+    with pytest.raises(KeyError):
+        other.slugs.get(str(uuid.uuid4()))
+    with pytest.raises(KeyError):
+        other.slugs.get("../../etc/passwd")
+
+
+def test_the_build_cache_follows_the_app_from_worker_to_worker(
+    two: tuple[Platform, Platform],
+) -> None:
+    one, other = two
+    app_id = str(uuid.uuid4())
+    cache = one.build_cache.path(app_id)
+    (cache / "pip").mkdir(parents=True)
+    (cache / "pip" / "wheel.whl").write_bytes(b"wheel" * 1000)
+    one.build_cache.save(app_id)
+
+    other.build_cache.restore(app_id)
+    restored = other.build_cache.path(app_id) / "pip" / "wheel.whl"
+    assert restored.read_bytes() == b"wheel" * 1000
+    assert app_id in other.build_cache.app_ids()
+
+    # Cleared through one process, the other's copy goes at its next restore.
+    one.build_cache.clear(app_id)
+    other.build_cache.restore(app_id)
+    assert not other.build_cache.path(app_id).exists()
+
+
+def _commit(work: Path, text: str) -> str:
+    (work / "file.txt").write_text(text)
+    subprocess.run([*GIT, "-C", str(work), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(work), "commit", "-qm", text], check=True)
+    return subprocess.run(
+        ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _receive(repo: Path, work: Path, sha: str) -> None:
+    """The pushed objects in the repository, without moving a branch (as a hook sees them)."""
+    subprocess.run(
+        ["git", "-C", str(repo), "fetch", "-q", str(work), f"{sha}:refs/waka-test/incoming"],
+        check=True,
+    )
+    subprocess.run(["git", "-C", str(repo), "update-ref", "-d", "refs/waka-test/incoming"])
+
+
+def test_a_push_record_is_settled_by_a_builder_in_another_process(
+    two: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    """The API process that took a push is gone; the worker applies it from shared storage,
+    and a third copy then serves the released branch."""
+    api, worker = two
+    assert isinstance(api.git_repos, SharedGitRepos)
+    app_id = str(uuid.uuid4())
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(work)], check=True)
+    first = _commit(work, "one")
+
+    # A first push, said yes to: the canonical copy has it.
+    repo = api.git_repos.ensure(app_id)
+    _receive(repo, work, first)
+    api.git_repos.publish(repo, "refs/heads/main", first)
+    subprocess.run(["git", "-C", str(repo), "update-ref", "refs/heads/main", first], check=True)
+    assert branches(worker.git_repos.ensure(app_id)) == {"refs/heads/main": first}
+
+    # A second push: recorded, then its API process stops before the build is released.
+    second = _commit(work, "two")
+    _receive(repo, work, second)
+    build_id = str(uuid.uuid4())
+    assert api.git_repos.based_on_branch(repo, "refs/heads/main", first)
+    assert not api.git_repos.based_on_branch(repo, "refs/heads/main", ZERO)
+    api.git_repos.record_push(repo, build_id, "refs/heads/main", first, second)
+    held = api.git_repos.try_push_lock(repo)
+    assert held is not None
+    assert worker.git_repos.try_push_lock(worker.git_repos.ensure(app_id)) is None
+    [record] = list(worker.git_repos.unsettled())
+    assert (record.build_id, record.old, record.new) == (build_id, first, second)
+    assert worker.git_repos.settle(record, released=True) is False  # its hook still lives
+    held.close()  # the hook's process is gone
+    shutil.rmtree(repo)  # and so is its host's disk
+
+    assert worker.git_repos.settle(record, released=True) is True
+    assert list(worker.git_repos.unsettled()) == []
+    assert branches(worker.git_repos.path(app_id)) == {"refs/heads/main": second}
+    third = Settings(**{**api.settings.__dict__, "home": tmp_path / "host-c"})  # type: ignore[arg-type]
+    copy = SharedGitRepos(
+        third.home / "repos", api.blobs, third.database_url, third.database_schema
+    )
+    fresh = copy.ensure(app_id)
+    assert branches(fresh) == {"refs/heads/main": second}
+    log = subprocess.run(
+        ["git", "-C", str(fresh), "log", "--format=%s", "main"], capture_output=True, text=True
+    )
+    assert log.stdout.split() == ["two", "one"]
+    assert app_id in worker.git_repos.app_ids()
+    worker.git_repos.remove(app_id)  # the app was destroyed
+    assert api.blobs.stat(f"repos/{app_id}.bundle") is None
