@@ -17,7 +17,7 @@ from waka.adapters.private_home import make_private
 from waka.adapters.sources import SourceStore
 from waka.config import Settings
 from waka.ledger import Ledger
-from waka.logplex import Logplex
+from waka.logplex import Logplex, open_logplex
 from waka.projections.domains import domains_of
 from waka.projections.projector import Projector
 from waka.projections.sealing import Sealer
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from waka.adapters.slugs import SlugStore
     from waka.addons.provider import Provider
     from waka.logplex.drains import DrainForwarder
+    from waka.logplex.redis_logplex import RedisLogplex
     from waka.reactors.addon_manager import AddonManager
     from waka.reactors.builder import Builder
     from waka.reactors.dyno_manager import DynoManager, RouteUpdate
@@ -49,7 +50,7 @@ class Platform:
     sources: SourceStore = field(init=False)
     build_logs: BuildLogs = field(init=False)
     release_logs: BuildLogs = field(init=False)  # release-phase output, one per release
-    logplex: Logplex = field(init=False)
+    logplex: Logplex | RedisLogplex = field(init=False)  # on Redis with WAKA_REDIS_URL
     routes: RouteTable = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +61,7 @@ class Platform:
         )
         self.build_logs = BuildLogs(self.settings.home / "builds")
         self.release_logs = BuildLogs(self.settings.home / "release-output")
-        self.logplex = Logplex()
+        self.logplex = open_logplex(self.settings.redis_url)
         self.routes = RouteTable()
 
     @cached_property
@@ -271,6 +272,7 @@ class Platform:
         self.builder.clear_cache(app_id)
 
     def close(self) -> None:
+        self.logplex.close()  # a Redis Logplex writes the lines it still holds
         if "addon_manager" in self.__dict__:
             self.addon_manager.close()
         if self.__dict__.get("blobs") is not None:

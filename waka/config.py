@@ -46,6 +46,9 @@ class Settings:
     addons_postgres_url: str | None = None
     addons_host: str | None = None
     addon_manifests: Path | None = None  # a directory of third-party add-on manifests (*.json)
+    # Logplex's store when set (every process's lines, for every API process; the last 1,500 per
+    # app outlive restarts), else each process's memory (one-process `waka up`).
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -77,6 +80,7 @@ class Settings:
             addon_manifests=Path(env["WAKA_ADDON_MANIFESTS"])
             if env.get("WAKA_ADDON_MANIFESTS")
             else None,
+            redis_url=env.get("WAKA_REDIS_URL") or None,
         )
 
     @property

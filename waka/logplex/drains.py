@@ -27,7 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from waka.logplex.drains_projection import all_drains
@@ -36,6 +36,9 @@ from waka.logplex.logplex import Logplex
 from waka.logplex.syslog import frames
 from waka.projections.store import ReadStore
 from waka.redaction import redact_url
+
+if TYPE_CHECKING:
+    from waka.logplex.redis_logplex import RedisLogplex
 
 log = logging.getLogger("waka.drains")
 
@@ -233,7 +236,8 @@ class DrainWorker:
         self._thread.start()
 
     def offer(self, line: LogLine) -> None:
-        """From emit(), under Logplex's lock (so offers never race each other): never blocks."""
+        """From emit() under Logplex's lock, or from the Redis Logplex's one drains thread (so
+        offers never race each other): never blocks."""
         if len(self._queue) == self._queue.maxlen:
             self.stats.dropped += 1  # the append below pushes the oldest line out
         self._queue.append(line)
@@ -292,7 +296,7 @@ class DrainWorker:
 class DrainForwarder:
     def __init__(
         self,
-        logplex: Logplex,
+        logplex: Logplex | RedisLogplex,
         store: ReadStore,
         options: DrainOptions | None = None,
         refresh_interval: float = 2.0,
@@ -315,7 +319,7 @@ class DrainForwarder:
         self._stopping.clear()
         self._running = True
         self.refresh()
-        self._unlisten = self.logplex.listen(self._on_line)
+        self._unlisten = self.logplex.listen(self._on_line, apps=self._drained_apps)
         self._refresher = threading.Thread(target=self._refresh_forever, name="drains", daemon=True)
         self._refresher.start()
 
@@ -366,6 +370,10 @@ class DrainForwarder:
         """Per drain id: lines delivered, dropped, refused; failed attempts."""
         with self._lock:
             return {drain_id: w.stats for drain_id, w in self._workers.items()}
+
+    def _drained_apps(self) -> tuple[str, ...]:
+        """The apps with drains: the only streams a Redis Logplex reads for us."""
+        return tuple(self._by_app)
 
     def _on_line(self, line: LogLine) -> None:
         for worker in self._by_app.get(line.app_id, ()):

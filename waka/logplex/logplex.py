@@ -14,7 +14,7 @@ import bisect
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from uuid import UUID
 
@@ -26,6 +26,10 @@ log = logging.getLogger("waka.logplex")
 BUFFER_LINES = 1500
 
 Listener = Callable[[LogLine], None]
+
+
+class LogplexUnavailable(Exception):
+    """The log store cannot be reached now (Redis is down): `heroku logs` says so."""
 
 
 def _at(line: LogLine) -> datetime:
@@ -137,9 +141,13 @@ class Logplex:
             stream.subscriptions.append(subscription)
         return subscription
 
-    def listen(self, listener: Listener) -> Callable[[], None]:
+    def listen(
+        self, listener: Listener, apps: Callable[[], Iterable[str]] | None = None
+    ) -> Callable[[], None]:
         """Call `listener(line)` for every line of every app, in the emitting thread and under
-        Logplex's lock, so it must only queue the line. Returns the function to stop it."""
+        Logplex's lock, so it must only queue the line. Returns the function to stop it.
+        `apps` names the apps whose lines the listener needs (the Redis Logplex reads only
+        those); here every line is in memory anyway, so it is not needed."""
         with self._lock:
             self._listeners = (*self._listeners, listener)
 
@@ -148,6 +156,12 @@ class Logplex:
                 self._listeners = tuple(x for x in self._listeners if x is not listener)
 
         return stop
+
+    def check(self) -> None:
+        """Raise LogplexUnavailable if lines cannot be read now (in memory they always can)."""
+
+    def close(self) -> None:
+        """Nothing to flush: the buffer is this process's memory."""
 
     def subscribers(self, app_id: str | UUID) -> int:
         """How many live feeds the app has (open `--tail` streams)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,17 +25,21 @@ from waka.bootstrap import Platform
 from waka.logplex.drains import DrainForwarder
 from waka.logplex.drains_projection import drains_of, find_drain
 from waka.logplex.lines import SOURCES, LogLine
-from waka.logplex.logplex import BUFFER_LINES, Logplex
+from waka.logplex.logplex import BUFFER_LINES, Logplex, LogplexUnavailable
 from waka.logplex.sessions import LogSession, LogSessions
 from waka.projections.apps import find_app
 from waka.projections.base import iso
 from waka.projections.store import Row
+
+if TYPE_CHECKING:
+    from waka.logplex.redis_logplex import RedisLogplex
 
 DEFAULT_LINES = 100
 HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle tail
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DYNO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 GONE = "Couldn't find that log session; it may have expired. Start a new one."
+DOWN = "Logs are unavailable right now: waka cannot reach its log store (Redis). Try again soon."
 
 
 def invalid(message: str) -> ApiError:
@@ -94,7 +98,7 @@ def render_drain(row: Row, app_row: Row) -> dict[str, Any]:
 
 def routes(
     platform: Platform,
-    logplex: Logplex,
+    logplex: Logplex | RedisLogplex,
     sessions: LogSessions | None = None,
     drains: DrainForwarder | None = None,
     heartbeat: float = HEARTBEAT,
@@ -104,6 +108,10 @@ def routes(
     def create_session(ctx: Ctx) -> Reply:
         row = ctx.app()
         lines, source, dyno, tail = _session_params(ctx.object_body())
+        try:
+            logplex.check()  # a clear error now, rather than a stream that fails
+        except LogplexUnavailable:
+            raise ApiError(503, "unavailable", DOWN) from None
         session = sessions.open(row["id"], lines, source, dyno, tail)
         at = iso(session.created_at)
         url = f"{platform.settings.api_url}/log-streams/{session.token}"
@@ -153,9 +161,17 @@ def routes(
             return error_response(404, "not_found", GONE)
         if await run_in_threadpool(find_app, platform.store, session.app_id) is None:
             return error_response(404, "not_found", GONE)  # the app was destroyed
-        if not session.tail:
-            recent = logplex.recent(session.app_id, session.lines, session.source, session.dyno)
-            return Response(_events(recent), media_type="text/event-stream", headers=SSE_HEADERS)
+        try:  # off the loop: on Redis these are network calls
+            if not session.tail:
+                recent = await run_in_threadpool(
+                    logplex.recent, session.app_id, session.lines, session.source, session.dyno
+                )
+                return Response(
+                    _events(recent), media_type="text/event-stream", headers=SSE_HEADERS
+                )
+            await run_in_threadpool(logplex.check)
+        except LogplexUnavailable:
+            return error_response(503, "unavailable", DOWN)
         return StreamingResponse(
             _tail(session, _last_event_id(request)),
             media_type="text/event-stream",
@@ -163,9 +179,20 @@ def routes(
         )
 
     async def _tail(session: LogSession, after: int | None) -> AsyncIterator[bytes]:
-        feed = logplex.subscribe(
-            session.app_id, session.source, session.dyno, backlog=session.lines, after=after
-        )
+        loop = asyncio.get_running_loop()
+        try:  # in the stream, so that it is closed however the stream ends
+            feed = await run_in_threadpool(
+                lambda: logplex.subscribe(
+                    session.app_id,
+                    session.source,
+                    session.dyno,
+                    backlog=session.lines,
+                    after=after,
+                    loop=loop,
+                )
+            )
+        except LogplexUnavailable:  # Redis went away since the check: the stream ends
+            return
         with feed:
             yield b": waka logplex\n\n"  # headers and a first byte now, even for a quiet app
             while True:
