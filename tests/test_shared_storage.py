@@ -8,6 +8,7 @@ import io
 import shutil
 import subprocess
 import tarfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,3 +205,35 @@ def test_a_push_record_is_settled_by_a_builder_in_another_process(
     assert app_id in worker.git_repos.app_ids()
     worker.git_repos.remove(app_id)  # the app was destroyed
     assert api.blobs.stat(f"repos/{app_id}.bundle") is None
+
+
+def test_build_output_written_by_one_is_followed_by_the_other(
+    two: tuple[Platform, Platform],
+) -> None:
+    worker, api = two
+    build_id = str(uuid.uuid4())
+    output = worker.build_logs.open(build_id)
+    output.step("Building")
+    followed: list[bytes] = []
+    finished = False
+
+    def follow() -> None:
+        followed.extend(api.build_logs.follow(build_id, lambda: finished, poll=0.05))
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    for n in range(500):  # many lines make few rows
+        output.detail(f"line {n}")
+    output.close()
+    finished = True
+    reader.join(timeout=10)
+    text = b"".join(followed).decode()
+    assert text.splitlines()[0] == "-----> Building"
+    assert text.splitlines()[-1] == "       line 499" and len(text.splitlines()) == 501
+    # A build run again after a crash appends; a replay reads it all.
+    again = worker.build_logs.open(build_id)
+    again.step("Building again")
+    again.close()
+    replay = b"".join(api.build_logs.follow(build_id, lambda: True)).decode().splitlines()
+    assert replay[0] == "-----> Building" and replay[-1] == "-----> Building again"
+    assert not (worker.settings.home / "builds" / f"{build_id}.log").exists()

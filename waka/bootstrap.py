@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from waka.adapters import cipher_key
-from waka.adapters.build_logs import BuildLogs
+from waka.adapters.build_logs import BuildLogs, SharedBuildLogs
 from waka.adapters.private_home import make_private
 from waka.adapters.sources import SourceStore
 from waka.config import Settings
@@ -59,8 +59,13 @@ class Platform:
             if self.blobs is not None
             else SourceStore(self.settings.home / "sources")
         )
-        self.build_logs = BuildLogs(self.settings.home / "builds")
-        self.release_logs = BuildLogs(self.settings.home / "release-output")
+        if self.settings.database_url:  # followed from any process
+            url, schema = self.settings.database_url, self.settings.database_schema
+            self.build_logs = SharedBuildLogs(url, schema, "builds")  # type: ignore[assignment]
+            self.release_logs = SharedBuildLogs(url, schema, "release-output")  # type: ignore[assignment]
+        else:
+            self.build_logs = BuildLogs(self.settings.home / "builds")
+            self.release_logs = BuildLogs(self.settings.home / "release-output")
         self.logplex = open_logplex(self.settings.redis_url)
         self.routes = RouteTable()
 
