@@ -118,8 +118,10 @@ def test_heroku_logs_shows_lines_another_process_wrote_and_they_outlive_a_restar
     )
     assert "app[web.1]: hello from another process" in shown
     assert "app[api]: Set GREETING config vars by owner@example.com" in shown
-    assert logs(server, app, "--dyno", "web").strip().endswith(
-        "app[web.1]: hello from another process"
+    assert (
+        logs(server, app, "--dyno", "web")
+        .strip()
+        .endswith("app[web.1]: hello from another process")
     )
 
     server.stop_cleanly()  # the API process that read them goes; Redis keeps them
