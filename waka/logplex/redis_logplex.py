@@ -47,7 +47,6 @@ from waka.logplex.logplex import BUFFER_LINES, Listener, LogplexUnavailable
 from waka.logplex.redis_wire import (
     APP_KEY,
     DRAIN_GROUP,
-    FIELD,
     FORGOTTEN_KEY,
     WAKE_KEY,
     app_key,
@@ -69,6 +68,16 @@ BLOCK_MS = 1000  # how long a reader's XREAD waits for new lines
 WARN_EVERY = 60.0  # seconds between warnings that Redis is unreachable
 CATCH_UP = 300_000  # ms: a drain group at most this far behind is resumed, older lines skipped
 _FORGET = object()
+
+# Adds lines to an app's stream, each its own entry, trimmed exactly to the capacity; renews
+# the stream's expiry. KEYS[1] the stream; ARGV: capacity, TTL, then the encoded lines.
+APPEND = """
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'l', ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return #ARGV - 2
+"""
 
 
 class RedisLogplex:
@@ -186,26 +195,29 @@ class RedisLogplex:
                 return
 
     def _write(self, batch: list[tuple[Any, ...]]) -> bool:
+        """One pipeline for the batch: per app, one EVAL of APPEND with all its lines (the
+        client's work per line is then one argument, not one command and one reply)."""
         pipe = self._redis.pipeline(transaction=False)
-        touched: set[str] = set()
+        groups: dict[str, list[str]] = {}
         lines = 0
         for item in batch:
             if item[0] is _FORGET:
                 key = app_key(item[1])
+                if key in groups:  # its lines queued before the forget go first
+                    self._append(pipe, key, groups.pop(key))
                 pipe.execute_command("DEL", key)
                 pipe.execute_command(
                     "XADD", FORGOTTEN_KEY, "MAXLEN", "~", "1000", "*", "app", item[1]
                 )
-                touched.discard(key)
                 continue
             key, at_us, source, dyno, text = item
-            pipe.execute_command(
-                "XADD", key, "MAXLEN", self.capacity, "*", FIELD, encode(at_us, source, dyno, text)
-            )
-            touched.add(key)
+            payloads = groups.get(key)
+            if payloads is None:
+                payloads = groups[key] = []
+            payloads.append(encode(at_us, source, dyno, text))
             lines += 1
-        for key in touched:
-            pipe.execute_command("EXPIRE", key, TTL)
+        for key, payloads in groups.items():
+            self._append(pipe, key, payloads)
         try:
             pipe.execute()
         except RedisError as error:
@@ -219,6 +231,9 @@ class RedisLogplex:
             self._warned = 0.0
         self.written += lines
         return True
+
+    def _append(self, pipe: Any, key: str, payloads: list[str]) -> None:
+        pipe.execute_command("EVAL", APPEND, 1, key, self.capacity, TTL, *payloads)
 
     def _warn(self, what: str, error: Exception) -> None:
         now = time.monotonic()

@@ -17,7 +17,7 @@ APP_KEY = "logplex:app:"  # + app id: the app's stream (buffer and tail source)
 FORGOTTEN_KEY = "logplex:forgotten"  # app ids destroyed: followers end their feeds
 WAKE_KEY = "logplex:wake:"  # + a process's id: a new feed wakes that process's reader
 DRAIN_GROUP = "drains"  # the consumer group of drain forwarders on each drained app's stream
-FIELD = "l"
+FIELD = "l"  # (also in redis_logplex.APPEND)
 SEQ_SCALE = 1_000_000  # entries within one millisecond of one app's stream, at most
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
