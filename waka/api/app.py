@@ -80,10 +80,34 @@ async def _not_allowed(request: Request, exc: Any) -> Response:
     return error_response(405, "method_not_allowed", ENDPOINT_NOT_FOUND)
 
 
+def _database_away(exc: BaseException | None) -> bool:
+    """The database went away under the request (a restart, a failover, a full pool): the
+    client may try again, as it would after any 503."""
+    from eventsourcing.persistence import InterfaceError, OperationalError
+    from psycopg import InterfaceError as PgInterfaceError
+    from psycopg import OperationalError as PgOperationalError
+    from psycopg_pool import PoolTimeout
+
+    away = (OperationalError, InterfaceError, PgOperationalError, PgInterfaceError, PoolTimeout)
+    seen = 0
+    while exc is not None and seen < 10:  # the chain: eventsourcing wraps psycopg's error
+        if isinstance(exc, away):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 async def _crashed(request: Request, exc: Exception) -> Response:
     # The trace goes to the operator's log, never to the user.
     # The route's template, not the path: a log stream's path is its secret token.
     route = getattr(request.scope.get("route"), "path", None) or "(no route)"
+    if _database_away(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, route, exc)
+        response = error_response(
+            503, "unavailable", "The platform's database is unavailable; try again shortly."
+        )
+        response.headers["Retry-After"] = "1"
+        return response
     log.exception("internal error on %s %s", request.method, route, exc_info=exc)
     return error_response(
         500, "internal_server_error", "Internal server error: the operator's log has the details."
