@@ -1,0 +1,179 @@
+"""kill -9 of `waka up` (on PostgreSQL) at a random point of a push (receive, build, release),
+a scale, a config change and the creation of a Redis and a Postgres add-on.
+
+After each: `waka up` starts again at once on the same ports; the user's failed command, run
+again, works; no event stored before the kill is gone; no build, release, dyno or add-on is
+there twice; the running containers are the formation; no git, hook or build process is left;
+and the ledger replayed into fresh read models equals the live ones. The random points come
+from WAKA_FAULT_SEED (printed; set it to replay)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import app_repo, git_url, unique_name
+from tests.e2e.test_git_push import deployed
+
+from .convergence import Observer
+from .operations import AddonCreate, ConfigSet, Push, Scale, Target, run_with_fault
+from .postgres_cluster import PostgresCluster
+from .roles import Deployment
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
+
+
+class Platform:
+    def __init__(
+        self, deployment: Deployment, observer: Observer, target: Target, cluster: PostgresCluster
+    ) -> None:
+        self.deployment = deployment
+        self.observer = observer
+        self.target = target
+        self.cluster = cluster
+
+    def fault(self, operation, role: str, rng: random.Random):
+        return run_with_fault(
+            operation, role, self.deployment, self.observer, rng, self.cluster.url
+        )
+
+
+def started_platform(
+    tmp: Path, heroku_cli: Path, cluster: PostgresCluster, split: bool
+) -> tuple[Deployment, Observer, Target]:
+    """A deployment on the cluster with one app, deployed once (web and worker types)."""
+    deployment = Deployment(tmp, heroku_cli, cluster.url, split=split)
+    deployment.start()
+    observer = Observer(deployment.server.home, cluster.url, "public")
+    server = deployment.server
+    app = unique_name("faults")
+    server.heroku("apps:create", app)
+    repo = app_repo("shell-app", tmp / "app")
+    deployed(repo.push(git_url(server, app)), 2)
+    return deployment, observer, Target(deployment, app, repo)
+
+
+def stop_platform(deployment: Deployment, observer: Observer) -> None:
+    from waka.adapters.redis_addons import RedisProvider
+
+    try:
+        deployment.kill_all()
+    finally:
+        observer.close()
+        deployment.server.remove_dynos()
+        home = deployment.server.home
+        RedisProvider(home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1").stop_all()
+
+
+@pytest.fixture(scope="module")
+def platform(
+    heroku_cli: Path, own_postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    tmp = tmp_path_factory.mktemp("faults-up")
+    deployment, observer, target = started_platform(tmp, heroku_cli, own_postgres, split=False)
+    try:
+        yield Platform(deployment, observer, target, own_postgres)
+    finally:
+        stop_platform(deployment, observer)
+
+
+def test_kill_during_a_push(platform: Platform, schedule: random.Random) -> None:
+    platform.fault(Push(platform.target), "up", schedule)
+
+
+def test_kill_during_a_scale(platform: Platform, schedule: random.Random) -> None:
+    platform.fault(Scale(platform.target, schedule), "up", schedule)
+
+
+def test_kill_during_a_config_change(platform: Platform, schedule: random.Random) -> None:
+    platform.fault(ConfigSet(platform.target, schedule), "up", schedule)
+
+
+@pytest.mark.parametrize("service", ["heroku-redis", "heroku-postgresql"])
+def test_kill_during_an_addon_creation(
+    platform: Platform, schedule: random.Random, service: str
+) -> None:
+    platform.fault(AddonCreate(platform.target, service), "up", schedule)
+
+
+def test_kill_during_a_second_push(platform: Platform, schedule: random.Random) -> None:
+    # Now with add-ons attached and a scaled formation: the release carries their config.
+    platform.fault(Push(platform.target), "up", schedule)
+
+
+def test_the_checks_see_what_they_look_for(platform: Platform, tmp_path: Path) -> None:
+    """Each convergence check fails on the breakage it is there to find (else the suite
+    above could pass on a broken platform)."""
+    import subprocess
+    import uuid
+
+    import psycopg
+
+    from tests.e2e.conftest import STACK_IMAGE, clean_env
+
+    observer, cluster = platform.observer, platform.cluster
+    fake_event = (10**9, str(uuid.uuid4()), 1)
+    assert observer.no_event_lost([fake_event])()
+    # An add-on role with no add-on: an orphan (or a second one of an add-on).
+    role = f"u{uuid.uuid4().hex}"
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}"')
+        try:
+            assert observer.postgres_addon_resources(cluster.url)
+        finally:
+            conn.execute(f'DROP ROLE "{role}"')
+    # A live read model that drifted from what the ledger says.
+    app_id = observer.query("SELECT id FROM waka_apps")[0]["id"]
+    with observer.live.transaction() as cur:
+        cur.execute("UPDATE waka_apps SET maintenance = 1 - maintenance WHERE id = ?", (app_id,))
+    try:
+        assert observer.replay_equals_live()
+    finally:
+        with observer.live.transaction() as cur:
+            cur.execute(
+                "UPDATE waka_apps SET maintenance = 1 - maintenance WHERE id = ?", (app_id,)
+            )
+    # A process of this installation that nobody runs any more.
+    home = platform.deployment.server.home
+    stray = subprocess.Popen(["sleep", "30"], env=clean_env(WAKA_HOME=str(home)))
+    try:
+        assert observer.no_orphan_processes(platform.deployment.pids())
+    finally:
+        stray.kill()
+        stray.wait()
+    # A dyno more than the formation.
+    labels = {
+        "waka.platform": observer.platform_id,
+        "waka.dyno": "web.99",
+        "waka.app": app_id,
+        "waka.type": "web",
+    }
+    extra = subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--rm",
+            *[f"--label={k}={v}" for k, v in labels.items()],
+            STACK_IMAGE,
+            "sleep",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        assert any("web.99" in p or "!=" in p for p in observer.dynos_match_formation())
+    finally:
+        subprocess.run(["docker", "rm", "-f", extra], capture_output=True, check=False)
+    assert observer.no_duplicate_builds_or_releases() == []
+
+
+def test_after_the_faults_it_stops_cleanly(platform: Platform) -> None:
+    codes = platform.deployment.stop()
+    assert codes == {"up": 0}, platform.deployment.log()[-4000:]
+    assert platform.deployment.log().rstrip().endswith("waka: stopped")
