@@ -340,15 +340,17 @@ def test_a_hung_provider_ends_failed_and_is_never_called_twice_at_once(api: Api,
 
 
 def test_pg_reset_and_killall_through_the_data_api(api: Api, providers) -> None:
-    import threading
+    from waka.reactors.lifecycle import Reactors
 
     api.post("/apps", json={"name": "shop"})
     addon = create(api, "shop", "heroku-postgresql")
     settle(api)
-    manager = api.platform.addon_manager
-    stop = threading.Event()
-    running = threading.Thread(target=manager.run_forever, args=(stop.is_set, 0.02))
-    running.start()
+    platform = api.platform
+    reactors = Reactors(platform.leases, platform.projector.catch_up)
+    reactors.add(platform.addon_manager, lease="addon-manager")  # woken by the ledger only
+    platform.notifications.subscribe(reactors.saved)
+    platform.notifications.start()
+    reactors.start()
     try:
         fake = providers["heroku-postgresql"]
         url = api.get("/apps/shop/config-vars").json()["DATABASE_URL"]
@@ -363,9 +365,8 @@ def test_pg_reset_and_killall_through_the_data_api(api: Api, providers) -> None:
         )
         assert extensions.status_code == 422
     finally:
-        stop.set()
-        manager.wakeup.set()
-        running.join()
+        reactors.stop()
+        platform.notifications.stop()
     from uuid import UUID
 
     events = [type(e).__name__ for e in api.platform.ledger.events.get(UUID(addon["id"]))]
@@ -373,8 +374,8 @@ def test_pg_reset_and_killall_through_the_data_api(api: Api, providers) -> None:
 
 
 def test_waka_up_says_what_each_add_on_runs_on_without_passwords(make_platform, tmp_path):
-    from waka.cli import addon_summary
     from waka.config import Settings
+    from waka.roles import addon_summary
 
     secret = "postgresql://admin:hunter2@127.0.0.1:5432/postgres"
     with_server = make_platform(

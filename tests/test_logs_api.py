@@ -395,14 +395,22 @@ def test_api_log_tells_of_releases_config_scaling_builds(platform: Platform, act
     assert logplex.recent(app_id) == []  # forgotten with the app
 
 
-def test_api_log_thread_follows_the_ledger(platform: Platform, actor: Actor) -> None:
+def test_api_log_reactor_is_woken_by_the_ledger(platform: Platform, actor: Actor) -> None:
+    from waka.reactors.lifecycle import Reactors
+
     app = platform.ledger.create_app(actor, "shop")
     logplex = Logplex()
-    api_log = ApiLog(platform.ledger, logplex, interval=0.05)
-    api_log.start()
+    api_log = ApiLog(platform.ledger, logplex, interval=60)  # no timer: the save wakes it
+    reactors = Reactors(platform.leases, platform.projector.catch_up)
+    reactors.add(api_log, lease="api-log")
+    platform.notifications.subscribe(reactors.saved)
+    platform.notifications.start()
+    reactors.start()
     try:
+        wait_for(lambda: platform.leases.taken("api-log"))
         platform.ledger.set_config(actor, app.id, {"FOO": "1"})
         wait_for(lambda: len(logplex.recent(str(app.id))) == 2)
     finally:
-        api_log.stop()
+        reactors.stop()
+        platform.notifications.stop()
     assert api_lines(logplex, str(app.id))[-1] == f"Release v2 created by {actor['email']}"

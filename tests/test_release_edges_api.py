@@ -237,19 +237,28 @@ def test_the_follower_applies_renames_when_the_ledger_saves(
     platform: Platform, actor: dict[str, str]
 ) -> None:
     app = platform.ledger.create_app(actor, "before")
+    from tests.waiting import wait_for
+    from waka.reactors.lifecycle import Reactors
+
     table = RouteTable()
     table.set_app(route(str(app.id), "before"))
-    follower = RouteFollower(platform.ledger, table)
-    stop = platform.ledger.listen(follower.saved)  # as start() does, without the resync thread
+    follower = RouteFollower(platform.ledger, table, interval=60)  # no timer: saves wake it
+    reactors = Reactors(platform.leases, platform.projector.catch_up)
+    reactors.add(follower)
+    platform.notifications.subscribe(reactors.saved)
+    platform.notifications.start()
+    reactors.start()
     try:
+        wait_for(lambda: reactors.leading("route-follower"))
         platform.ledger.rename_app(actor, app.id, "after")
-        # No poll, no tick: the save itself moved the name.
+        # No poll, no tick: the save itself moved the name, before rename_app returned.
         assert table.lookup("after.localhost") is not None
         assert table.lookup("before.localhost") is None
         platform.ledger.destroy_app(actor, app.id)
         assert table.lookup("after.localhost") is None
     finally:
-        stop()
+        reactors.stop()
+        platform.notifications.stop()
     # Another process's rename (no listener here) is found by the periodic poll.
     other = platform.ledger.create_app(actor, "elsewhere")
     table.set_app(route(str(other.id), "elsewhere"))

@@ -294,7 +294,7 @@ def test_a_restart_neither_loses_nor_repeats_deliveries(hooks: Hooks) -> None:
     hooks.receiver.down = True
     hooks.config(B="1")  # v3, captured but failing
     hooks.run()
-    hooks.reactor.stop()
+    hooks.reactor.close()
     hooks.config(C="1")  # v4, while waka is down
     hooks.api.platform.projector.rebuild()  # rebuilding the read models sends nothing again
     restarted = hooks.make_reactor()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from waka.adapters import cipher_key
 from waka.adapters.build_logs import BuildLogs, SharedBuildLogs
@@ -27,7 +27,11 @@ from waka.router import Backend, Route, RouteTable
 if TYPE_CHECKING:
     from waka.adapters.blobs import BlobStore
     from waka.adapters.build_cache import BuildCache
+    from waka.adapters.dyno_states import DynoStates
     from waka.adapters.git_repos import GitRepos
+    from waka.adapters.leases import Leases
+    from waka.adapters.ledger_notifications import LedgerNotifications
+    from waka.adapters.one_off import OneOffDynos
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
     from waka.addons.provider import Provider
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from waka.reactors.addon_manager import AddonManager
     from waka.reactors.builder import Builder
     from waka.reactors.dyno_manager import DynoManager, RouteUpdate
+    from waka.router.route_store import RouteStore
 
 log = logging.getLogger("waka")
 
@@ -133,6 +138,7 @@ class Platform:
                 memory_mb=self.settings.build_memory_mb,
                 web_url=self.settings.web_url,
             ),
+            leases=self.leases,
         )
 
     @cached_property
@@ -164,6 +170,7 @@ class Platform:
             log_line=self.emit_log,
             route=self.update_route,
             sleep_after=self.settings.sleep_after,
+            states=self.dyno_states,
         )
 
     @cached_property
@@ -224,33 +231,65 @@ class Platform:
         return AddonManager(self.ledger, self.store, self.projector, self.providers)
 
     @property
-    def addon_manager_running(self) -> bool:
-        manager = self.__dict__.get("addon_manager")
-        return manager is not None and manager.running
+    def addon_manager_active(self) -> bool:
+        """Is an add-on manager leading in some process (so a request may wait for it)?"""
+        return self.leases.taken("addon-manager")
 
-    def wake_addon_manager(self, resync: bool = False) -> None:
-        """Start waiting work now; `resync`: also check provisioned resources (a plan change)."""
-        if "addon_manager" in self.__dict__:
-            if resync:
-                self.addon_manager.resync()
-            self.addon_manager.wakeup.set()
+    @cached_property
+    def leases(self) -> Leases:
+        from waka.adapters.leases import LocalLeases, PostgresLeases
 
-    @property
-    def dyno_manager_if_running(self) -> DynoManager | None:
-        return self.__dict__.get("dyno_manager")
+        if self.settings.database_url:
+            return PostgresLeases(self.settings.database_url, self.settings.database_schema)
+        return LocalLeases()
 
-    def wake_dyno_manager(self) -> None:
-        manager = self.dyno_manager_if_running
-        if manager is not None:
-            manager.wakeup.set()
+    @cached_property
+    def notifications(self) -> LedgerNotifications:
+        from waka.adapters.ledger_notifications import LedgerNotifications
+
+        notifications = LedgerNotifications(
+            self.ledger,
+            database_url=self.settings.database_url,
+            schema=self.settings.database_schema,
+        )
+        notifications.setup()
+        return notifications
+
+    @cached_property
+    def route_store(self) -> RouteStore:
+        from waka.router.route_store import RouteStore
+
+        return RouteStore(self.store, self.settings.database_url, self.settings.database_schema)
+
+    @cached_property
+    def dyno_states(self) -> DynoStates:
+        from waka.adapters.dyno_states import DynoStates
+
+        return DynoStates(self.store)
+
+    def dynos_of(self, app_id: str) -> list[dict[str, Any]]:
+        """The app's dynos as the dyno manager (in whichever worker) last saw them."""
+        return self.dyno_states.of(app_id)
+
+    @cached_property
+    def one_offs(self) -> OneOffDynos | None:
+        """One-off dynos (`heroku run`) on the local engine; None without Docker or the
+        stack image. The API process that starts one attaches its user to it."""
+        from waka.adapters.one_off import docker_one_offs
+
+        return docker_one_offs(
+            self.settings.platform_id, self.emit_log, self.settings.instance_id
+        )
 
     def emit_log(self, app_id: str, source: str, dyno: str, message: str) -> None:
         self.logplex.emit(app_id, source, dyno, message)
 
     def update_route(self, update: RouteUpdate) -> None:
-        """The dyno manager's view of an app, for the router."""
+        """The dyno manager's view of an app, for the routers: this process's table (`waka
+        up`), and the shared one every router process follows."""
         if update.gone:
             self.routes.remove_app(update.app_id)
+            self.route_store.remove(update.app_id)
             return
         route = Route(
             app_id=update.app_id,
@@ -262,24 +301,40 @@ class Platform:
         )
         domains = [d["hostname"] for d in domains_of(self.store, update.app_id)]
         self.routes.set_app(route, domains)
+        self.route_store.publish(route, domains)
 
-    def wake_builder(self) -> None:
-        """A build was requested here: start it now rather than at the next poll."""
-        if "builder" in self.__dict__:
-            self.builder.wakeup.set()
+    def reactors(self, roles: frozenset[str], extra: tuple[tuple[Any, str | None], ...] = ()):
+        """The process's reactors for its roles (api, router, worker), with their leases: the
+        one place that decides what runs where. `extra`: reactors the serving code made
+        (the router's certificates, ACM with the router's challenges)."""
+        from waka.reactors.api_log import ApiLog
+        from waka.reactors.lifecycle import Reactors
+        from waka.reactors.webhooks import WebhookReactor
+        from waka.router.follower import RouteFollower
+        from waka.router.route_store import SharedRoutes
 
-    def sweep_destroyed(self) -> None:
-        """An app was destroyed here: the builder removes its repository and cache soon."""
-        if "builder" in self.__dict__:
-            self.builder.request_sweep()
-
-    def clear_build_cache(self, app_id: str) -> None:
-        self.builder.clear_cache(app_id)
+        reactors = Reactors(self.leases, self.projector.catch_up)
+        if "router" in roles:
+            reactors.add(RouteFollower(self.ledger, self.routes))  # renames route at once
+            if "worker" not in roles:  # the dyno manager is elsewhere: follow the shared table
+                reactors.add(SharedRoutes(self.route_store, self.routes))
+        if "worker" in roles:
+            reactors.add(self.builder)  # every worker builds; each build under its lease
+            reactors.add(self.dyno_manager, lease="dyno-manager")
+            reactors.add(self.addon_manager, lease="addon-manager")
+            reactors.add(ApiLog(self.ledger, self.logplex), lease="api-log")
+            webhooks = WebhookReactor(self.ledger, self.store)
+            self.dyno_manager.dyno_events = webhooks.dyno_changed  # observed, not ledger
+            reactors.add(webhooks, lease="webhooks")
+        for reactor, lease in extra:
+            reactors.add(reactor, lease=lease)
+        self.notifications.subscribe(reactors.saved)
+        return reactors
 
     def close(self) -> None:
         self.logplex.close()  # a Redis Logplex writes the lines it still holds
-        if "addon_manager" in self.__dict__:
-            self.addon_manager.close()
+        if "leases" in self.__dict__:
+            self.leases.close()
         if self.__dict__.get("blobs") is not None:
             self.blobs.close()
         self.store.close()

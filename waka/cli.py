@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import errno
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from waka.config import Settings, is_loopback
+from waka.roles import ALL, API, ROUTER, WORKER, Listen, say, serve
 
 if TYPE_CHECKING:
-    from waka.api.tls import ApiCertificate
     from waka.domain.account import Account
     from waka.ledger import Ledger
 
@@ -53,6 +50,28 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="TLS port `heroku run` attaches to (5001, or a free one if that is taken)",
+    )
+
+    api = commands.add_parser(
+        "api", help="serve the Platform API and git (one of several copies; on PostgreSQL)"
+    )
+    api.add_argument("--port", dest="api_port", type=int, default=None, help="API port (5000)")
+    api.add_argument(
+        "--tls-port", dest="api_tls_port", type=int, default=None, help="HTTPS port (5443; 0: none)"
+    )
+    api.add_argument("--host", default="localhost", help="address to listen on (localhost)")
+    api.add_argument("--rendezvous-port", type=int, default=None, help="`heroku run` TLS port")
+    router = commands.add_parser(
+        "router", help="route apps' traffic (one of several copies; on PostgreSQL)"
+    )
+    router.add_argument("--port", dest="router_port", type=int, default=None, help="port (8080)")
+    router.add_argument(
+        "--tls-port", dest="router_tls_port", type=int, default=None, help="HTTPS (8443; 0: none)"
+    )
+    router.add_argument("--host", default="localhost", help="address to listen on (localhost)")
+    commands.add_parser(
+        "worker",
+        help="build, run dynos, provision add-ons (one of several copies; on PostgreSQL)",
     )
 
     create = commands.add_parser(
@@ -313,24 +332,53 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    return _serve_roles(args, ALL)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    return _serve_roles(args, frozenset({API}))
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    return _serve_roles(args, frozenset({ROUTER}))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return _serve_roles(args, frozenset({WORKER}))
+
+
+def _serve_roles(args: argparse.Namespace, roles: frozenset[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings(args)
-    tls_binds = _binds(args.host, settings.api_tls_port) if settings.api_tls_port else []
-    api_binds = _plain_api_binds(args.host, settings.api_port, tls=bool(tls_binds))
-    router_binds = _binds(args.host, settings.router_port)
-    if settings.router_tls_port:
-        router_binds += _binds(args.host, settings.router_tls_port)
-    for bind in [*api_binds, *tls_binds, *router_binds]:
+    if roles != ALL and not settings.database_url:
+        print(
+            "waka: the roles of separate processes share one PostgreSQL: set "
+            "WAKA_DATABASE_URL (or run everything in one process with `waka up`)",
+            file=sys.stderr,
+        )
+        return 1
+    host = getattr(args, "host", "localhost")
+    listen = Listen(host=host, rendezvous_port=getattr(args, "rendezvous_port", None))
+    binds: list[str] = []
+    if API in roles:
+        if settings.api_tls_port:
+            listen.tls_binds = _binds(host, settings.api_tls_port)
+        listen.api_binds = _plain_api_binds(host, settings.api_port, tls=bool(listen.tls_binds))
+        binds += [*listen.api_binds, *listen.tls_binds]
+    if ROUTER in roles and roles == ALL:  # router copies share their port (SO_REUSEPORT)
+        binds += _binds(host, settings.router_port)
+        if settings.router_tls_port:
+            binds += _binds(host, settings.router_tls_port)
+    for bind in binds:
         problem = _unbindable(bind)
         if problem:
             print(f"waka: cannot listen on {bind}: {problem}", file=sys.stderr)
             return 1
-    certificate = None
-    if tls_binds:
+    if listen.tls_binds:
         from waka.api.tls import TlsSetupError, api_certificate
 
         try:
-            certificate = api_certificate(settings, args.host)
+            listen.certificate = api_certificate(settings, host)
         except TlsSetupError as error:
             print(f"waka: cannot serve the API over HTTPS: {error}", file=sys.stderr)
             return 1
@@ -340,33 +388,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     # the operator gave; the home stays 0700 (waka.adapters.private_home).
     os.umask(args.operator_umask)
     where = (settings.database_url and "PostgreSQL") or f"SQLite under {settings.home}"
-    print(f"waka: ledger on {where}", flush=True)
-    print(f"waka: {_encryption_status(platform.settings)}", flush=True)
-    runtime = platform.runtime
-    if runtime.name == "docker":
-        print("waka: builds run in Docker containers of the stack image", flush=True)
-    else:
-        print(
-            "waka: builds run as processes on this host (no Docker engine or stack image;"
-            " see `waka stack build`)",
-            flush=True,
-        )
+    say(f"ledger on {where}; roles: {', '.join(sorted(roles))}")
+    say(_encryption_status(platform.settings))
+    if WORKER in roles:
+        if platform.runtime.name == "docker":
+            say("builds run in Docker containers of the stack image")
+        else:
+            say(
+                "builds run as processes on this host (no Docker engine or stack image;"
+                " see `waka stack build`)"
+            )
     from waka.router import eventloop  # uvloop when installed: cheaper per proxied request
 
     try:
-        eventloop.run(
-            _serve(
-                platform,
-                args.host,
-                args.rendezvous_port,
-                api_binds=api_binds,
-                tls_binds=tls_binds,
-                certificate=certificate,
-            )
-        )
+        eventloop.run(serve(platform, roles, listen))
     finally:
         platform.close()
-    print("waka: stopped", flush=True)
+    say("stopped")
     return 0
 
 
@@ -379,209 +417,6 @@ def _encryption_status(settings: Settings) -> str:
         "this ledger was made before encryption was the default and stays UNENCRYPTED "
         "(see the README: Backing up and rotating the key)"
     )
-
-
-async def _serve(
-    platform,
-    host: str,
-    rendezvous_port: int | None = None,
-    *,
-    api_binds: list[str] | None = None,
-    tls_binds: list[str] | None = None,
-    certificate: ApiCertificate | None = None,
-) -> None:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    from waka.api.app import create_api
-    from waka.api.routes import run
-    from waka.rendezvous import start_rendezvous
-    from waka.router import Router
-
-    try:
-        rendezvous = await start_rendezvous(
-            platform.settings.home, host, rendezvous_port, platform.settings.public_host
-        )
-    except OSError as error:
-        print(f"waka: cannot listen for `heroku run`: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-    class ApiConfig(Config):
-        def create_sockets(self):  # type: ignore[no-untyped-def]
-            # Hypercorn makes its listening sockets inheritable (for its worker processes,
-            # which `waka up` does not use). Every child (git http-backend and its hooks,
-            # builds, Redis servers) would then hold the API's port: after a crash, waka could
-            # not listen again while one of them lived.
-            sockets = super().create_sockets()
-            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
-                sock.set_inheritable(False)
-            return sockets
-
-    config = ApiConfig()
-    api_binds = api_binds if api_binds is not None else _binds(host, platform.settings.api_port)
-    if tls_binds and certificate:
-        # Hypercorn: `bind` is TLS once a certificate is set; plain HTTP goes to insecure_bind.
-        config.bind = tls_binds
-        config.insecure_bind = api_binds
-        config.certfile = str(certificate.certfile)
-        config.keyfile = str(certificate.keyfile)
-    else:
-        config.bind = api_binds
-    config.accesslog = None
-    config.errorlog = logging.getLogger("waka.http")  # one handler (ours), not hypercorn's too
-    config.graceful_timeout = 5
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def follow_ledger() -> None:
-        # Other processes (the `waka` CLI, a second API) write too: keep the read models current.
-        while not stop.is_set():
-            try:
-                await asyncio.to_thread(platform.projector.catch_up)
-            except Exception:
-                logging.getLogger("waka.projector").exception("catch-up failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-
-    def build_forever() -> None:
-        # The builder reconciles: every pending build in the read model gets built, also
-        # the ones a crash interrupted. Woken at once by builds requested in this process.
-        builder = platform.builder
-        while not stop.is_set():
-            try:
-                builder.run_pending()
-            except Exception:
-                logging.getLogger("waka.builder").exception("builder failed; retrying")
-            builder.wakeup.wait(timeout=0.2)
-            builder.wakeup.clear()
-
-    from waka.reactors.api_log import ApiLog
-
-    api_log = ApiLog(platform.ledger, platform.logplex)  # app[api] lines from the ledger
-    api_log.start()
-    from waka.router.follower import RouteFollower
-
-    route_follower = RouteFollower(platform.ledger, platform.routes)  # renames route at once
-    route_follower.start()
-    platform.drains.start()
-    from waka.reactors.webhooks import WebhookReactor
-
-    webhooks = WebhookReactor(platform.ledger, platform.store)  # app webhooks, from the ledger
-    webhooks.start()
-    rendezvousing = asyncio.create_task(rendezvous.serve_forever())
-    recovering = asyncio.create_task(asyncio.to_thread(run.recover, platform))  # old one-offs
-    follower = asyncio.create_task(follow_ledger())
-    building = asyncio.create_task(asyncio.to_thread(build_forever))
-    manager = platform.dyno_manager
-    manager.dyno_events = webhooks.dyno_changed  # `dyno` webhooks: observed, not ledger
-    print(f"waka: dynos run as {manager.dynos.kind}", flush=True)
-    # Add-on URLs carry this address: a wrong one (a fresh engine's bridge) broke them all.
-    print(f"waka: dynos reach this host's services at {platform.addons_host}", flush=True)
-    # Add-ons: made and removed by their providers; their servers outlive a stop of waka.
-    addon_manager = platform.addon_manager
-    for line in addon_summary(platform):
-        print(f"waka: {line}", flush=True)
-    provisioning = asyncio.create_task(asyncio.to_thread(addon_manager.run_forever, stop.is_set))
-
-    async def wake(app_id: str) -> None:
-        """A request for a sleeping app: start its dynos; return once one is routed."""
-        manager.wake(app_id)
-        while not ((route := platform.routes.get(app_id)) and route.backends):
-            await asyncio.sleep(0.05)
-
-    router = Router(
-        platform.routes,
-        log=lambda app_id, line: platform.logplex.emit(app_id, "heroku", "router", line),
-        wake=wake,
-    )
-    manager.last_request = router.last_request.get
-    from waka.router.tls import RouterTlsError, router_tls
-
-    settings = platform.settings
-    try:
-        tls, certificates = router_tls(platform)  # (None, None) with --router-tls-port 0
-    except RouterTlsError as error:
-        print(f"waka: cannot serve apps over HTTPS: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    from waka.adapters.acme import AcmeClient, Challenges
-    from waka.reactors.acm import CertificateManager
-
-    router.challenges = Challenges()  # HTTP-01 answers: ACM's orders, validated via the router
-    acme = AcmeClient(
-        settings.acme_directory,
-        settings.home,
-        router.challenges,
-        settings.acme_ca_file,
-        settings.acme_email,
-    )
-    certificate_manager = CertificateManager(
-        platform.ledger, platform.store, platform.projector.catch_up, acme
-    )
-    certificate_manager.start()
-    routing = asyncio.create_task(
-        router.serve(host, settings.router_port, settings.router_tls_port, tls)
-    )
-    managing = asyncio.create_task(asyncio.to_thread(manager.run_forever, stop.is_set))
-    plain_host = "localhost" if tls_binds and not is_loopback(host) else host
-    print(f"waka: API on http://{plain_host}:{platform.settings.api_port}", flush=True)
-    if tls_binds and certificate:
-        trust = f"; trust {certificate.ca_file}" if certificate.ca_file else ""
-        print(
-            f"waka: API and git over HTTPS on {platform.settings.api_tls_url}"
-            f" (certificate from {certificate.issuer}{trust})",
-            flush=True,
-        )
-    print(f"waka: router on http://<app>.{host}:{platform.settings.router_port}", flush=True)
-    if tls is not None:
-        print(f"waka: router on https://<app>.{host}:{settings.router_tls_port}", flush=True)
-    ca = platform.settings.home / "tls" / "ca.pem"
-    print(f"waka: heroku run on port {rendezvous.port}; NODE_EXTRA_CA_CERTS={ca}", flush=True)
-    await serve(create_api(platform, rendezvous), config, shutdown_trigger=stop.wait)
-    stop.set()
-    platform.builder.wakeup.set()
-    routing.cancel()
-    rendezvousing.cancel()  # ends attached one-offs: their users are cut off anyway
-    with contextlib.suppress(asyncio.CancelledError):
-        await rendezvousing
-    await recovering
-    api_log.stop()
-    route_follower.stop()
-    if certificates is not None:
-        certificates.stop()
-    certificate_manager.stop()
-    platform.drains.stop()
-    webhooks.stop()
-    await follower
-    await building
-    platform.wake_dyno_manager()
-    platform.wake_addon_manager()
-    await provisioning
-    await managing
-    manager.dynos.shutdown()
-
-
-def addon_summary(platform: Any) -> list[str]:
-    """What each add-on service runs on here, for the operator (no passwords)."""
-    from urllib.parse import urlparse
-
-    from waka.addons.provider import Unavailable
-
-    lines = []
-    for name, provider in platform.providers.items():
-        if isinstance(provider, Unavailable):
-            lines.append(f"add-on {name} unavailable: {provider.reason}")
-            continue
-        where = getattr(provider, "admin_url", None) or getattr(provider, "base_url", None)
-        if where:
-            url = urlparse(where)
-            port = f":{url.port}" if url.port else ""
-            where = f"{url.scheme}://{url.hostname}{port}{url.path}"  # no user or password
-        else:
-            where = "a redis-server process per add-on"
-        lines.append(f"add-on {name}: {where}; dynos reach it at {platform.addons_host}")
-    return lines
 
 
 def _unbindable(bind: str) -> str | None:
@@ -622,6 +457,9 @@ def _binds(host: str, port: int) -> list[str]:
 
 _COMMANDS = {
     "up": cmd_up,
+    "api": cmd_api,
+    "router": cmd_router,
+    "worker": cmd_worker,
     "users:create": cmd_users_create,
     "users:regenerate-key": cmd_users_regenerate,
     "users:password": cmd_users_password,

@@ -91,9 +91,21 @@ class Settings:
 
     @property
     def platform_id(self) -> str:
-        """Names this installation (its home and database) in labels of shared resources."""
-        where = f"{self.home.resolve()}|{self.database_url or ''}|{self.database_schema}"
+        """Names this installation in labels of shared resources (containers): its database
+        and schema on PostgreSQL, which every process of the installation shares whatever its
+        home (a worker taking over adopts the dynos another started); its home on SQLite."""
+        if self.database_url:
+            url = urlparse(self.database_url)
+            where = f"{url.hostname}|{url.port or 5432}|{url.path}|{self.database_schema}"
+        else:
+            where = f"{self.home.resolve()}||{self.database_schema}"
         return hashlib.sha256(where.encode()).hexdigest()[:12]
+
+    @property
+    def instance_id(self) -> str:
+        """Names this process's home: what one process of the installation alone owns (the
+        attached one-off dynos its API serves)."""
+        return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
 
     @property
     def api_url(self) -> str:

@@ -156,10 +156,13 @@ class OneOff:
 
 
 class OneOffDynos:
-    def __init__(self, client: Any, image: str, platform_id: str, log_line: LogFn) -> None:
+    def __init__(
+        self, client: Any, image: str, platform_id: str, log_line: LogFn, instance: str = ""
+    ) -> None:
         self.client = client
         self.image = image
         self.platform_id = platform_id  # several waka installations may share one engine
+        self.instance = instance  # the API process that attaches (and recovers) them
         self.log_line = log_line
 
     def create(self, spec: OneOffSpec) -> OneOff:
@@ -185,6 +188,7 @@ class OneOffDynos:
             labels={
                 LABEL: spec.name,
                 "waka.platform": self.platform_id,
+                "waka.instance": self.instance,
                 "waka.app": spec.app_id,
                 "waka.app_name": spec.app_name,
                 "waka.command": spec.command,
@@ -243,6 +247,8 @@ class OneOffDynos:
         detached one still running is followed again, a finished one removed."""
         for container in self._mine():
             labels = container.labels
+            if labels.get("waka.instance", "") != self.instance:
+                continue  # another API process's (copies of the API share the engine)
             spec = _spec_from_labels(labels)
             one_off = OneOff(container, spec, self.log_line)
             if labels.get("waka.attach") == "1" or container.status != "running":
@@ -318,7 +324,7 @@ class FrameDecoder:
         return b"".join(out)
 
 
-def docker_one_offs(platform_id: str, log_line: LogFn) -> OneOffDynos | None:
+def docker_one_offs(platform_id: str, log_line: LogFn, instance: str = "") -> OneOffDynos | None:
     """One-off dynos on the local engine, or None without Docker or the stack image."""
     from waka.adapters.runtime import docker_client
     from waka.adapters.stack import STACK_IMAGE, image_exists
@@ -326,4 +332,4 @@ def docker_one_offs(platform_id: str, log_line: LogFn) -> OneOffDynos | None:
     client = docker_client()
     if client is None or not image_exists(client, STACK_IMAGE):
         return None
-    return OneOffDynos(client, STACK_IMAGE, platform_id, log_line)
+    return OneOffDynos(client, STACK_IMAGE, platform_id, log_line, instance)

@@ -71,8 +71,9 @@ class Runtime(Protocol):
         """
         ...
 
-    def sweep(self) -> int:
-        """Remove what earlier runs left behind (a crash mid-run); how many were removed."""
+    def sweep(self, busy: Callable[[Mapping[str, str]], bool] = lambda labels: False) -> int:
+        """Remove what earlier runs left behind (a crash mid-run), except what `busy` says
+        another process is still running (by its labels); how many were removed."""
         ...
 
 
@@ -90,8 +91,8 @@ class LabelledRuntime:
     ) -> int:
         return self.runtime.run(command, labels={**self.labels, **(labels or {})}, **options)
 
-    def sweep(self) -> int:
-        return self.runtime.sweep()
+    def sweep(self, busy: Callable[[Mapping[str, str]], bool] = lambda labels: False) -> int:
+        return self.runtime.sweep(busy)
 
 
 class DockerRuntime:
@@ -167,14 +168,16 @@ class DockerRuntime:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)  # kills it first if it still runs
 
-    def sweep(self) -> int:
+    def sweep(self, busy: Callable[[Mapping[str, str]], bool] = lambda labels: False) -> int:
         """Remove every container this runtime's labels mark that is left from before (a
-        crash mid-build leaves its container): call only when none of ours is running."""
+        crash mid-build leaves its container), but those `busy` says are still at work."""
         if not self.labels:
             return 0  # no labels to tell ours from anyone else's
         wanted = ["waka.role=run", *(f"{k}={v}" for k, v in self.labels.items())]
         removed = 0
         for container in self.client.containers.list(all=True, filters={"label": wanted}):
+            if busy(container.labels):
+                continue
             with contextlib.suppress(Exception):  # already gone
                 container.remove(force=True)
                 removed += 1
@@ -205,7 +208,7 @@ class ProcessRuntime:
     name = "process"
     memory_factor = 2
 
-    def sweep(self) -> int:
+    def sweep(self, busy: Callable[[Mapping[str, str]], bool] = lambda labels: False) -> int:
         return 0  # a run's process group is killed when it ends; nothing outlives it here
 
     def run(

@@ -514,7 +514,12 @@ class App(Aggregate):
 
     @event("BuildCacheCleared")
     def clear_build_cache(self, actor: Actor) -> None:
-        pass
+        # Counted, so whichever worker builds next can tell its cache is from before a purge.
+        self.build_cache_generation = self.cache_generation + 1
+
+    @property
+    def cache_generation(self) -> int:
+        return getattr(self, "build_cache_generation", 0)  # older snapshots have none
 
     # --- dynos ----------------------------------------------------------------------------
 

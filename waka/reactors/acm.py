@@ -28,6 +28,7 @@ from waka.projections.acm import acm_domains, enabled_apps
 from waka.projections.base import iso
 from waka.projections.domains import domains_of
 from waka.projections.sni_endpoints import endpoint_domains, endpoints_of
+from waka.reactors.lifecycle import topics_of
 from waka.sni_endpoints import (
     add_endpoint,
     record_acm_result,
@@ -43,6 +44,15 @@ RETRY_BASE = 30.0  # seconds after a first failure; doubled per failure
 
 
 class CertificateManager:
+    """A reactor (waka.reactors.lifecycle), one process at a time (leased): the state of each
+    order is the ledger's, so the process taking over resumes it."""
+
+    name = "acm"
+    # Not its own Issued/Failed: what it records would wake it again.
+    topics = topics_of(AutomatedCertificates, App.DomainAdded, App.DomainRemoved) - topics_of(
+        AutomatedCertificates.Issued, AutomatedCertificates.Failed
+    )
+
     def __init__(
         self,
         ledger: Any,
@@ -56,10 +66,7 @@ class CertificateManager:
         self.catch_up = catch_up
         self.client = client
         self.interval = interval
-        self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._unlisten: Any = None
 
     # --- one pass -------------------------------------------------------------------------------
 
@@ -148,38 +155,11 @@ class CertificateManager:
         if removed:
             self.catch_up()
 
-    # --- the thread ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.reconcile()
 
-    def saved(self, events: list[Any]) -> None:
-        watched = (AutomatedCertificates.Event, App.DomainAdded, App.DomainRemoved)
-        if any(
-            isinstance(e, watched)
-            and not isinstance(e, AutomatedCertificates.Issued | AutomatedCertificates.Failed)
-            for e in events
-        ):
-            self._wake.set()
-
-    def start(self) -> None:
-        self._unlisten = self.ledger.listen(self.saved)
-        self._thread = threading.Thread(target=self._run, name="acm", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._unlisten is not None:
-            self._unlisten()
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                self.reconcile()
-            except Exception:
-                log.exception("ACM pass failed; retrying")
-            self._wake.wait(self.interval)
+    def close(self) -> None:
+        self._stopping.set()  # between orders: the next leader resumes from the ledger
 
 
 def _acm_endpoint_for(ours: dict[str, dict], chosen: dict[str, str], hostname: str) -> dict | None:

@@ -19,12 +19,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from eventsourcing.utils import get_topic
+
 from waka.addons.catalogue import find_service
 from waka.addons.provider import Provider, ProviderError
+from waka.domain.addon import Addon
 from waka.ledger import Ledger
 from waka.projections.addons import addons_in_state, addons_to_reset
 from waka.projections.projector import Projector
 from waka.projections.store import ReadStore, Row
+from waka.reactors.lifecycle import topics_of
+
+PLAN_CHANGED = get_topic(Addon.PlanChanged)
 
 log = logging.getLogger("waka.addons")
 
@@ -56,25 +62,20 @@ class AddonManager:
     _running: dict[str, tuple[Future[None], float]] = field(default_factory=dict)
     _overdue: dict[str, float] = field(default_factory=dict)  # when a stuck call last counted
     _last_resync: float = 0.0
-    running: bool = False  # run_forever is passing: an API request may wait for its work
+    # A reactor (waka.reactors.lifecycle), one process at a time (leased): provider calls are
+    # idempotent and the add-ons' states are the ledger's, so the next leader finishes them.
+    name = "addon-manager"
+    interval = 1.0
+    topics = topics_of(Addon)
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="waka-addon")
         self._attempts_lock = threading.Lock()  # the pass and the pool's calls both count
 
-    def run_forever(self, stopped: Callable[[], bool], interval: float = 1.0) -> None:
-        self.running = True
-        try:
-            while not stopped():
-                try:
-                    self.tick()
-                except Exception:
-                    log.exception("add-on manager pass failed; retrying")
-                self.wakeup.wait(timeout=interval)
-                self.wakeup.clear()
-        finally:
-            self.running = False
-            self.close()
+    def notice(self, topics: frozenset[str] | None) -> None:
+        """A plan changed: apply its limits to the resource now, not at the next resync."""
+        if topics is None or PLAN_CHANGED in topics:
+            self._last_resync = 0.0
 
     def close(self) -> None:
         """Wait for provider calls under way (each is bounded by its provider's timeouts)."""

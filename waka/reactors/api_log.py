@@ -4,14 +4,14 @@
     app[api]: Release v5 created by user@example.com
     app[api]: Scaled to web@2:Standard-1X by user@example.com
 
-A follower of the ledger's notification log. The log buffer is ephemeral, so it starts at the
-newest notification and never replays old events; it keeps its position in memory only.
-Call `poll()` every half second or so, or `start()` a thread that does.
+A reactor (waka.reactors.lifecycle) following the ledger's notification log, one process at a
+time (leased). Logs are ephemeral, so it starts at the newest notification and never replays
+old events; it keeps its position in memory only: a worker taking over starts at the newest
+too, so lines of events saved during a takeover (seconds) are not logged.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,10 +21,8 @@ from eventsourcing.application import Application
 from waka.domain.addon import Addon
 from waka.domain.app import App
 from waka.logplex.logplex import Logplex
-
-log = logging.getLogger("waka.api_log")
-
-BATCH = 500
+from waka.notification_log import follow, newest
+from waka.reactors.lifecycle import topics_of
 
 
 def describe(event: Any, ledger: Application) -> Iterator[str]:
@@ -61,29 +59,34 @@ def _formation(event: Any, ledger: Application) -> str:
 
 
 class ApiLog:
+    name = "api-log"
+    topics = topics_of(App, Addon)
+
     def __init__(self, ledger: Application, logplex: Logplex, interval: float = 0.5) -> None:
         self.ledger = ledger
         self.logplex = logplex
         self.interval = interval
-        self.position = ledger.recorder.max_notification_id() or 0
+        self.position = newest(ledger)
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        self.poll()
+
+    def took_over(self) -> None:
+        """Leading from now on: what the last leader logged is not logged again."""
+        with self._lock:
+            self.position = newest(self.ledger)
 
     def poll(self) -> int:
         """Log every event since the last poll; return how many events were read."""
         read = 0
         with self._lock:
-            while True:
-                batch = self.ledger.recorder.select_notifications(
-                    start=self.position, limit=BATCH, inclusive_of_start=False
-                )
-                for notification in batch:
-                    self._log(self.ledger.mapper.to_domain_event(notification))
-                    self.position = notification.id
-                read += len(batch)
-                if len(batch) < BATCH:
-                    return read
+            for notice in follow(self.ledger, self.position, self.topics):
+                if notice.event is not None:
+                    self._log(notice.event)
+                self.position = notice.id
+                read += 1
+        return read
 
     def _log(self, event: Any) -> None:
         if isinstance(event, Addon.Event):
@@ -122,21 +125,3 @@ class ApiLog:
             case _:
                 return
         self.logplex.emit(app_id, "app", "api", message, at=event.timestamp)
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="api-log", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
-            try:
-                self.poll()
-            except Exception:  # the store may be briefly unavailable: the next poll catches up
-                log.exception("api log poll failed")

@@ -3,8 +3,9 @@
 Its queue is the builds read model (status pending, oldest first), so it is level-triggered:
 after a crash it finds the interrupted build still pending and runs it again from the start.
 Every step is idempotent: slugs are content-addressed, and finishing a build that the ledger
-already finished records nothing. One build runs at a time, so builds queue and never take
-the machine from running dynos.
+already finished records nothing. One build runs at a time per worker, so builds queue and
+never take the machine from running dynos; several workers build different builds, each
+under the build's lease, and a build whose worker died is taken over by another.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,15 +22,18 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from eventsourcing.utils import get_topic
 
 from waka.adapters.archives import UnsafeArchive, safe_extract
 from waka.adapters.build_logs import BuildLog, BuildLogs
+from waka.adapters.leases import Leases, LocalLeases, leased
 from waka.adapters.runtime import LabelledRuntime, Runtime
 from waka.adapters.slugs import SlugStore, SlugTooLarge
 from waka.adapters.sources import SourceError, SourceStore
 from waka.buildpacks import BuildError, compile_app
 from waka.domain import rules
 from waka.domain.actors import Actor
+from waka.domain.app import App
 from waka.domain.errors import DomainError, NotFound
 from waka.features import metadata_env
 from waka.projections.apps import find_app
@@ -65,7 +68,20 @@ def _children(directory: Path) -> list[Path]:
         return []
 
 
+def build_lease(build_id: str) -> str:
+    return f"build:{build_id}"
+
+
 class Builder:
+    """A reactor (waka.reactors.lifecycle): woken by requested builds and releases."""
+
+    name = "builder"
+    interval = 0.5
+    topics = frozenset(
+        get_topic(kind)
+        for kind in (App.BuildRequested, App.ReleaseRequested, App.Destroyed, App.Created)
+    )
+
     def __init__(
         self,
         platform: Any,
@@ -74,6 +90,7 @@ class Builder:
         sources: SourceStore,
         logs: BuildLogs,
         config: BuilderConfig,
+        leases: Leases | None = None,
     ) -> None:
         self.platform = platform
         self.runtime = runtime
@@ -81,7 +98,7 @@ class Builder:
         self.sources = sources
         self.logs = logs
         self.config = config
-        self.wakeup = threading.Event()
+        self.leases: Leases = leases or LocalLeases()
         self._last_sweep = 0.0
         self.release_phase = ReleasePhase(
             runtime,
@@ -94,17 +111,34 @@ class Builder:
         self._last_settle = 0.0
         self._started = False
 
+    def tick(self) -> None:
+        self.run_pending()
+
+    def notice(self, topics: frozenset[str] | None) -> None:
+        """An app was destroyed: its repository and cache go at the next tick."""
+        if topics is None or get_topic(App.Destroyed) in topics:
+            self._last_sweep = 0.0
+
     def run_pending(self) -> int:
-        """Build everything pending, oldest first; return how many builds ran."""
+        """Build everything pending that no other worker builds, oldest first; return how
+        many builds ran here."""
         if not self._started:
             self.sweep_leftovers()
             self._started = True
         self.platform.projector.catch_up()
         done = 0
         for row in pending_builds(self.platform.store):
-            self.build(row)
-            done += 1
-        done += self.release_phase.run_pending(self.platform)  # releases of existing slugs
+            with leased(self.leases, build_lease(row["id"])) as ours:
+                if not ours:
+                    continue  # another worker is building it
+                self.platform.projector.catch_up()
+                now = build_by_id(self.platform.store, row["id"])
+                if now is None or now["status"] != "pending":
+                    continue  # finished by the worker that held it a moment ago
+                self.build(row)
+                done += 1
+        # releases of existing slugs (`releases:retry`)
+        done += self.release_phase.run_pending(self.platform, self.leases)
         if done or time.monotonic() - self._last_settle >= SETTLE_EVERY:
             self.settle_pushes()
         if time.monotonic() - self._last_sweep >= SWEEP_EVERY:
@@ -113,8 +147,11 @@ class Builder:
 
     def sweep_leftovers(self) -> None:
         """Before the first build: what a crash mid-build left (its container, its work
-        directory) goes. One builder serves a platform, so nothing of ours runs yet."""
-        removed = self.runtime.sweep()
+        directory) goes; not the containers of builds another worker is running (leased)."""
+        removed = self.runtime.sweep(
+            lambda labels: "waka.build" in labels
+            and self.leases.taken(build_lease(labels["waka.build"]))
+        )
         if removed:
             log.info("removed %d build container(s) left from before a restart", removed)
         for leftover in _children(self.config.work_root):
@@ -139,10 +176,6 @@ class Builder:
                 settled += 1
         return settled
 
-    def request_sweep(self) -> None:
-        self._last_sweep = 0.0
-        self.wakeup.set()
-
     def sweep_destroyed(self) -> list[str]:
         """Remove the git repository and build cache of every destroyed app (the ledger keeps
         its history); returns their ids. Level-triggered, so a crash midway is finished later."""
@@ -155,6 +188,7 @@ class Builder:
                 continue  # not projected yet, or not an app's: leave it
             repos.remove(app_id)
             caches.clear(app_id)
+            (self.config.cache_root / f"{app_id}.generation").unlink(missing_ok=True)
             removed.append(app_id)
         return removed
 
@@ -170,6 +204,23 @@ class Builder:
     def clear_cache(self, app_id: str) -> None:
         self.platform.build_cache.clear(app_id)  # and its shared copy
 
+    def expire_cache(self, app_id: str) -> None:
+        """`heroku builds:cache:purge` is a ledger event (any API process, any worker): a
+        cache made before the app's last purge is removed before the build uses it."""
+        try:
+            generation = str(self.platform.ledger.get_app(UUID(app_id)).cache_generation)
+        except (ValueError, NotFound):
+            return
+        marker = self.config.cache_root / f"{app_id}.generation"
+        try:
+            current = marker.read_text()
+        except FileNotFoundError:
+            current = "0"
+        if current != generation:
+            self.clear_cache(app_id)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(generation)
+
     def build(self, row: Row) -> None:
         build_id, app_id = row["id"], row["app_id"]
         actor: Actor = {"id": row["user_id"], "email": row["user_email"]}
@@ -178,6 +229,7 @@ class Builder:
         ledger = self.platform.ledger
         timer = PhaseTimer()
         try:
+            self.expire_cache(app_id)
             # Each container says whose it is, so one left by a crash can be swept.
             runtime = LabelledRuntime(self.runtime, {"waka.app": app_id, "waka.build": build_id})
             slug, release_failure = self._build(row, output, work, timer, runtime)

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from waka.adapters.dyno_containers import R15
+from waka.adapters.dyno_states import DynoStates
 from waka.adapters.dynos import DockerDynos, DynoSpec, ObservedDyno, port_open
 from waka.adapters.process_dynos import ProcessDynos
 from waka.adapters.slugs import SlugStore
@@ -40,6 +41,7 @@ from waka.projections.config_vars import config_of
 from waka.projections.features import enabled_features
 from waka.projections.formation import formation_of
 from waka.projections.store import ReadStore, Row
+from waka.router.route_store import WAKE_PREFIX
 
 log = logging.getLogger("waka.dyno_manager")
 
@@ -86,6 +88,12 @@ class _Backoff:
 
 
 class DynoManager:
+    """A reactor (waka.reactors.lifecycle), one process at a time (leased): it adopts the
+    dynos it finds by label, so the worker taking over carries on from the engine's state."""
+
+    name = "dyno-manager"
+    interval = 0.25
+
     def __init__(
         self,
         store: ReadStore,
@@ -97,6 +105,7 @@ class DynoManager:
         boot_timeout: float = BOOT_TIMEOUT,
         last_request: Callable[[str], float | None] = lambda app_id: None,
         sleep_after: float = SLEEP_AFTER,
+        states: DynoStates | None = None,
     ) -> None:
         self.store = store
         self.slugs = slugs
@@ -117,6 +126,7 @@ class DynoManager:
         self.asleep: set[str] = set()
         self.awake_since: dict[str, float] = {}  # counts as activity for an app never requested
         self.observed: list[ObservedDyno] = []
+        self.states = states  # what runs, for `heroku ps` in any API process
         self.wakeup = threading.Event()
         self._lock = threading.Lock()
         # App webhooks' `dyno` events: observed state, not ledger facts, so told in-process
@@ -125,14 +135,14 @@ class DynoManager:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def run_forever(self, stopped: Callable[[], bool], interval: float = 0.25) -> None:
-        while not stopped():
-            try:
-                self.tick()
-            except Exception:
-                log.exception("dyno manager tick failed; trying again")
-            self.wakeup.wait(timeout=interval)
-            self.wakeup.clear()
+    def notice(self, topics: frozenset[str] | None) -> None:
+        """A router (in any process) asked for a sleeping app: wake it."""
+        for topic in topics or ():
+            if topic.startswith(WAKE_PREFIX):
+                self.wake(topic.removeprefix(WAKE_PREFIX))
+
+    def close(self) -> None:
+        self.dynos.shutdown()  # host-process dynos stop with their manager; containers stay
 
     def tick(self) -> None:
         apps = {row["id"]: row for row in self.store.query("SELECT * FROM waka_apps")}
@@ -152,6 +162,10 @@ class DynoManager:
             self.route(RouteUpdate(app_id, "", False, [], False, gone=True))
             self.held.discard(app_id)
         self.routed = set(apps)
+        if self.states is not None:
+            self.states.publish(
+                {app_id: self.dynos_of(app_id) for app_id in sorted(by_app) if app_id in apps}
+            )
         # Forget containers that are gone; not the ones this tick started (not listed yet).
         live = {d.container_id for d in observed}
         recent = time.monotonic() - 30

@@ -21,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from waka.adapters.build_logs import BuildLog, BuildLogs
+from waka.adapters.leases import Leases, LocalLeases, leased
 from waka.adapters.runtime import Mount, Runtime, RunTimedOut
 from waka.adapters.slugs import SlugStore
 from waka.domain.actors import Actor
@@ -100,13 +101,23 @@ class ReleasePhase:
         release_output.close()
         return failure
 
-    def run_pending(self, platform: Any) -> int:
-        """Run the release phase of every pending slug release, oldest first, and record how
-        it ended; return how many ran."""
+    def run_pending(self, platform: Any, leases: Leases | None = None) -> int:
+        """Run the release phase of every pending slug release no other worker runs, oldest
+        first, and record how it ended; return how many ran here."""
         done = 0
+        leases = leases or LocalLeases()
         for row in pending_slug_releases(platform.store):
-            self._run_release(platform, row)
-            done += 1
+            with leased(leases, f"release:{row['app_id']}:{row['version']}") as ours:
+                if not ours:
+                    continue
+                platform.projector.catch_up()
+                if not any(
+                    r["version"] == row["version"] and r["app_id"] == row["app_id"]
+                    for r in pending_slug_releases(platform.store)
+                ):
+                    continue  # decided by the worker that held it a moment ago
+                self._run_release(platform, row)
+                done += 1
         return done
 
     def _run_release(self, platform: Any, row: Row) -> None:

@@ -270,6 +270,12 @@ def iso_at(moment: float | None) -> str | None:
 
 
 class WebhookReactor:
+    """A reactor (waka.reactors.lifecycle), one process at a time (leased): its position and
+    deliveries are in the store, so the worker that takes over goes on where it stopped."""
+
+    name = "webhooks"
+    topics = None  # every event may concern a webhook
+
     def __init__(
         self,
         ledger: Application,
@@ -284,10 +290,9 @@ class WebhookReactor:
         self.post = post
         self.clock = clock
         self.wakeup = threading.Event()
+        self.interval = self.options.interval
         self._lock = threading.Lock()  # one capture at a time in this process
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._unlisten: Callable[[], None] | None = None
         setup(store)
 
     # capture ------------------------------------------------------------------------------
@@ -445,7 +450,7 @@ class WebhookReactor:
             due = [h for h in heads if h["next_attempt_at"] is None or h["next_attempt_at"] <= now]
             made = 0
             for delivery in due:
-                if self._stopping.is_set():
+                if self._stopping.is_set():  # closed: the next leader delivers the rest
                     return attempts
                 webhook = find_webhook(self.store, delivery["webhook_id"])
                 if webhook is None:  # not in the read model yet (or just removed): later
@@ -554,32 +559,12 @@ class WebhookReactor:
         self.capture()
         self.deliver_due()
 
-    def start(self) -> None:
-        self._stopping.clear()
-        unlisten = getattr(self.ledger, "listen", None)
-        if unlisten is not None:
-            self._unlisten = unlisten(lambda events: self.wakeup.set())
-        self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
-        self._thread.start()
+    def tick(self) -> None:
+        self.poll()
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def close(self) -> None:
+        """Stop between deliveries (a delivery under way ends by its timeout)."""
         self._stopping.set()
-        self.wakeup.set()
-        if self._unlisten is not None:
-            self._unlisten()
-            self._unlisten = None
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.poll()
-            except Exception:  # the store may be briefly unavailable: the next pass catches up
-                log.exception("webhook reactor pass failed")
-            self.wakeup.wait(self.options.interval)
-            self.wakeup.clear()
 
 
 # --- read side, for the API ------------------------------------------------------------

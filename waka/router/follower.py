@@ -5,7 +5,8 @@ its start and may take a second or more (it asks the container engine), so a ren
 new host name would answer 404 meanwhile. This follower reads the ledger's notification log
 itself and applies `Renamed` and `Destroyed` to the table: woken by the ledger right after a
 save in this process (in the saving thread, so the change is routed before the API answers),
-and every `interval` seconds for other processes' writes.
+by the store's notifications for other processes' writes, and every `interval` seconds. A
+reactor (waka.reactors.lifecycle) of every process that routes.
 
 It starts at the newest notification: what came before is in the read models the dyno
 manager reads. Its position lives in memory only, as the table does.
@@ -13,48 +14,38 @@ manager reads. Its position lives in memory only, as the table does.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
-from eventsourcing.utils import get_topic
-
 from waka.domain.app import App
+from waka.notification_log import follow, newest
+from waka.reactors.lifecycle import topics_of
 from waka.router.table import RouteTable
 
-log = logging.getLogger("waka.router")
-
-BATCH = 500
-WATCHED = (App.Renamed, App.Destroyed)
-TOPICS = frozenset(get_topic(kind) for kind in WATCHED)
+TOPICS = topics_of(App.Renamed, App.Destroyed)
 
 
 class RouteFollower:
+    name = "route-follower"
+    topics = TOPICS
+
     def __init__(self, ledger: Any, table: RouteTable, interval: float = 1.0) -> None:
         self.ledger = ledger
         self.table = table
         self.interval = interval
-        self.position = ledger.recorder.max_notification_id() or 0
+        self.position = newest(ledger)
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._unlisten: Any = None
 
     def poll(self) -> int:
         """Apply every watched event since the last poll; return how many were applied."""
         applied = 0
         with self._lock:
-            while True:
-                batch = self.ledger.recorder.select_notifications(
-                    start=self.position, limit=BATCH, inclusive_of_start=False
-                )
-                for notification in batch:
-                    self.position = notification.id
-                    if notification.topic in TOPICS:  # decode only what matters here
-                        self._apply(self.ledger.mapper.to_domain_event(notification))
-                        applied += 1
-                if len(batch) < BATCH:
-                    return applied
+            for notice in follow(self.ledger, self.position, TOPICS):
+                self.position = notice.id
+                if notice.event is not None:
+                    self._apply(notice.event)
+                    applied += 1
+        return applied
 
     def _apply(self, event: Any) -> None:
         app_id = str(event.originator_id)
@@ -63,26 +54,9 @@ class RouteFollower:
         elif isinstance(event, App.Destroyed):
             self.table.remove_app(app_id, destroyed=True)
 
-    def saved(self, events: list[Any]) -> None:
-        """The ledger's listener: a watched event was saved here, so follow it now."""
-        if any(isinstance(e, WATCHED) for e in events):
-            self.poll()
+    def tick(self) -> None:
+        self.poll()
 
-    def start(self) -> None:
-        self._unlisten = self.ledger.listen(self.saved)
-        self._thread = threading.Thread(target=self._run, name="route-follower", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._unlisten is not None:
-            self._unlisten()
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
-            try:
-                self.poll()
-            except Exception:
-                log.exception("following the ledger for the route table failed; retrying")
+    def notice(self, topics: frozenset[str] | None) -> None:
+        """A watched event was saved: follow it now, in the notifying thread."""
+        self.poll()

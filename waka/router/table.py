@@ -76,6 +76,24 @@ class RouteTable:
             table.update(dict.fromkeys(wanted, route.app_id))  # a domain goes to its last setter
             self._snapshot = _Snapshot(routes, names, table)
 
+    def set_all(self, stated: list[tuple[Route, list[str]]]) -> None:
+        """Every app's route at once (a router process loading the shared table): one new
+        snapshot, the ledger's names winning as in `set_app`."""
+        routes: dict[str, Route] = {}
+        names: dict[str, str] = {}
+        table: dict[str, str] = {}
+        with self._lock:
+            for route, domains in stated:
+                if route.app_id in self._ledger_names:
+                    name = self._ledger_names[route.app_id]
+                    if name is None:
+                        continue
+                    route = replace(route, app_name=name)
+                routes[route.app_id] = route
+                names[route.app_name.lower()] = route.app_id
+                table.update(dict.fromkeys((normalize_host(d) for d in domains), route.app_id))
+            self._snapshot = _Snapshot(routes, names, table)
+
     def rename_app(self, app_id: str, new_name: str) -> None:
         """The ledger renamed the app: its new name routes now, its old name no longer."""
         with self._lock:

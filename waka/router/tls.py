@@ -181,69 +181,38 @@ def _operator_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 class CertificateFollower:
-    """Keeps the router's certificates current: woken by the ledger when a certificate or a
-    domain changes in this process, and every `interval` seconds for other processes."""
+    """Keeps the router's certificates current: a reactor (waka.reactors.lifecycle) of every
+    process that routes, woken when a certificate or a domain changes, and every `interval`
+    seconds."""
+
+    name = "router-certificates"
 
     def __init__(
         self,
         certificates: RouterCertificates,
         read: Callable[[], tuple[list[dict[str, Any]], dict[str, str]]],
-        ledger: Any = None,
-        catch_up: Callable[[], Any] | None = None,
         interval: float = 2.0,
     ) -> None:
+        from waka.domain.app import App
+        from waka.domain.certificate import SniEndpoint
+        from waka.reactors.lifecycle import topics_of
+
         self.certificates = certificates
         self.read = read
-        self.ledger = ledger
-        self.catch_up = catch_up
         self.interval = interval
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._unlisten: Any = None
+        self.topics = topics_of(SniEndpoint, App.DomainRemoved)
 
     def refresh(self) -> None:
         self.certificates.load(*self.read())
 
-    def saved(self, events: list[Any]) -> None:
-        from waka.domain.app import App
-        from waka.domain.certificate import SniEndpoint
-
-        if any(isinstance(e, SniEndpoint.Event | App.DomainRemoved) for e in events):
-            self._wake.set()
-
-    def start(self) -> None:
-        self.refresh()
-        if self.ledger is not None:
-            self._unlisten = self.ledger.listen(self.saved)
-        self._thread = threading.Thread(target=self._run, name="router-certificates", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._unlisten is not None:
-            self._unlisten()
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            woken = self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                if woken and self.catch_up is not None:
-                    self.catch_up()  # the read model, up to the event that woke us
-                self.refresh()
-            except Exception:
-                log.exception("loading the router's certificates failed; retrying")
+    def tick(self) -> None:
+        self.refresh()  # the read model is caught up before a reactor is woken
 
 
 def router_tls(platform: Any) -> tuple[ssl.SSLContext | None, CertificateFollower | None]:
-    """The router's TLS context and the follower keeping its certificates current (started),
-    from the platform's settings; (None, None) when the router's TLS port is 0."""
+    """The router's TLS context and the follower keeping its certificates current (for the
+    composition root to run), from the platform's settings; (None, None) when the router's
+    TLS port is 0."""
     from waka.projections.sni_endpoints import all_domain_choices, all_endpoints
 
     settings = platform.settings
@@ -263,10 +232,7 @@ def router_tls(platform: Any) -> tuple[ssl.SSLContext | None, CertificateFollowe
     )
     store = platform.store
     follower = CertificateFollower(
-        certificates,
-        lambda: (all_endpoints(store), all_domain_choices(store)),
-        platform.ledger,
-        platform.projector.catch_up,
+        certificates, lambda: (all_endpoints(store), all_domain_choices(store))
     )
-    follower.start()
+    follower.refresh()
     return certificates.context(), follower

@@ -79,7 +79,6 @@ def create_attachment(ctx: Ctx) -> Reply:
     attachment_id = ctx.command(
         ctx.platform.ledger.attach_addon, ctx.actor, uuid_of(addon), uuid_of(app), name
     )
-    ctx.platform.wake_dyno_manager()
     row = find_attachment(ctx.platform.store, attachment_id)
     assert row is not None
     return Reply(render_attachment(ctx.platform, row), 201)
@@ -89,7 +88,6 @@ def destroy_attachment(ctx: Ctx) -> Reply:
     row = visible_attachment(ctx, ctx.param("attachment"))
     rendered = render_attachment(ctx.platform, row)
     ctx.command(ctx.platform.ledger.detach_addon, ctx.actor, UUID(row["addon_id"]), row["id"])
-    ctx.platform.wake_dyno_manager()
     return Reply(rendered)
 
 

@@ -232,9 +232,8 @@ def wait_for_manager(
 ) -> bool:
     """Give a running add-on manager a moment to do the add-on's work (a database takes
     ~0.1 s); True once `done` holds for its row, or the row is gone."""
-    if not platform.addon_manager_running:
-        return False  # no manager passing in this process: the answer is "under way"
-    platform.wake_addon_manager()
+    if not platform.addon_manager_active:
+        return False  # no manager leading anywhere: the answer is "under way"
     deadline = time.monotonic() + timeout
     while True:
         platform.projector.catch_up()
@@ -254,7 +253,6 @@ def update_addon(ctx: Ctx) -> Reply:
         plan = plan.get("name")
     if plan is not None:
         ctx.command(ctx.platform.ledger.change_addon_plan, ctx.actor, uuid_of(row), plan)
-        ctx.platform.wake_addon_manager(resync=True)
     if "name" in body:
         ctx.command(ctx.platform.ledger.rename_addon, ctx.actor, uuid_of(row), body["name"])
     updated = find_addon(ctx.platform.store, row["id"])
@@ -266,8 +264,6 @@ def destroy_addon(ctx: Ctx) -> Reply:
     row = visible_addon(ctx, ctx.param("addon"), ctx.app())
     rendered = render_addon(ctx.platform, row)
     ctx.command(ctx.platform.ledger.destroy_addon, ctx.actor, uuid_of(row))
-    ctx.platform.wake_addon_manager()
-    ctx.platform.wake_dyno_manager()
     return Reply({**rendered, "state": "deprovisioned"})
 
 

@@ -105,8 +105,6 @@ def update_app(ctx: Ctx) -> Reply:
 def delete_app(ctx: Ctx) -> Reply:
     row = ctx.app()
     ctx.command(ctx.platform.ledger.destroy_app, ctx.actor, ctx.app_id(row))
-    ctx.platform.wake_addon_manager()  # its add-ons' resources go now
-    ctx.platform.sweep_destroyed()  # and its repository and build cache
     return Reply(_app(ctx, row))
 
 

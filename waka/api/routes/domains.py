@@ -85,7 +85,6 @@ def add_domain(ctx: Ctx) -> Reply:
     if not isinstance(hostname, str):
         raise ApiError(422, "invalid_params", "hostname is required: the domain to add.")
     added = ctx.command(ctx.platform.ledger.add_domain, ctx.actor, ctx.app_id(app), hostname)
-    ctx.platform.wake_dyno_manager()  # the router learns the name on the next tick
     return Reply(next(d for d in _all(ctx, app) if d["hostname"] == added), 201)
 
 
@@ -96,7 +95,6 @@ def remove_domain(ctx: Ctx) -> Reply:
     if domain is None or domain["kind"] != "custom":
         raise not_found("Couldn't find that domain.")
     ctx.command(ctx.platform.ledger.remove_domain, ctx.actor, ctx.app_id(app), domain["hostname"])
-    ctx.platform.wake_dyno_manager()
     return Reply(domain)
 
 

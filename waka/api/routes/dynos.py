@@ -35,8 +35,7 @@ def _render(dyno: dict[str, Any], app: Row) -> dict[str, Any]:
 
 
 def _running(ctx: Ctx, app: Row) -> list[dict[str, Any]]:
-    manager = ctx.platform.dyno_manager_if_running
-    return [_render(d, app) for d in manager.dynos_of(app["id"])] if manager else []
+    return [_render(d, app) for d in ctx.platform.dynos_of(app["id"])]
 
 
 def list_dynos(ctx: Ctx) -> Reply:
@@ -59,7 +58,6 @@ def restart(ctx: Ctx) -> Reply:
     app = ctx.app()
     target = ctx.request.path_params.get("dyno") or ctx.request.path_params.get("type") or ""
     ctx.command(ctx.platform.ledger.restart_dynos, ctx.actor, ctx.app_id(app), target)
-    ctx.platform.wake_dyno_manager()
     return Reply({}, 202)
 
 

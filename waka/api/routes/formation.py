@@ -45,7 +45,6 @@ def update_one(ctx: Ctx) -> Reply:
     row = ctx.app()
     update = {**_update(ctx.object_body()), "type": ctx.param("type")}
     ctx.command(ctx.platform.ledger.scale, ctx.actor, ctx.app_id(row), [update])
-    ctx.platform.wake_dyno_manager()
     found = find_formation(ctx.platform.store, row["id"], update["type"])
     assert found is not None
     return Reply(render.formation(found, row))
@@ -58,7 +57,6 @@ def batch_update(ctx: Ctx) -> Reply:
         raise ApiError(422, "invalid_params", 'Body must be {"updates": [...]}.')
     checked = [_update(u) for u in updates]
     ctx.command(ctx.platform.ledger.scale, ctx.actor, ctx.app_id(row), checked)
-    ctx.platform.wake_dyno_manager()
     wanted = {u["type"] for u in checked}
     items = [
         render.formation(f, row)

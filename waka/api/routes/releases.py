@@ -91,7 +91,6 @@ def _release_slug(ctx: Ctx, row: Row, body: dict[str, Any]) -> Reply:
     _, version = ctx.command(
         ctx.platform.ledger.release_slug, ctx.actor, ctx.app_id(row), release, description
     )
-    ctx.platform.wake_builder()
     updated = find_app(ctx.platform.store, row["id"])
     new = find_release(ctx.platform.store, row["id"], str(version))
     assert updated is not None and new is not None

@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 from starlette.routing import Route
 
-from waka.adapters.one_off import OneOffDynos, OneOffSpec, docker_one_offs
+from waka.adapters.one_off import OneOffDynos, OneOffSpec
 from waka.adapters.slugs import SlugNotFound
 from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError
@@ -51,9 +51,7 @@ class _Engine:
     def get(self) -> OneOffDynos:
         with self._lock:
             if self.dynos is None:
-                self.dynos = docker_one_offs(
-                    self.platform.settings.platform_id, self.platform.emit_log
-                )
+                self.dynos = self.platform.one_offs
             if self.dynos is None:
                 raise ApiError(
                     503,
@@ -66,7 +64,7 @@ class _Engine:
 
 def recover(platform: Platform, dynos: OneOffDynos | None = None) -> None:
     """At start-up: clean up one-off containers a previous waka left (see OneOffDynos)."""
-    dynos = dynos or docker_one_offs(platform.settings.platform_id, platform.emit_log)
+    dynos = dynos or platform.one_offs
     if dynos is not None:
         dynos.recover()
 
