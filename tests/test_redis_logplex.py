@@ -324,3 +324,22 @@ def test_a_password_in_the_url_is_never_logged(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "unreachable" in text and "127.0.0.1" in text
     assert "s3cret-pw" not in text
+
+
+def test_a_url_that_is_not_redis_is_refused_without_repeating_it() -> None:
+    with pytest.raises(ValueError, match="WAKA_REDIS_URL must be a redis://") as refused:
+        RedisLogplex("http://user:s3cret@example.com/")
+    assert "s3cret" not in str(refused.value)
+
+
+def test_settings_read_waka_redis_url_and_choose_the_logplex() -> None:
+    from waka.config import Settings
+    from waka.logplex import Logplex, open_logplex
+
+    assert Settings.from_env({"WAKA_HOME": "/tmp/x"}).redis_url is None
+    settings = Settings.from_env({"WAKA_HOME": "/tmp/x", "WAKA_REDIS_URL": "redis://h:6380/2"})
+    assert settings.redis_url == "redis://h:6380/2"
+    assert isinstance(open_logplex(None), Logplex)
+    chosen = open_logplex(settings.redis_url)
+    assert isinstance(chosen, RedisLogplex)
+    chosen.close(timeout=0.1)  # never connected: nothing to flush

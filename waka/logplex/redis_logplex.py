@@ -68,6 +68,7 @@ BLOCK_MS = 1000  # how long a reader's XREAD waits for new lines
 WARN_EVERY = 60.0  # seconds between warnings that Redis is unreachable
 CATCH_UP = 300_000  # ms: a drain group at most this far behind is resumed, older lines skipped
 _FORGET = object()
+NOT_A_URL = "WAKA_REDIS_URL must be a redis://, rediss:// or unix:// URL"
 
 # Adds lines to an app's stream, each its own entry, trimmed exactly to the capacity; renews
 # the stream's expiry. KEYS[1] the stream; ARGV: capacity, TTL, then the encoded lines.
@@ -96,7 +97,10 @@ class RedisLogplex:
         self.written = 0
         self._queue: deque[tuple[Any, ...]] = deque(maxlen=queue_lines)
         self._queue_lines = queue_lines
-        self._redis = self._client()  # the writer's and request threads' (a thread-safe pool)
+        try:
+            self._redis = self._client()  # the writer's and request threads' (a thread pool)
+        except ValueError:  # not a Redis URL (the URL is not repeated: it may hold a password)
+            raise ValueError(NOT_A_URL) from None
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._warned = 0.0
