@@ -76,6 +76,9 @@ class Projector:
         self.store = store
         self.projections = list(projections or all_projections(getattr(store, "sealer", None)))
         self._lock = threading.Lock()
+        # Every projection here has applied the ledger up to this notification (it only
+        # grows: positions are never moved back but by a rebuild, which resets it).
+        self._caught_up_to = 0
 
     def setup(self) -> None:
         """Create the read models; one whose tables changed shape since it was built is
@@ -113,11 +116,20 @@ class Projector:
         return (rows[0]["position"] or 0) < latest
 
     def catch_up(self) -> int:
-        """Apply every notification not yet applied; return how many were read."""
+        """Apply every notification not yet applied; return how many were read.
+
+        Per batch one transaction, sent in pipeline mode on PostgreSQL: the lock and the
+        positions (one round trip), the notifications (one), then every projection's
+        statements, one UPDATE of all their positions and the commit (one). When the
+        positions this process last saw already cover the ledger's last notification there
+        is nothing to read: one round trip in all."""
         applied = 0
         with self._lock:
+            latest = self.ledger.recorder.max_notification_id() or 0
+            if latest <= self._caught_up_to:
+                return 0
             while True:
-                with self.store.transaction() as cur:
+                with self.store.transaction(pipelined=True) as cur:
                     positions = {
                         r["name"]: r["position"]
                         for r in cur.query("SELECT name, position FROM waka_positions")
@@ -131,15 +143,16 @@ class Projector:
                         for projection in self.projections:
                             if positions.get(projection.name, 0) < notification.id:
                                 projection.apply(cur, event)
-                    if notifications:
-                        last = notifications[-1].id
-                        for projection in self.projections:
-                            if positions.get(projection.name, 0) < last:
-                                cur.execute(
-                                    "UPDATE waka_positions SET position = ? WHERE name = ?",
-                                    (last, projection.name),
-                                )
+                    last = notifications[-1].id if notifications else start
+                    behind = [p.name for p in self.projections if positions.get(p.name, 0) < last]
+                    if behind:
+                        marks = ", ".join("?" for _ in behind)
+                        cur.execute(
+                            f"UPDATE waka_positions SET position = ? WHERE name IN ({marks})",
+                            (last, *behind),
+                        )
                 applied += len(notifications)
+                self._caught_up_to = last
                 if len(notifications) < BATCH:
                     return applied
 
@@ -148,6 +161,7 @@ class Projector:
         with self._lock, self.store.transaction() as cur:
             for projection in self.projections:  # forgotten, so setup() builds them anew
                 cur.execute("DELETE FROM waka_positions WHERE name = ?", (projection.name,))
+            self._caught_up_to = 0
         self.setup()
         return self.catch_up()
 

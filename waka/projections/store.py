@@ -3,6 +3,11 @@
 Queries are written once with `?` placeholders; the PostgreSQL store rewrites them to `%s`.
 `transaction()` is exclusive across processes (SQLite: BEGIN IMMEDIATE; PostgreSQL: an
 advisory lock), so two followers never apply the same events twice.
+
+On PostgreSQL a plain `query()` runs on an autocommit connection: one round trip, where a
+connection in a transaction would add a BEGIN before it and the pool's ROLLBACK after it.
+`transaction(pipelined=True)` sends its statements in psycopg's pipeline mode: they go out
+without waiting for each other's answers, and only a query's rows (or the commit) wait.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +36,7 @@ class ReadStore(Protocol):
     sealer: Sealer  # encrypts secrets in the read models (when there is a cipher key)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-    def transaction(self) -> Any: ...  # context manager yielding a Cursor
+    def transaction(self, pipelined: bool = False) -> Any: ...  # context manager: a Cursor
     def close(self) -> None: ...
 
 
@@ -76,7 +81,7 @@ class SqliteReadStore:
         return _SqliteCursor(self._conn).query(sql, params)
 
     @contextmanager
-    def transaction(self) -> Iterator[_SqliteCursor]:
+    def transaction(self, pipelined: bool = False) -> Iterator[_SqliteCursor]:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -124,7 +129,7 @@ class PostgresReadStore:
             max_size=max_size,
             configure=configure,
             open=True,
-            kwargs={"autocommit": False},
+            kwargs={"autocommit": True},  # transaction() opens its own
         )
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -132,8 +137,12 @@ class PostgresReadStore:
             return _PostgresCursor(conn).query(sql, params)
 
     @contextmanager
-    def transaction(self) -> Iterator[_PostgresCursor]:
-        with self.pool.connection() as conn, conn.transaction():
+    def transaction(self, pipelined: bool = False) -> Iterator[_PostgresCursor]:
+        with (
+            self.pool.connection() as conn,
+            conn.pipeline() if pipelined else nullcontext(),
+            conn.transaction(),
+        ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PROJECTION_LOCK,))
             yield _PostgresCursor(conn)
 
