@@ -41,7 +41,7 @@ def test_openssl_cipher_refuses_damaged_text(damage: str) -> None:
         "truncate": sealed[:-1],
         "short": sealed[:20],
     }[damage]
-    with pytest.raises(ValueError, match="damaged|Damaged"):
+    with pytest.raises(ValueError, match=r"[dD]amaged"):
         ours.decrypt(damaged)
 
 
