@@ -7,6 +7,8 @@ nothing else constructs stores, adapters or the ledger.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -345,20 +347,23 @@ def bootstrap(settings: Settings | None = None) -> Platform:
     settings = settings or Settings.from_env()
     make_private(settings.home)
     settings = cipher_key.resolve(settings)  # encrypted by default: the home's key, if not given
-    ledger = Ledger(env=settings.eventsourcing_env())
-    try:
-        cipher_key.check(ledger, settings)
-    except cipher_key.CipherKeyError:
-        ledger.close()
-        raise
-    store: ReadStore
-    sealer = Sealer(settings.cipher_key)  # the ledger's key seals the read models' secrets
-    if settings.database_url:
-        store = PostgresReadStore(settings.database_url, settings.database_schema, sealer=sealer)
-    else:
-        store = SqliteReadStore(settings.home / "projections.sqlite", sealer=sealer)
-    projector = Projector(ledger, store)
-    projector.setup()
+    with _setting_up(settings):
+        ledger = Ledger(env=settings.eventsourcing_env())
+        try:
+            cipher_key.check(ledger, settings)
+        except cipher_key.CipherKeyError:
+            ledger.close()
+            raise
+        store: ReadStore
+        sealer = Sealer(settings.cipher_key)  # the ledger's key seals the read models' secrets
+        if settings.database_url:
+            store = PostgresReadStore(
+                settings.database_url, settings.database_schema, sealer=sealer
+            )
+        else:
+            store = SqliteReadStore(settings.home / "projections.sqlite", sealer=sealer)
+        projector = Projector(ledger, store)
+        projector.setup()
     projector.catch_up()
     make_private(settings.home)  # the stores' files just made
     return Platform(
@@ -368,6 +373,24 @@ def bootstrap(settings: Settings | None = None) -> Platform:
         projector=projector,
         partners=load_partners(settings),
     )
+
+
+@contextmanager
+def _setting_up(settings: Settings) -> Iterator[None]:
+    """One process at a time makes the tables: processes of several roles starting together
+    on a fresh PostgreSQL schema would race in CREATE TABLE IF NOT EXISTS."""
+    if not settings.database_url:
+        yield
+        return
+    import psycopg
+
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        key = f"waka-setup:{settings.database_schema}"
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s::text, 0))", (key,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s::text, 0))", (key,))
 
 
 def load_partners(settings: Settings) -> dict[str, Provider]:

@@ -1,0 +1,253 @@
+"""No process depends on another's local disk: two `waka api` processes and a `waka worker`,
+each with a WAKA_HOME of its own, on one PostgreSQL. Real git over HTTP: a push through one
+API copy is built by the worker, cloned through the other copy, pushed again through it, and
+fetched back through the first; two pushes at once through the two copies never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from waka.adapters.git_repos import bundle_refs
+
+from .conftest import (
+    GIT_TIMEOUT,
+    OWNER_EMAIL,
+    REPO,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    Api,
+    GitRepo,
+    WakaServer,
+    app_repo,
+    clean_env,
+    free_port,
+    git_url,
+)
+from .test_git_push import deployed, remote_head
+from .test_push_crash import slow_buildpack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
+
+CIPHER_KEY = "zzeYdnolljazeL+6x1rdoOFBDGOmulkSjNV6TXwMW+I="  # every process of one platform
+
+
+class Role:
+    """One `waka api|worker` process on a home of its own (duck-types the WakaServer fields
+    the git and API helpers read: port, api_key; and remove_dynos's home and database)."""
+
+    def __init__(self, home: Path, role: str, database_url: str, schema: str) -> None:
+        self.home, self.role = home, role
+        self.database_url, self.database_schema = database_url, schema
+        self.port = free_port() if role in ("api", "router") else 0
+        self.api_key = ""
+        self.log_path = home.parent / f"{home.name}-{role}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return clean_env(
+            WAKA_HOME=str(self.home),
+            WAKA_DATABASE_URL=self.database_url,
+            WAKA_DATABASE_SCHEMA=self.database_schema,
+            WAKA_CIPHER_KEY=CIPHER_KEY,
+            PYTHONUNBUFFERED="1",
+        )
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        args = [self.role]
+        if self.role in ("api", "router"):
+            args += ["--port", str(self.port), "--tls-port", "0"]
+        if self.role == "api":
+            args += ["--rendezvous-port", str(free_port())]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "waka", *args],
+                cwd=REPO,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if self.role == "api":
+            self._wait_until_up()
+
+    def _wait_until_up(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/account", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # 401: up
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"`waka api` did not answer. Its output:\n{self.log()}")
+
+    def create_user(self, email: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "waka", "users:create", email],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip().splitlines()[-1].strip()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def platform(tmp_path: Path, pg_schema_url: tuple[str, str]) -> Iterator[tuple[Role, Role, Role]]:
+    """API copies A and B and one worker, three homes, one database."""
+    url, schema = pg_schema_url
+    roles = (
+        Role(tmp_path / "home-a", "api", url, schema),
+        Role(tmp_path / "home-b", "api", url, schema),
+        Role(tmp_path / "home-w", "worker", url, schema),
+    )
+    try:
+        for role in roles:
+            role.start()
+        key = roles[0].create_user(OWNER_EMAIL)
+        for role in roles:
+            role.api_key = key
+        yield roles
+    finally:
+        for role in roles:
+            role.stop()
+        WakaServer.remove_dynos(roles[2])  # type: ignore[arg-type] - the worker's dynos
+
+
+def builds_ran_once(output: str) -> None:
+    assert output.count("Building on the") == 1, output
+
+
+def test_a_push_through_one_api_copy_is_cloned_and_pushed_through_another(
+    platform: tuple[Role, Role, Role], tmp_path: Path
+) -> None:
+    a, b, worker = platform
+    api_a, api_b = Api(a), Api(b)  # type: ignore[arg-type]
+    app = api_a.create_app("shared-git")
+    url_a, url_b = git_url(a, app), git_url(b, app)  # type: ignore[arg-type]
+
+    repo = app_repo("shell-app", tmp_path / "app")
+    pushed = repo.push(url_a)
+    deployed(pushed, 2)  # the worker's build output reached A's hook, through the database
+
+    # B has never seen this app: its copy comes from shared storage.
+    assert not (b.home / "repos").exists() or not any((b.home / "repos").iterdir())
+    repo.run("clone", "--quiet", url_b, str(tmp_path / "clone"))
+    clone = GitRepo(tmp_path / "clone")
+    assert clone.head() == repo.head()
+    assert (clone.path / "Procfile").read_text() == (repo.path / "Procfile").read_text()
+
+    # A second push, through B, fast-forwards; A then serves it.
+    (clone.path / "more.txt").write_text("pushed through B\n")
+    second = clone.commit_all("second, through B")
+    deployed(clone.push(url_b), 3)
+    assert remote_head(repo, url_a) == second
+    assert remote_head(repo, url_b) == second
+    repo.run("pull", "--quiet", "--ff-only", url_a, "main")
+    assert repo.head() == second
+
+    # Each build ran once, on the worker; the canonical copy is in the database.
+    builds = api_b.builds(app)
+    assert [b["status"] for b in builds] == ["succeeded", "succeeded"]
+    for build in builds:
+        output = httpx.get(build["output_stream_url"], timeout=30).text
+        builds_ran_once(output)
+        assert "Released v" in output
+    assert not (a.home / "builds").exists() or not any((a.home / "builds").iterdir())
+    assert (worker.home / "slugs").is_dir() and not (a.home / "slugs").exists()
+    app_id = api_a.get(f"/apps/{app}")["id"]
+    bundle = tmp_path / "canonical.bundle"
+    with _database(a) as conn:
+        row = conn.execute(
+            "SELECT size FROM waka_blobs WHERE key = %s", (f"repos/{app_id}.bundle",)
+        ).fetchone()
+        assert row is not None and row[0] > 0
+        chunks = conn.execute(
+            "SELECT data FROM waka_blob_chunks c JOIN waka_blobs b USING (version) "
+            "WHERE b.key = %s ORDER BY seq",
+            (f"repos/{app_id}.bundle",),
+        ).fetchall()
+    bundle.write_bytes(b"".join(bytes(c[0]) for c in chunks))
+    assert bundle_refs(bundle) == {"refs/heads/main": second}
+
+
+def test_two_pushes_at_once_through_two_api_copies_do_not_interleave(
+    platform: tuple[Role, Role, Role], tmp_path: Path
+) -> None:
+    a, b, _worker = platform
+    api_a = Api(a)  # type: ignore[arg-type]
+    app = api_a.create_app("shared-race")
+    url_a, url_b = git_url(a, app), git_url(b, app)  # type: ignore[arg-type]
+    base = app_repo("shell-app", tmp_path / "base")
+    deployed(base.push(url_a), 2)
+
+    clones = []
+    for name in ("alice", "bob"):
+        base.run("clone", "--quiet", url_a, str(tmp_path / name))
+        clone = GitRepo(tmp_path / name)
+        (clone.path / f"{name}.txt").write_text(f"{name} was here\n")
+        clone.commit_all(f"{name}'s change")
+        clones.append(clone)
+
+    slow = str(slow_buildpack(tmp_path / "slow-buildpack", 8))  # alice's build takes 8 s
+    api_a.request(
+        "PUT", f"/apps/{app}/buildpack-installations", json={"updates": [{"buildpack": slow}]}
+    )
+    first = clones[0].popen("push", url_a, "main")
+    deadline = time.monotonic() + 120
+    while len(api_a.builds(app)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # alice's build is requested: her hook holds the app's push lock
+    refused = clones[1].push(url_b)
+    out, _ = first.communicate(timeout=GIT_TIMEOUT)
+
+    assert first.returncode == 0, out
+    assert refused.returncode != 0, refused.output
+    assert "Another push to this app is being built" in refused.output, refused.output
+    assert remote_head(base, url_b) == clones[0].head()
+    # Bob catches up through B and pushes again: a fast-forward of Alice's push.
+    clones[1].run("pull", "--quiet", "--no-rebase", "--no-edit", url_b, "main")
+    deployed(clones[1].push(url_b), 4)
+    assert remote_head(base, url_a) == clones[1].head()
+    assert len(api_a.builds(app)) == 3
+
+
+@contextlib.contextmanager
+def _database(role: Role) -> Iterator[object]:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(role.database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(role.database_schema)))
+        yield conn
