@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.redis_servers import RedisServer, logplex_redis  # noqa: F401
 from tests.test_drains import FAST, syslog_drain, wait_for, with_drains_projection
@@ -15,6 +16,7 @@ from waka.bootstrap import Platform
 from waka.domain.actors import Actor
 from waka.logplex.drains import DrainForwarder
 from waka.logplex.redis_logplex import RedisLogplex
+from waka.logplex.redis_wire import app_key
 
 
 @pytest.fixture
@@ -56,6 +58,9 @@ def test_two_workers_forward_each_line_once(
     got = Counter(f.decode().rsplit(" - ", 1)[1] for f in frames)
     assert got == Counter({f"line {i}": 1 for i in range(total)})  # once each, nothing else
     assert sum(shares) == total and all(shares)  # both workers took a share
+    raw = redis.Redis.from_url(emitter.url, decode_responses=True)
+    assert [g["name"] for g in raw.xinfo_groups(app_key(str(app.id)))] == ["drains"]
+    assert raw.xinfo_groups(app_key(str(quiet.id))) == []  # never read for drains
 
 
 def delivered(forwarder: DrainForwarder) -> int:
