@@ -18,10 +18,9 @@ from waka.domain.authorization import SIGN_IN, Authorization
 from waka.domain.certificate import SniEndpoint, parse_chain
 from waka.domain.team import Team
 from waka.domain.webhook import AppWebhook
+from waka.notification_log import follow
 from waka.projections.base import iso
 from waka.redaction import redact_url
-
-BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -220,47 +219,39 @@ def entries(ledger: Application) -> Iterator[Entry]:
     owners: dict[str, tuple[str, str]] = {}  # certificate or ACM id -> (app id, name)
     addons: dict[str, tuple[str, str]] = {}  # add-on or attachment id -> (app id, name)
     teams: dict[str, str] = {}  # team id, or a team app's id -> the team's name
-    start = 0
-    while True:
-        batch = ledger.recorder.select_notifications(
-            start=start, limit=BATCH, inclusive_of_start=False
+    for notice in follow(ledger, 0):
+        event = notice.event
+        action = (
+            describe(event)
+            or describe_certificate(event, owners)
+            or describe_webhook(event, owners)
         )
-        for notification in batch:
-            event = ledger.mapper.to_domain_event(notification)
-            action = (
-                describe(event)
-                or describe_certificate(event, owners)
-                or describe_webhook(event, owners)
-            )
-            app_id = str(event.originator_id) if isinstance(event, App.Event) else ""
-            if action is None and isinstance(event, Addon.Event):
-                action, app_id = describe_addon(event, addons) or (None, "")
-            if action is None:
-                continue
-            if not app_id and str(event.originator_id) in owners:
-                app_id = owners[str(event.originator_id)][0]
-            if isinstance(event, App.Created):
-                names[app_id] = event.name
-            if isinstance(event, Team.Created):
-                teams[str(event.originator_id)] = event.name
-            if isinstance(event, App.TeamJoined):
-                teams[app_id] = event.team["name"]
-            name = names.get(app_id, "")
-            renamed_to = ""
-            if isinstance(event, App.Renamed):
-                names[app_id] = renamed_to = event.new_name
-            yield Entry(
-                at=event.timestamp,
-                actor=event.actor.get("email", ""),
-                app=name,
-                app_id=app_id,
-                action=action,
-                renamed_to=renamed_to,
-                team=teams.get(app_id or str(event.originator_id), ""),
-            )
-        if len(batch) < BATCH:
-            return
-        start = batch[-1].id
+        app_id = str(event.originator_id) if isinstance(event, App.Event) else ""
+        if action is None and isinstance(event, Addon.Event):
+            action, app_id = describe_addon(event, addons) or (None, "")
+        if action is None:
+            continue
+        if not app_id and str(event.originator_id) in owners:
+            app_id = owners[str(event.originator_id)][0]
+        if isinstance(event, App.Created):
+            names[app_id] = event.name
+        if isinstance(event, Team.Created):
+            teams[str(event.originator_id)] = event.name
+        if isinstance(event, App.TeamJoined):
+            teams[app_id] = event.team["name"]
+        name = names.get(app_id, "")
+        renamed_to = ""
+        if isinstance(event, App.Renamed):
+            names[app_id] = renamed_to = event.new_name
+        yield Entry(
+            at=event.timestamp,
+            actor=event.actor.get("email", ""),
+            app=name,
+            app_id=app_id,
+            action=action,
+            renamed_to=renamed_to,
+            team=teams.get(app_id or str(event.originator_id), ""),
+        )
 
 
 def query(
