@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
     from waka.addons.provider import Provider
+    from waka.addons.resources import AddonResources
     from waka.logplex.drains import DrainForwarder
     from waka.logplex.redis_logplex import RedisLogplex
     from waka.reactors.addon_manager import AddonManager
@@ -225,6 +226,12 @@ class Platform:
                 HEROKU_REDIS, "redis-server is not installed on the waka host."
             )
         return {**providers, **self.partners}
+
+    @cached_property
+    def addon_resources(self) -> AddonResources:
+        from waka.addons.resources import AddonResources
+
+        return AddonResources(self.providers)
 
     @cached_property
     def addon_manager(self) -> AddonManager:

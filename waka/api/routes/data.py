@@ -46,10 +46,7 @@ def _info(ctx: Ctx, row: Row) -> list[dict[str, Any]]:
     assert service is not None
     plan = service.find_plan(row["plan"]) or service.default_plan
     facts = [("Plan", plan.human_name)]
-    try:
-        facts += ctx.platform.providers[row["service"]].info(row["id"], plan)
-    except Exception as error:  # the server is unreachable: say so, don't fail pg:info
-        facts.append(("Status", f"Unavailable ({error})"))
+    facts += ctx.platform.addon_resources.facts(row["service"], row["id"], plan)
     seen: set[str] = set()
     unique = [(k, v) for k, v in facts if not (k in seen or seen.add(k))]
     return [{"name": name, "values": [str(value)]} for name, value in unique]
@@ -81,8 +78,7 @@ def pg_connection_reset(ctx: Ctx) -> Reply:
     row = _addon(ctx, "heroku-postgresql")
     if row["state"] != "provisioned":
         return NOT_PROVISIONED
-    provider = ctx.platform.providers[row["service"]]
-    ended = provider.kill_connections(row["id"])  # type: ignore[attr-defined]
+    ended = ctx.platform.addon_resources.end_sessions(row["service"], row["id"])
     return Reply({"message": f"Ended {ended} connections to {row['name']}."})
 
 
