@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tarfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,12 +225,14 @@ def test_build_output_written_by_one_is_followed_by_the_other(
     reader.start()
     for n in range(500):  # many lines make few rows
         output.detail(f"line {n}")
+    finished = True  # the ledger says so before the builder writes its last lines
+    time.sleep(0.3)
+    output.detail("Released v2")
     output.close()
-    finished = True
     reader.join(timeout=10)
     text = b"".join(followed).decode()
     assert text.splitlines()[0] == "-----> Building"
-    assert text.splitlines()[-1] == "       line 499" and len(text.splitlines()) == 501
+    assert text.splitlines()[-1] == "       Released v2" and len(text.splitlines()) == 502
     # A build run again after a crash appends; a replay reads it all.
     again = worker.build_logs.open(build_id)
     again.step("Building again")

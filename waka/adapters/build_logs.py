@@ -84,6 +84,7 @@ class BuildLog:
 
 
 FLUSH_EVERY = 0.1  # seconds a written line may wait before it is in the database
+END_GRACE = 5.0  # seconds a follower waits for the end of the output of a finished build
 
 
 class SharedBuildLogs:
@@ -132,10 +133,13 @@ class SharedBuildLogs:
         poll: float = 0.2,
         timeout: float | None = None,
     ) -> Iterator[bytes]:
-        """Yield the output as it grows, until the build is done and everything is read."""
+        """Yield the output as it grows, until the build is done and everything is read:
+        a writer ends its output with an empty row, and the builder writes its last lines
+        after the ledger says the build is done, so "done" waits for that row (a while: a
+        writer killed mid-build never writes it)."""
         self.path(build_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        seq = 0
+        seq, ended, done_since = 0, False, None
         with self._connect() as conn:
             while True:
                 done = is_done()  # asked before reading: no line written before "done" is lost
@@ -147,10 +151,16 @@ class SharedBuildLogs:
                 ).fetchall()
                 for found, data in rows:
                     seq = found + 1
-                    yield bytes(data)
-                if done or (deadline is not None and time.monotonic() > deadline):
+                    ended = not data
+                    if data:
+                        yield bytes(data)
+                if done:
+                    done_since = done_since or time.monotonic()
+                    if ended or time.monotonic() - done_since > END_GRACE:
+                        return
+                if deadline is not None and time.monotonic() > deadline:
                     return
-                time.sleep(poll)
+                time.sleep(poll if not done else min(poll, 0.05))
 
 
 class _SharedOutput:
@@ -202,6 +212,11 @@ class _SharedOutput:
         self.flusher.join()
         try:
             self._flush()
+            self.conn.execute(  # the end: followers stop here
+                f"INSERT INTO {self.logs.table} (stream, output_id, seq, data)"
+                " VALUES (%s, %s, %s, '')",
+                (self.logs.stream, self.output_id, self.seq),
+            )
         except Exception as error:  # the build's outcome is in the ledger all the same
             log.warning("the end of build output %s was lost: %s", self.output_id, error)
         finally:
