@@ -68,6 +68,9 @@ def _children(directory: Path) -> list[Path]:
         return []
 
 
+LEASE_LABEL = "waka.lease"  # on a container run under a lease: it is at work while that is held
+
+
 def build_lease(build_id: str) -> str:
     return f"build:{build_id}"
 
@@ -125,6 +128,8 @@ class Builder:
         if not self._started:
             self.sweep_leftovers()
             self._started = True
+        elif time.monotonic() - self._last_sweep >= SWEEP_EVERY:
+            self.sweep_containers()  # of builds whose worker died (their lease is free)
         self.platform.projector.catch_up()
         done = 0
         for row in pending_builds(self.platform.store):
@@ -138,7 +143,7 @@ class Builder:
                 self.build(row)
                 done += 1
         # releases of existing slugs (`releases:retry`)
-        done += self.release_phase.run_pending(self.platform, self.leases)
+        done += self.release_phase.run_pending(self.platform, self.leases, LEASE_LABEL)
         if done or time.monotonic() - self._last_settle >= SETTLE_EVERY:
             self.settle_pushes()
         if time.monotonic() - self._last_sweep >= SWEEP_EVERY:
@@ -146,16 +151,21 @@ class Builder:
         return done
 
     def sweep_leftovers(self) -> None:
-        """Before the first build: what a crash mid-build left (its container, its work
-        directory) goes; not the containers of builds another worker is running (leased)."""
-        removed = self.runtime.sweep(
-            lambda labels: "waka.build" in labels
-            and self.leases.taken(build_lease(labels["waka.build"]))
-        )
-        if removed:
-            log.info("removed %d build container(s) left from before a restart", removed)
+        """Before the first build: what a crash mid-build left (its containers, its work
+        directories) goes."""
+        self.sweep_containers()
         for leftover in _children(self.config.work_root):
             shutil.rmtree(leftover, ignore_errors=True)
+
+    def sweep_containers(self) -> int:
+        """Build and release-phase containers whose lease no process holds: their worker
+        died mid-run (a worker's own runs hold their leases, as do other live workers')."""
+        removed = self.runtime.sweep(
+            lambda labels: LEASE_LABEL in labels and self.leases.taken(labels[LEASE_LABEL])
+        )
+        if removed:
+            log.info("removed %d build container(s) whose worker is gone", removed)
+        return removed
 
     def settle_pushes(self) -> int:
         """Pushes whose hook is gone (the platform stopped during their build): the branch
@@ -231,7 +241,10 @@ class Builder:
         try:
             self.expire_cache(app_id)
             # Each container says whose it is, so one left by a crash can be swept.
-            runtime = LabelledRuntime(self.runtime, {"waka.app": app_id, "waka.build": build_id})
+            runtime = LabelledRuntime(
+                self.runtime,
+                {"waka.app": app_id, "waka.build": build_id, LEASE_LABEL: build_lease(build_id)},
+            )
             slug, release_failure = self._build(row, output, work, timer, runtime)
             with timer("record"):
                 version = ledger.finish_build(UUID(app_id), build_id, slug, release_failure, actor)

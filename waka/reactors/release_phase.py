@@ -22,7 +22,7 @@ from uuid import UUID
 
 from waka.adapters.build_logs import BuildLog, BuildLogs
 from waka.adapters.leases import Leases, LocalLeases, leased
-from waka.adapters.runtime import Mount, Runtime, RunTimedOut
+from waka.adapters.runtime import LabelledRuntime, Mount, Runtime, RunTimedOut
 from waka.adapters.slugs import SlugStore
 from waka.domain.actors import Actor
 from waka.features import metadata_env
@@ -101,13 +101,16 @@ class ReleasePhase:
         release_output.close()
         return failure
 
-    def run_pending(self, platform: Any, leases: Leases | None = None) -> int:
+    def run_pending(
+        self, platform: Any, leases: Leases | None = None, lease_label: str = "waka.lease"
+    ) -> int:
         """Run the release phase of every pending slug release no other worker runs, oldest
         first, and record how it ended; return how many ran here."""
         done = 0
         leases = leases or LocalLeases()
         for row in pending_slug_releases(platform.store):
-            with leased(leases, f"release:{row['app_id']}:{row['version']}") as ours:
+            lease = f"release:{row['app_id']}:{row['version']}"
+            with leased(leases, lease) as ours:
                 if not ours:
                     continue
                 platform.projector.catch_up()
@@ -116,11 +119,12 @@ class ReleasePhase:
                     for r in pending_slug_releases(platform.store)
                 ):
                     continue  # decided by the worker that held it a moment ago
-                self._run_release(platform, row)
+                runtime = LabelledRuntime(self.runtime, {lease_label: lease})  # swept if we die
+                self._run_release(platform, row, runtime)
                 done += 1
         return done
 
-    def _run_release(self, platform: Any, row: Row) -> None:
+    def _run_release(self, platform: Any, row: Row, runtime: Runtime) -> None:
         actor: Actor = {"id": row["user_id"], "email": row["user_email"]}
         try:
             failure = self.run(
@@ -131,6 +135,7 @@ class ReleasePhase:
                     **metadata_env(platform.store, row["app_id"], row["version"]),
                 },
                 row["output_id"],
+                runtime=runtime,
             )
         except Exception:  # a missing slug, an engine gone away: the release fails
             log.exception("release phase of v%s of %s crashed", row["version"], row["app_id"])
