@@ -79,7 +79,7 @@ def test_local_leases_are_this_process_alone() -> None:
 
 
 def test_a_worker_sweeps_only_containers_whose_lease_is_free(
-    client,
+    client,  # noqa: F811
     two_processes,
 ) -> None:  # type: ignore[no-untyped-def]
     """Worker B's builder sweeps the build containers of a dead worker, never a live one's."""
