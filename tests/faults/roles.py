@@ -162,17 +162,12 @@ class Deployment:
         environment = server.waka_env()
         log = tmp / "roles.log"
         if split:
+            api = ["api", "--port", str(server.port), "--tls-port", str(server.tls_port)]
+            api += ["--rendezvous-port", str(server.rendezvous_port)]
+            router = ["router", "--port", str(server.router_port), "--tls-port", "0"]
             self.roles = {
-                "api": Role(
-                    "api",
-                    ["api", "--port", str(server.port)],
-                    environment,
-                    log,
-                    http_port=server.port,
-                ),
-                "router": Role(
-                    "router", ["router", "--port", str(server.router_port)], environment, log
-                ),
+                "api": Role("api", api, environment, log, http_port=server.port),
+                "router": Role("router", router, environment, log, http_port=server.router_port),
                 "worker": Role("worker", ["worker"], environment, log),
             }
             self.api_role = "api"

@@ -42,9 +42,10 @@ class Platform:
 
 
 def started_platform(
-    tmp: Path, heroku_cli: Path, cluster: PostgresCluster, split: bool
+    tmp: Path, heroku_cli: Path, cluster: PostgresCluster, split: bool, deploy: bool = True
 ) -> tuple[Deployment, Observer, Target]:
-    """A deployment on the cluster with one app, deployed once (web and worker types)."""
+    """A deployment on the cluster with one app, deployed once (web and worker types) unless
+    `deploy` is false."""
     deployment = Deployment(tmp, heroku_cli, cluster.url, split=split)
     deployment.start()
     observer = Observer(deployment.server.home, cluster.url, "public")
@@ -52,7 +53,8 @@ def started_platform(
     app = unique_name("faults")
     server.heroku("apps:create", app)
     repo = app_repo("shell-app", tmp / "app")
-    deployed(repo.push(git_url(server, app)), 2)
+    if deploy:
+        deployed(repo.push(git_url(server, app)), 2)
     return deployment, observer, Target(deployment, app, repo)
 
 
@@ -80,31 +82,32 @@ def platform(
         stop_platform(deployment, observer)
 
 
-def test_kill_during_a_push(platform: Platform, schedule: random.Random) -> None:
-    platform.fault(Push(platform.target), "up", schedule)
+def operations(target: Target, rng: random.Random) -> list:
+    """The operations, in order: each made when its turn comes (a scale reads the formation
+    the previous faults left)."""
+    return [
+        lambda: Push(target),
+        lambda: Scale(target, rng),
+        lambda: ConfigSet(target, rng),
+        lambda: AddonCreate(target, "heroku-redis"),
+        lambda: AddonCreate(target, "heroku-postgresql"),
+    ]
 
 
-def test_kill_during_a_scale(platform: Platform, schedule: random.Random) -> None:
-    platform.fault(Scale(platform.target, schedule), "up", schedule)
-
-
-def test_kill_during_a_config_change(platform: Platform, schedule: random.Random) -> None:
-    platform.fault(ConfigSet(platform.target, schedule), "up", schedule)
-
-
-@pytest.mark.parametrize("service", ["heroku-redis", "heroku-postgresql"])
-def test_kill_during_an_addon_creation(
-    platform: Platform, schedule: random.Random, service: str
+def test_kill_up_at_random_points_of_each_operation(
+    platform: Platform, schedule: random.Random
 ) -> None:
-    platform.fault(AddonCreate(platform.target, service), "up", schedule)
+    # One test for the whole sequence: under pytest-xdist a module's tests may be spread over
+    # workers, and each would start a platform of its own.
+    for make in operations(platform.target, schedule):
+        platform.fault(make(), "up", schedule)
+    checks_see_what_they_look_for(platform)
+    codes = platform.deployment.stop()
+    assert codes == {"up": 0}, platform.deployment.log()[-4000:]
+    assert platform.deployment.log().rstrip().endswith("waka: stopped")
 
 
-def test_kill_during_a_second_push(platform: Platform, schedule: random.Random) -> None:
-    # Now with add-ons attached and a scaled formation: the release carries their config.
-    platform.fault(Push(platform.target), "up", schedule)
-
-
-def test_the_checks_see_what_they_look_for(platform: Platform, tmp_path: Path) -> None:
+def checks_see_what_they_look_for(platform: Platform) -> None:
     """Each convergence check fails on the breakage it is there to find (else the suite
     above could pass on a broken platform)."""
     import subprocess
@@ -171,9 +174,3 @@ def test_the_checks_see_what_they_look_for(platform: Platform, tmp_path: Path) -
     finally:
         subprocess.run(["docker", "rm", "-f", extra], capture_output=True, check=False)
     assert observer.no_duplicate_builds_or_releases() == []
-
-
-def test_after_the_faults_it_stops_cleanly(platform: Platform) -> None:
-    codes = platform.deployment.stop()
-    assert codes == {"up": 0}, platform.deployment.log()[-4000:]
-    assert platform.deployment.log().rstrip().endswith("waka: stopped")

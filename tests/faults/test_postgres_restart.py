@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .convergence import settle
+from .convergence import retrying, settle
 from .operations import Push, platform_checks
 from .postgres_cluster import PostgresCluster
 from .test_kill_up import Platform, started_platform, stop_platform
@@ -121,7 +121,7 @@ def test_postgres_restarted_under_load(platform: Platform, schedule: random.Rand
     acknowledged = {a[1] for a in answers if a[2] == 200}
 
     # The push: retried by the user if PostgreSQL's restart failed it, then deployed once.
-    if not push.done():
+    if not retrying(push.done, timeout=10):  # a git request may meet a dead pooled connection
         push.act()
 
     def writes_kept() -> list[str]:
