@@ -77,7 +77,14 @@ async def serve(platform: Platform, roles: frozenset[str], listen: Listen) -> No
         tls = getattr(router, "tls_context", None)
         tasks.append(
             asyncio.create_task(
-                router.serve(listen.host, settings.router_port, settings.router_tls_port, tls)
+                router.serve(
+                    listen.host,
+                    settings.router_port,
+                    settings.router_tls_port,
+                    tls,
+                    # `waka router` copies share their ports; `waka up` stays alone on its own
+                    reuse_port=listen.reuse_port or roles != ALL,
+                )
             )
         )
         say(f"router on http://<app>.{listen.host}:{settings.router_port}")

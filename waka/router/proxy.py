@@ -144,6 +144,10 @@ class _Client(Conn):
 
 
 class Router:
+    """`log(app_id, text)` gets the router's log lines of an app: one, or several separated by
+    newlines (as Logplex's emit takes them), at the end of the event loop's turn that made them.
+    `wake(app_id)` wakes a sleeping app (returns once it is routed)."""
+
     def __init__(
         self,
         table: RouteTable,
@@ -172,17 +176,28 @@ class Router:
         self._clients: set[Conn] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # on start
+        # Log lines of this turn of the event loop, per app: handed to `log` together at its
+        # end (see _emit).
+        self._lines: dict[str, list[str]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def serve(
-        self, host: str, port: int, tls_port: int = 0, tls: ssl.SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        tls_port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
-        """Serve until cancelled; HTTPS too on `tls_port` with the `tls` context."""
-        await self.start(host, port)
+        """Serve until cancelled; HTTPS too on `tls_port` with the `tls` context. With
+        `reuse_port`, other router processes may listen on the same ports (SO_REUSEPORT): the
+        kernel spreads new connections over them."""
+        await self.start(host, port, reuse_port=reuse_port)
         if tls is not None:
             try:
-                await self.start_tls(host, tls_port, tls)
+                await self.start_tls(host, tls_port, tls, reuse_port=reuse_port)
             except BaseException:
                 await self.close()
                 raise
@@ -191,15 +206,20 @@ class Router:
         finally:
             await self.close()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen (on 127.0.0.1 and ::1 for "localhost", as `waka up` binds) and return the port,
-        which is the chosen one when `port` is 0."""
+        which is the chosen one when `port` is 0. `reuse_port`: see serve()."""
         loop = self._loop = asyncio.get_running_loop()
         hosts = ["127.0.0.1", "::1"] if host == "localhost" else [host]
         for address in hosts:
             try:
                 server = await loop.create_server(
-                    self._protocol, address, port, reuse_address=True, backlog=1024
+                    self._protocol,
+                    address,
+                    port,
+                    reuse_address=True,
+                    reuse_port=reuse_port or None,
+                    backlog=1024,
                 )
             except OSError:
                 if address == "::1":  # no IPv6 loopback on this machine: IPv4 is enough
@@ -212,7 +232,9 @@ class Router:
         self._sweeper = loop.create_task(self._sweep())
         return port
 
-    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> int:
+    async def start_tls(
+        self, host: str, port: int, context: ssl.SSLContext, *, reuse_port: bool = False
+    ) -> int:
         """Listen for HTTPS too (after `start`): TLS ends here and the request goes on as on
         the plain port, with X-Forwarded-Proto: https. Returns the port (chosen when 0)."""
         hosts = ["127.0.0.1", "::1"] if host == "localhost" else [host]
@@ -223,6 +245,7 @@ class Router:
                     address,
                     port,
                     reuse_address=True,
+                    reuse_port=reuse_port or None,
                     backlog=1024,
                     ssl=context,
                     ssl_handshake_timeout=HEAD_TIMEOUT,
@@ -257,6 +280,7 @@ class Router:
         self._clients.clear()
         self._pool.close()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._flush_lines()
 
     def _protocol(self) -> Conn:
         client = _Client(self._loop)
@@ -428,24 +452,24 @@ class Router:
             client.transport.write(out + data)
             x.sent = sent = len(out) + len(data)
             now = monotonic()
-            try:
-                self.log(
-                    x.route.app_id,
-                    info_line(
-                        req.method,
-                        req.target,
-                        req.host,
-                        x.request_id,
-                        quote(x.fwd) if req.forwarded_for else x.fwd,
-                        resp.status,
-                        x.dyno.encode(),
-                        0.0,
-                        now - x.sent_at,
-                        sent,
-                    ),
-                )
-            except Exception:
-                logger.exception("router: the log callback failed")
+            line = info_line(
+                req.method,
+                req.target,
+                req.host,
+                x.request_id,
+                quote(x.fwd) if req.forwarded_for else x.fwd,
+                resp.status,
+                x.dyno.encode(),
+                0.0,
+                now - x.sent_at,
+                sent,
+            )
+            app_id = x.route.app_id
+            lines = self._lines.get(app_id)  # (_emit, inlined)
+            if lines is not None:
+                lines.append(line)
+            else:
+                self._emit(app_id, line)
             conn.exchange = client.exchange = client.peer = None
             if resp.keep_alive and not conn.buf:
                 self._pool.put(x.key, conn, now)
@@ -584,10 +608,28 @@ class Router:
             )
         else:
             line = self._line(x, status, code, service)
-        try:
-            self.log(x.route.app_id, line)
-        except Exception:
-            logger.exception("router: the log callback failed")
+        self._emit(x.route.app_id, line)
+
+    def _emit(self, app_id: str, line: str) -> None:
+        """Log a line at the end of this turn of the event loop, with the others of the turn:
+        `log` gets each app's lines as one text, a line each. Under load a turn serves many
+        requests, and one call per turn costs a fraction of one per request (Logplex's emit
+        takes a lock and a timestamp per call); the lines' time is the turn's end."""
+        lines = self._lines.get(app_id)
+        if lines is not None:
+            lines.append(line)
+            return
+        if not self._lines:
+            self._loop.call_soon(self._flush_lines)
+        self._lines[app_id] = [line]
+
+    def _flush_lines(self) -> None:
+        batch, self._lines = self._lines, {}
+        for app_id, lines in batch.items():
+            try:
+                self.log(app_id, lines[0] if len(lines) == 1 else "\n".join(lines))
+            except Exception:
+                logger.exception("router: the log callback failed")
 
     @staticmethod
     def _line(x: _Exchange, status: int, code: Code | None, service: float | None) -> str:
