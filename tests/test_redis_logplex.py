@@ -343,3 +343,17 @@ def test_settings_read_waka_redis_url_and_choose_the_logplex() -> None:
     chosen = open_logplex(settings.redis_url)
     assert isinstance(chosen, RedisLogplex)
     chosen.close(timeout=0.1)  # never connected: nothing to flush
+
+
+def test_close_does_not_wait_for_a_redis_that_is_down(
+    logplex_redis: RedisServer,  # noqa: F811
+) -> None:
+    plex = RedisLogplex(logplex_redis.url)
+    logplex_redis.stop()
+    for i in range(50_000):
+        plex.emit(APP, "app", "web.1", str(i))
+    wait_until(lambda: plex.dropped > 0)
+    started = time.perf_counter()
+    plex.close(timeout=5)
+    assert time.perf_counter() - started < 2.0
+    assert plex.dropped == 50_000 and plex.written == 0

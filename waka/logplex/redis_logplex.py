@@ -194,6 +194,9 @@ class RedisLogplex:
                 elif not self._closing.is_set():
                     self._closing.wait(delay)  # Redis is down: lines queue meanwhile
                     delay = min(delay * 2, 2.0)
+                else:  # closing with Redis down: the rest is dropped at once
+                    while queue:
+                        self.dropped += queue.popleft()[0] is not _FORGET
             self._idle.set()
             if self._closing.is_set():
                 return
@@ -490,8 +493,9 @@ class RedisLogplex:
     # --- lifecycle -------------------------------------------------------------------------
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (for up to `timeout`), then stop the threads."""
-        self.flush(timeout)
+        """Write what is queued (for up to `timeout`; not waiting for a Redis that is down),
+        then stop the threads."""
+        self.flush(min(timeout, 0.5) if self._warned else timeout)
         self._closing.set()
         self._wake_writer.set()
         self._wake_tail.set()
