@@ -199,9 +199,11 @@ def waka_router(backend_port: int, loop: str) -> Iterator[Server]:
         stop(process)
 
 
-def serve_router(port: int, backend_port: int, loop: str) -> None:
+def serve_router(port: int, backend_port: int, loop: str, reuse_port: bool = False) -> None:
     """The router process: one app, one web dyno (the backend), its log lines into Logplex
-    as `waka up` wires them (or, without waka.logplex, a buffer of the last 1,500)."""
+    as `waka up` wires them (or, without waka.logplex, a buffer of the last 1,500). With
+    `reuse_port`, several such processes share the port (SO_REUSEPORT), as `waka router`
+    copies do."""
     sys.path.insert(0, str(ROOT))
     from waka.router import Backend, Route, Router, RouteTable
 
@@ -225,9 +227,9 @@ def serve_router(port: int, backend_port: int, loop: str) -> None:
         if loop == "uvloop":
             import uvloop
 
-            uvloop.run(router.serve(LOOPBACK, port))
+            uvloop.run(router.serve(LOOPBACK, port, reuse_port=reuse_port))
         else:
-            asyncio.run(router.serve(LOOPBACK, port))
+            asyncio.run(router.serve(LOOPBACK, port, reuse_port=reuse_port))
 
 
 # --- measuring --------------------------------------------------------------------------------
