@@ -172,3 +172,31 @@ def test_rebuild_after_pipelined_catch_ups_gives_the_same_tables(platform, actor
     live = platform.projector.dump()
     platform.projector.rebuild()
     assert platform.projector.dump() == live
+
+
+def test_commands_on_one_app_queue_in_a_process(platform, actor, monkeypatch) -> None:
+    """Eight writers of one app in one process: no save lost to a conflict, none lost."""
+    ledger = platform.ledger
+    app = ledger.create_app(actor, "queued")
+    saves = []
+    save = ledger.save
+    monkeypatch.setattr(ledger, "save", lambda *a, **k: saves.append(1) or save(*a, **k))
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            for i in range(5):
+                ledger.set_config(actor, app.id, {f"T{n}_{i}": "x"})
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(saves) == 40  # one save per write: none retried
+    assert len(ledger.get_app(app.id).config) == 40

@@ -8,6 +8,9 @@ On PostgreSQL a plain `query()` runs on an autocommit connection: one round trip
 connection in a transaction would add a BEGIN before it and the pool's ROLLBACK after it.
 `transaction(pipelined=True)` sends its statements in psycopg's pipeline mode: they go out
 without waiting for each other's answers, and only a query's rows (or the commit) wait.
+`durable=False` commits without waiting for the WAL flush (synchronous_commit off): for the
+projector, whose rows and positions are derived from the ledger and commit together, so a
+server crash can only take back its last catch-ups, which it then makes again.
 """
 
 from __future__ import annotations
@@ -27,16 +30,20 @@ Row = dict[str, Any]
 _PROJECTION_LOCK = 0x7761_6B61
 
 
+Statement = tuple[str, Sequence[Any]]
+
+
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def query_all(self, *statements: Statement) -> list[list[Row]]: ...
 
 
 class ReadStore(Protocol):
     sealer: Sealer  # encrypts secrets in the read models (when there is a cipher key)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-    def transaction(self, pipelined: bool = False) -> Any: ...  # context manager: a Cursor
+    def transaction(self, pipelined: bool = False, durable: bool = True) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -51,6 +58,9 @@ class _SqliteCursor:
         cur = self.conn.execute(sql, tuple(params))
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def query_all(self, *statements: Statement) -> list[list[Row]]:
+        return [self.query(sql, params) for sql, params in statements]
 
 
 class SqliteReadStore:
@@ -81,7 +91,7 @@ class SqliteReadStore:
         return _SqliteCursor(self._conn).query(sql, params)
 
     @contextmanager
-    def transaction(self, pipelined: bool = False) -> Iterator[_SqliteCursor]:
+    def transaction(self, pipelined: bool = False, durable: bool = True) -> Iterator[_SqliteCursor]:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -109,12 +119,18 @@ class _PostgresCursor:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(self.conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall())
 
+    def query_all(self, *statements: Statement) -> list[list[Row]]:
+        """All sent before any answer is read: in a pipelined transaction, one round trip."""
+        cursors = [self.conn.execute(sql.replace("?", "%s"), tuple(p)) for sql, p in statements]
+        return [list(cursor.fetchall()) for cursor in cursors]
+
 
 class PostgresReadStore:
     def __init__(
         self, url: str, schema: str = "public", max_size: int = 10, sealer: Sealer | None = None
     ) -> None:
         self.sealer = sealer or Sealer()
+        self.url = url
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
@@ -137,14 +153,28 @@ class PostgresReadStore:
             return _PostgresCursor(conn).query(sql, params)
 
     @contextmanager
-    def transaction(self, pipelined: bool = False) -> Iterator[_PostgresCursor]:
+    def transaction(
+        self, pipelined: bool = False, durable: bool = True
+    ) -> Iterator[_PostgresCursor]:
         with (
             self.pool.connection() as conn,
             conn.pipeline() if pipelined else nullcontext(),
             conn.transaction(),
         ):
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit = off")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PROJECTION_LOCK,))
             yield _PostgresCursor(conn)
+
+    def same_database(self, params: dict[str, Any]) -> bool:
+        """Is this the database that connection parameters (host, port, dbname) name?"""
+        from psycopg.conninfo import conninfo_to_dict
+
+        mine = conninfo_to_dict(self.url)
+        return all(
+            str(mine.get(key) or default) == str(params.get(key) or default)
+            for key, default in (("host", "localhost"), ("port", 5432), ("dbname", ""))
+        )
 
     def close(self) -> None:
         self.pool.close()
