@@ -357,6 +357,12 @@ def _serve_roles(args: argparse.Namespace, roles: frozenset[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    if roles != ALL and not settings.redis_url:
+        print(
+            "waka: warning: WAKA_REDIS_URL is not set, so each process keeps its own logs: "
+            "`heroku logs` shows only the lines of the API process it reaches",
+            file=sys.stderr,
+        )
     host = getattr(args, "host", "localhost")
     listen = Listen(host=host, rendezvous_port=getattr(args, "rendezvous_port", None))
     binds: list[str] = []
