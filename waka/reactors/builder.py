@@ -234,6 +234,7 @@ class Builder:
     def build(self, row: Row) -> None:
         build_id, app_id = row["id"], row["app_id"]
         actor: Actor = {"id": row["user_id"], "email": row["user_email"]}
+        log.info("build %s app=%s started here", build_id, app_id)  # which worker builds it
         output = self.logs.open(build_id)
         work = Path(tempfile.mkdtemp(prefix=f"build-{build_id[:8]}-", dir=self._work_root()))
         ledger = self.platform.ledger
