@@ -296,7 +296,7 @@ def stage(logplex: Any) -> Iterator[Stage]:
     from waka.api.routes.logs import routes
     from waka.bootstrap import bootstrap
     from waka.config import Settings
-    from waka.logplex.drains_projection import DrainsProjection
+    from waka.projections.drains import DrainsProjection
 
     with tempfile.TemporaryDirectory(prefix="waka-bench-") as home:
         platform = bootstrap(Settings(home=Path(home)))
@@ -362,7 +362,7 @@ def case_feed(lines: int) -> list[Row]:
 def case_http(lines: int, drains: tuple[str, ...] = (), rate: float | None = None) -> list[Row]:
     from waka.logplex import Logplex
     from waka.logplex.drains import DrainForwarder
-    from waka.logplex.drains_projection import all_drains
+    from waka.projections.drains import all_drains
 
     logplex = Logplex()
     label = "emit → buffer → SSE over HTTP" + "".join(f" + {d} drain" for d in drains)

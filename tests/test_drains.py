@@ -29,8 +29,8 @@ from waka.bootstrap import Platform
 from waka.domain.actors import Actor
 from waka.logplex import Logplex
 from waka.logplex.drains import DrainForwarder, DrainOptions
-from waka.logplex.drains_projection import DrainsProjection
 from waka.logplex.syslog import parse_frames
+from waka.projections.drains import DrainsProjection
 
 ACCEPT = "application/vnd.heroku+json; version=3"
 FAST = DrainOptions(timeout=2.0, backoff_min=0.02, backoff_max=0.1)
@@ -501,27 +501,37 @@ def test_drains_added_and_removed_through_the_api_take_effect_at_once(
     account, key = platform.ledger.register_user("owner@example.com")
     app = platform.ledger.create_app(account.as_actor(), "shop")
     platform.projector.catch_up()
+    from waka.reactors.lifecycle import Reactors
+
     logplex = Logplex()
+    # No timer: the forwarder is a reactor woken by the ledger's DrainAdded/DrainRemoved.
     forwarder = DrainForwarder(logplex, platform.store, FAST, refresh_interval=3600)
-    starlette = Starlette(routes=routes(platform, logplex, drains=forwarder))
+    starlette = Starlette(routes=routes(platform, logplex))
     starlette.add_middleware(RequestIdMiddleware)
     client = TestClient(starlette, raise_server_exceptions=False)
     headers = {"Accept": ACCEPT, "Authorization": f"Bearer {key}"}
-    forwarder.start()
+    reactors = Reactors(platform.leases, platform.projector.catch_up)
+    reactors.add(forwarder)
+    platform.notifications.subscribe(reactors.saved)
+    platform.notifications.start()
+    reactors.start()
     try:
+        wait_for(lambda: reactors.leading("drains"))
         with syslog_drain() as server:
             url = f"syslog://127.0.0.1:{server.port}"
             added = client.post("/apps/shop/log-drains", json={"url": url}, headers=headers)
             assert added.status_code == 201
+            wait_for(lambda: forwarder.stats() != {})  # woken by the ledger, not a timer
             logplex.emit(app.id, "app", "web.1", "first")
             wait_for(lambda: len(server.received) > 0)
             removed = client.delete(f"/apps/shop/log-drains/{quote(url, safe='')}", headers=headers)
             assert removed.status_code == 200
+            wait_for(lambda: forwarder.stats() == {})
             logplex.emit(app.id, "app", "web.1", "after removal")
             time.sleep(0.2)
-            assert forwarder.stats() == {}
     finally:
-        forwarder.stop()
+        reactors.stop()
+        platform.notifications.stop()
     assert [f.decode().rsplit(" - ", 1)[1] for f in server.frames()] == ["first"]
 
 
@@ -529,7 +539,7 @@ def test_a_forwarder_sends_nothing_before_start_or_after_stop(delivery: Delivery
     with syslog_drain() as server:
         delivery.add(f"syslog://127.0.0.1:{server.port}")
         forwarder = DrainForwarder(delivery.logplex, delivery.platform.store, FAST)
-        forwarder.refresh()  # as the API does after a change, in a process that never started it
+        forwarder.refresh()  # a reactor's wake-up in a process that never started it
         delivery.emit("before start")
         assert forwarder.stats() == {}
         forwarder.start()

@@ -57,9 +57,12 @@ def test_two_workers_forward_each_line_once(
         frames = server.frames()
     got = Counter(f.decode().rsplit(" - ", 1)[1] for f in frames)
     assert got == Counter({f"line {i}": 1 for i in range(total)})  # once each, nothing else
-    assert sum(shares) == total and all(shares)  # both workers took a share
+    assert sum(shares) == total
     raw = redis.Redis.from_url(emitter.url, decode_responses=True)
     assert [g["name"] for g in raw.xinfo_groups(app_key(str(app.id)))] == ["drains"]
+    # Both workers read the group (which one gets a batch is Redis's choice: under load one
+    # may take them all, so the shares are not compared).
+    assert len(raw.xinfo_consumers(app_key(str(app.id)), "drains")) == 2
     assert raw.xinfo_groups(app_key(str(quiet.id))) == []  # never read for drains
 
 

@@ -23,9 +23,9 @@ from cryptography.x509.oid import NameOID
 from tests.raw_stores import in_clear
 from waka.adapters.cipher_key import KEY_FILE
 from waka.ledger import SNAPSHOT_INTERVAL, Ledger
-from waka.logplex.drains_projection import drains_of, find_drain
 from waka.projections.apps import find_app
 from waka.projections.config_vars import config_of
+from waka.projections.drains import drains_of, find_drain
 
 SECRET = "s3cret-config-value"
 REDIS_PASSWORD = "redis-pa55word-in-the-url"

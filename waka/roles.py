@@ -70,8 +70,6 @@ async def serve(platform: Platform, roles: frozenset[str], listen: Listen) -> No
         say(f"dynos reach this host's services at {platform.addons_host}")
         for line in addon_summary(platform):
             say(line)
-        drains = platform.drains
-        drains.start()
     settings = platform.settings
     if router is not None:
         tls = getattr(router, "tls_context", None)
@@ -83,7 +81,7 @@ async def serve(platform: Platform, roles: frozenset[str], listen: Listen) -> No
                     settings.router_tls_port,
                     tls,
                     # `waka router` copies share their ports; `waka up` stays alone on its own
-                    reuse_port=listen.reuse_port or roles != ALL,
+                    reuse_port=False,
                 )
             )
         )
@@ -101,8 +99,6 @@ async def serve(platform: Platform, roles: frozenset[str], listen: Listen) -> No
             task.cancel()
         reactors.stop()
         platform.notifications.stop()
-        if WORKER in roles:
-            platform.drains.stop()
 
 
 def _router(platform: Platform, roles: frozenset[str]) -> tuple[Any, list[tuple[Any, str | None]]]:

@@ -139,7 +139,7 @@ def create_api(platform: Platform, rendezvous: RendezvousServer | None = None) -
         *teams.routes(platform),
         *transfers.routes(platform),
         *webhooks.routes(platform),
-        *logs.routes(platform, platform.logplex, drains=platform.drains),
+        *logs.routes(platform, platform.logplex),
         *git.routes(platform),
     ]
     api = Starlette(

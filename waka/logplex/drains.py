@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
-from waka.logplex.drains_projection import all_drains
+from waka.domain.app import App
 from waka.logplex.lines import LogLine
 from waka.logplex.logplex import Logplex
 from waka.logplex.syslog import frames
+from waka.projections.drains import all_drains
 from waka.projections.store import ReadStore
+from waka.reactors.lifecycle import topics_of
 from waka.redaction import redact_url
 
 if TYPE_CHECKING:
@@ -294,6 +296,14 @@ class DrainWorker:
 
 
 class DrainForwarder:
+    """A reactor (waka.reactors.lifecycle) of every worker: it matches its drain threads to the
+    drains read model when the ledger says drains changed (and every `interval`), and, once
+    started, forwards the lines Logplex hands it. On Redis several workers share each drained
+    app's stream through a consumer group, so each line is forwarded once."""
+
+    name = "drains"
+    topics = topics_of(App.DrainAdded, App.DrainRemoved, App.Destroyed)
+
     def __init__(
         self,
         logplex: Logplex | RedisLogplex,
@@ -305,33 +315,34 @@ class DrainForwarder:
         self.logplex = logplex
         self.store = store
         self.options = options or DrainOptions()
-        self.refresh_interval = refresh_interval
+        self.interval = refresh_interval
         self.make_sender = make_sender
         self._workers: dict[str, DrainWorker] = {}
         self._by_app: dict[str, tuple[DrainWorker, ...]] = {}  # replaced whole, read lock-free
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._refresher: threading.Thread | None = None
         self._running = False  # refresh() starts drain threads only between start and stop
         self._unlisten: Callable[[], None] | None = None
 
+    def tick(self) -> None:
+        if not self._running:
+            self.start()
+        else:
+            self.refresh()
+
+    def close(self) -> None:
+        self.stop()
+
     def start(self) -> None:
-        self._stopping.clear()
+        """Forward from now on: drain threads for the read model's drains, Logplex's lines."""
         self._running = True
         self.refresh()
         self._unlisten = self.logplex.listen(self._on_line, apps=self._drained_apps)
-        self._refresher = threading.Thread(target=self._refresh_forever, name="drains", daemon=True)
-        self._refresher.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
         self._running = False
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
-        if self._refresher is not None:
-            self._refresher.join(timeout)
-            self._refresher = None
         with self._lock:
             workers, self._workers, self._by_app = list(self._workers.values()), {}, {}
         for worker in workers:
@@ -378,10 +389,3 @@ class DrainForwarder:
     def _on_line(self, line: LogLine) -> None:
         for worker in self._by_app.get(line.app_id, ()):
             worker.offer(line)
-
-    def _refresh_forever(self) -> None:
-        while not self._stopping.wait(self.refresh_interval):
-            try:
-                self.refresh()
-            except Exception:  # the read store may be briefly unavailable; try again later
-                log.exception("refreshing log drains failed")

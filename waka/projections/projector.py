@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
-from waka.logplex.drains_projection import DrainsProjection
 from waka.projections.accounts import AccountsProjection
 from waka.projections.acm import AcmProjection
 from waka.projections.addons import AddonsProjection
@@ -26,6 +25,7 @@ from waka.projections.builds import BuildsProjection
 from waka.projections.collaborators import CollaboratorsProjection
 from waka.projections.config_vars import ConfigVarsProjection
 from waka.projections.domains import DomainsProjection
+from waka.projections.drains import DrainsProjection
 from waka.projections.features import FeaturesProjection
 from waka.projections.formation import FormationProjection
 from waka.projections.releases import ReleasesProjection

@@ -22,13 +22,12 @@ from starlette.routing import Route
 from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, error_response, not_found
 from waka.bootstrap import Platform
-from waka.logplex.drains import DrainForwarder
-from waka.logplex.drains_projection import drains_of, find_drain
 from waka.logplex.lines import SOURCES, LogLine
 from waka.logplex.logplex import BUFFER_LINES, Logplex, LogplexUnavailable
 from waka.logplex.sessions import LogSession, LogSessions
 from waka.projections.apps import find_app
 from waka.projections.base import iso
+from waka.projections.drains import drains_of, find_drain
 from waka.projections.store import Row
 
 if TYPE_CHECKING:
@@ -100,7 +99,6 @@ def routes(
     platform: Platform,
     logplex: Logplex | RedisLogplex,
     sessions: LogSessions | None = None,
-    drains: DrainForwarder | None = None,
     heartbeat: float = HEARTBEAT,
 ) -> list[Route]:
     sessions = sessions or LogSessions()
@@ -119,10 +117,6 @@ def routes(
             {"created_at": at, "id": session.id, "logplex_url": url, "updated_at": at}, 201
         )
 
-    def drains_changed() -> None:
-        if drains is not None:
-            drains.refresh()
-
     def list_drains(ctx: Ctx) -> Reply:
         row = ctx.app()
         return Reply([render_drain(d, row) for d in drains_of(platform.store, row["id"])])
@@ -133,7 +127,6 @@ def routes(
         if not isinstance(url, str) or not url.strip():
             raise invalid("url is required: the drain's https:// or syslog+tls:// URL.")
         added = ctx.command(platform.ledger.add_drain, ctx.actor, ctx.app_id(row), url.strip())
-        drains_changed()
         drain = find_drain(platform.store, row["id"], added["id"])
         assert drain is not None
         return Reply(render_drain(drain, row), 201)
@@ -152,7 +145,6 @@ def routes(
         row = ctx.app()
         drain = _drain(ctx, row)
         ctx.command(platform.ledger.remove_drain, ctx.actor, ctx.app_id(row), drain["id"])
-        drains_changed()
         return Reply(render_drain(drain, row))
 
     async def log_stream(request: Request) -> Response:
