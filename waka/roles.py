@@ -81,7 +81,7 @@ async def serve(platform: Platform, roles: frozenset[str], listen: Listen) -> No
                     settings.router_tls_port,
                     tls,
                     # `waka router` copies share their ports; `waka up` stays alone on its own
-                    reuse_port=False,
+                    reuse_port=listen.reuse_port or roles != ALL,
                 )
             )
         )
