@@ -1,14 +1,16 @@
 """The roles as separate processes, each with a WAKA_HOME of its own, on one PostgreSQL: `waka
-api`, `waka router` and two `waka worker`s. A push through the API is built by a worker and
-served through the router process; the dyno manager leads in one worker only, and when that
-worker is killed (-9) the other takes over: a scale made afterwards runs, and the router
-(another process) serves the new dynos; a rename reaches the router within a second.
+api`, `waka router` and two `waka worker`s, driven by real git and the real Heroku CLI. A push
+through the API is built by a worker and served through the router process; the dyno manager
+leads in one worker only, and when that worker is killed (-9) the other takes over: a
+`heroku ps:scale` made afterwards runs, `heroku ps` shows it, and the router (another process)
+serves the new dynos; a rename reaches the router within a second. An eco app that sleeps is
+woken by a request to the router process: the wake goes to whichever worker leads.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,25 +24,50 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
 
 @pytest.fixture
-def roles(tmp_path: Path, pg_schema_url: tuple[str, str]) -> Iterator[dict[str, Role]]:
+def make_roles(
+    tmp_path: Path, pg_schema_url: tuple[str, str]
+) -> Iterator[Callable[..., dict[str, Role]]]:
     url, schema = pg_schema_url
-    made = {
+    made: dict[str, Role] = {}
+
+    def make(**env: str) -> dict[str, Role]:
+        made.update(_roles(tmp_path, url, schema))
+        for role in made.values():
+            role.extra_env = dict(env)
+            role.start()
+        key = made["api"].create_user(OWNER_EMAIL)
+        for role in made.values():
+            role.api_key = key
+        return made
+
+    try:
+        yield make
+    finally:
+        for role in made.values():
+            role.stop()
+        if made:
+            WakaServer.remove_dynos(made["worker-1"])  # type: ignore[arg-type] - one platform id
+
+
+@pytest.fixture
+def roles(make_roles: Callable[..., dict[str, Role]]) -> dict[str, Role]:
+    return make_roles()
+
+
+def _roles(tmp_path: Path, url: str, schema: str) -> dict[str, Role]:
+    return {
         "api": Role(tmp_path / "home-api", "api", url, schema),
         "router": Role(tmp_path / "home-router", "router", url, schema),
         "worker-1": Role(tmp_path / "home-w1", "worker", url, schema),
         "worker-2": Role(tmp_path / "home-w2", "worker", url, schema),
     }
-    try:
-        for role in made.values():
-            role.start()
-        key = made["api"].create_user(OWNER_EMAIL)
-        for role in made.values():
-            role.api_key = key
-        yield made
-    finally:
-        for role in made.values():
-            role.stop()
-        WakaServer.remove_dynos(made["worker-1"])  # type: ignore[arg-type] - same platform id
+
+
+def heroku_cli_for(api_role: Role, heroku_cli: Path, tmp_path: Path) -> WakaServer:
+    """The e2e harness's Heroku CLI runner, pointed at the `waka api` process."""
+    server = WakaServer(api_role.home, tmp_path / "cli-home", heroku_cli)
+    server.port, server.api_key, server.process = api_role.port, api_role.api_key, api_role.process
+    return server
 
 
 def get(router: Role, app: str, timeout: float = 60.0) -> httpx.Response:
@@ -83,11 +110,12 @@ def wait(condition, timeout: float, what: str) -> float:  # type: ignore[no-unty
 
 
 def test_split_roles_deploy_serve_and_survive_the_loss_of_a_worker(
-    roles: dict[str, Role], tmp_path: Path
+    roles: dict[str, Role], heroku_cli: Path, tmp_path: Path
 ) -> None:
     api_role, router = roles["api"], roles["router"]
     workers = [roles["worker-1"], roles["worker-2"]]
     api = Api(api_role)  # type: ignore[arg-type]
+    heroku = heroku_cli_for(api_role, heroku_cli, tmp_path).heroku
     app = api.create_app("roles")
 
     pushed = app_repo("shell-app", tmp_path / "app").push(git_url(api_role, app))  # type: ignore[arg-type]
@@ -104,11 +132,12 @@ def test_split_roles_deploy_serve_and_survive_the_loss_of_a_worker(
     first.process.wait()
     first.process = None
 
-    api.request(
-        "PATCH", f"/apps/{app}/formation", json={"updates": [{"type": "web", "quantity": 2}]}
-    )
+    scaled = heroku("ps:scale", "web=2", "-a", app).stderr
+    assert "now running web at 2:" in scaled, scaled
     took = wait(lambda: up_dynos(api, app) == ["web.1", "web.2"], 60, "web.2 started by the other")
     assert "dyno-manager: leading" in other.log()
+    listed = heroku("ps", "-a", app).stdout
+    assert "web.1: up" in listed and "web.2: up" in listed, listed
     # The router process serves from both dynos (the backends of the shared route table).
     seen: set[str] = set()
     wait(
@@ -126,3 +155,21 @@ def test_split_roles_deploy_serve_and_survive_the_loss_of_a_worker(
     wait(lambda: get(router, renamed, timeout=0).status_code == 200, 5, "the new name routed")
     assert time.monotonic() - began < 1.5
     assert get(router, app, timeout=0).status_code == 404
+
+
+def test_a_request_to_the_router_process_wakes_a_sleeping_app(
+    make_roles: Callable[..., dict[str, Role]], heroku_cli: Path, tmp_path: Path
+) -> None:
+    roles = make_roles(WAKA_SLEEP_AFTER="3")
+    api_role, router = roles["api"], roles["router"]
+    api = Api(api_role)  # type: ignore[arg-type]
+    heroku = heroku_cli_for(api_role, heroku_cli, tmp_path).heroku
+    app = api.create_app("sleepy")
+    deployed(app_repo("shell-app", tmp_path / "app").push(git_url(api_role, app)), 2)  # type: ignore[arg-type]
+    assert "web at 1:Eco" in heroku("ps:scale", "web=1:eco", "-a", app).stderr
+    wait(lambda: api.get(f"/apps/{app}/dynos") == [], 60, "the eco app asleep")
+    began = time.monotonic()
+    woke = get(router, app, timeout=0)  # held by the router process while a worker wakes it
+    assert woke.status_code == 200 and woke.text.strip() == "Hello from shell-app"
+    assert time.monotonic() - began < 30
+    wait(lambda: up_dynos(api, app) == ["web.1"], 10, "web.1 up again")

@@ -54,6 +54,7 @@ class Role:
         self.api_key = ""
         self.log_path = home.parent / f"{home.name}-{role}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         return clean_env(
@@ -62,6 +63,7 @@ class Role:
             WAKA_DATABASE_SCHEMA=self.database_schema,
             WAKA_CIPHER_KEY=CIPHER_KEY,
             PYTHONUNBUFFERED="1",
+            **self.extra_env,
         )
 
     def start(self) -> None:
@@ -251,3 +253,38 @@ def _database(role: Role) -> Iterator[object]:
     with psycopg.connect(role.database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(role.database_schema)))
         yield conn
+
+
+def test_the_build_cache_follows_the_app_to_another_worker(
+    platform: tuple[Role, Role, Role], tmp_path: Path
+) -> None:
+    """The worker that built first is gone; one with an empty home uses the cache it left,
+    and a purge through an API process empties it for every worker."""
+    a, b, worker = platform
+    api_a, api_b = Api(a), Api(b)  # type: ignore[arg-type]
+    app = api_a.create_app("shared-cache")
+    repo = app_repo("python-web", tmp_path / "python-web")
+    first = repo.push(git_url(a, app))  # type: ignore[arg-type]
+    deployed(first, 2)
+    assert "Downloading six" in first.output
+
+    worker.stop()
+    other = Role(tmp_path / "home-w2", "worker", worker.database_url, worker.database_schema)
+    other.start()
+    try:
+        repo.commit_all("Deploy v3")
+        cached = repo.push(git_url(b, app))  # type: ignore[arg-type]
+        deployed(cached, 3)
+        assert "-----> Using cached dependencies" in cached.remote(), cached.output
+        assert "Downloading" not in cached.output
+        assert any((other.home / "cache").iterdir())  # restored from the database
+
+        response = api_b.client.delete(f"/apps/{app}/build-cache")
+        assert response.status_code == 202, response.text
+        repo.commit_all("Deploy v4")
+        again = repo.push(git_url(a, app))  # type: ignore[arg-type]
+        deployed(again, 4)
+        assert "Downloading six" in again.output
+        assert "Using cached" not in again.output
+    finally:
+        other.stop()
