@@ -13,7 +13,6 @@ from waka.domain.access import AppAccess
 from waka.domain.app import App
 from waka.projections.base import Projection, iso
 from waka.projections.store import Cursor, ReadStore, Row
-from waka.projections.teams import members_of, team_of_app
 
 
 class CollaboratorsProjection(Projection):
@@ -83,10 +82,22 @@ def collaborators_of(store: ReadStore, app_id: str) -> list[Row]:
 
 
 def app_access(store: ReadStore, app_row: Row) -> AppAccess:
-    """The app as the access policy sees it: owner, grants, and its team's roles if any."""
-    grants = {r["user_id"]: r["permissions"] for r in collaborators_of(store, app_row["id"])}
-    team = team_of_app(store, app_row["id"])
-    roles = {m["user_id"]: m["role"] for m in members_of(store, team["id"])} if team else {}
+    """The app as the access policy sees it: owner, grants, and its team's roles if any.
+    One query (every app-scoped request asks it): grants, the team, the team's members."""
+    app_id = app_row["id"]
+    rows = store.query(
+        "SELECT 'grant' AS kind, user_id, permissions AS value, NULL AS locked"
+        " FROM waka_collaborators WHERE app_id = ?"
+        " UNION ALL SELECT 'team', t.id, t.name, a.locked"
+        " FROM waka_team_apps a JOIN waka_teams t ON t.id = a.team_id WHERE a.app_id = ?"
+        " UNION ALL SELECT 'member', m.user_id, m.role, NULL FROM waka_team_apps a"
+        " JOIN waka_teams t ON t.id = a.team_id JOIN waka_team_members m ON m.team_id = t.id"
+        " WHERE a.app_id = ?",
+        (app_id, app_id, app_id),
+    )
+    grants = {r["user_id"]: orjson.loads(r["value"]) for r in rows if r["kind"] == "grant"}
+    team = next((r for r in rows if r["kind"] == "team"), None)
+    roles = {r["user_id"]: r["value"] for r in rows if r["kind"] == "member"}
     return AppAccess(
         name=app_row["name"],
         owner_id=app_row["owner_id"],
