@@ -30,14 +30,17 @@ Check = Callable[[], list[str]]
 EventKey = tuple[int, str, int]  # notification id, originator id, originator version
 
 
-def settle(checks: Iterable[Check], timeout: float, what: str, context: str = "") -> None:
-    """Poll the checks until they all hold; fail with what is still wrong."""
+def settle(checks: Iterable[Check], timeout: float, what: str, context: str = "") -> list[str]:
+    """Poll the checks until they all hold; fail with what is still wrong. Returns the
+    problems seen on the way (what the platform was still doing), once each."""
     checks = list(checks)
     deadline = time.monotonic() + timeout
+    seen: dict[str, None] = {}
     while True:
         problems = [p for check in checks for p in _problems(check)]
         if not problems:
-            return
+            return list(seen)
+        seen.update(dict.fromkeys(p[:160] for p in problems))
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"{what}: not converged within {timeout:.0f} s{context}:\n  "
@@ -69,12 +72,19 @@ class Observer:
     """Reads one installation's stores as a separate process would (the ledger, the live read
     models, its containers and processes); writes nothing of the platform's."""
 
-    def __init__(self, home: Path, database_url: str, schema: str) -> None:
-        self.home = home
+    def __init__(
+        self, homes: list[Path], database_url: str, schema: str, key: str | None = None
+    ) -> None:
+        """`homes`: every process's WAKA_HOME, the first the API's; `key`: WAKA_CIPHER_KEY,
+        if the processes are given one (else the first home's key file)."""
+        self.homes = homes
+        self.home = homes[0]
         self.database_url = database_url
         self.schema = schema
         self.settings = cipher_key.resolve(
-            Settings(home=home, database_url=database_url, database_schema=schema)
+            Settings(
+                home=self.home, database_url=database_url, database_schema=schema, cipher_key=key
+            )
         )
         self.platform_id = self.settings.platform_id
         self.ledger = Ledger(env=self.settings.eventsourcing_env())
@@ -209,10 +219,10 @@ class Observer:
             for a in self.addons()
             if a["service"] == "heroku-redis" and a["state"] == "provisioned"
         }
-        root = self.home / "addons" / "redis"
-        servers = Counter()
+        roots = {home / "addons" / "redis" for home in self.homes}
+        servers: Counter[str] = Counter()
         for _pid, cwd, command in _processes():
-            if "redis-server" in command and cwd.parent == root:
+            if "redis-server" in command and cwd.parent in roots:
                 servers[cwd.name] += 1
         problems = [f"{n} redis-servers for add-on {a}" for a, n in servers.items() if n > 1]
         if set(servers) != live:
@@ -265,7 +275,8 @@ class Observer:
         """No process of this installation but its roles and its add-on servers: no git,
         hook or build process outlives the one that started it."""
         left = {}
-        marker = f"WAKA_HOME={self.home}".encode()
+        markers = {f"WAKA_HOME={home}".encode() for home in self.homes}
+        roots = tuple(f"GIT_PROJECT_ROOT={home}".encode() for home in self.homes)
         for pid, _cwd, command in _processes():
             if pid in role_pids or "redis-server" in command:
                 continue
@@ -273,11 +284,10 @@ class Observer:
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if marker in environ or any(
-                e.startswith(b"GIT_PROJECT_ROOT=" + str(self.home).encode()) for e in environ
-            ):
+            if markers & set(environ) or any(e.startswith(roots) for e in environ):
                 left[pid] = command
-        left.update(git_processes(self.home))
+        for home in self.homes:
+            left.update(git_processes(home))
         return [f"process left behind: {pid} {command}" for pid, command in left.items()]
 
 

@@ -244,6 +244,7 @@ class Fault:
     attempts: int
     restart_seconds: float
     converged_seconds: float = 0.0
+    waited_for: list[str] = field(default_factory=list)  # what was not yet so, on the way
 
 
 def connections_to(port: int) -> set[str]:
@@ -283,9 +284,13 @@ def run_with_fault(
     observer: Observer,
     rng: random.Random,
     addons_admin_url: str,
+    restart: bool = True,
 ) -> Fault:
     """Start the operation, kill -9 `role` at a random point of its window, start the role
-    again at once, let the user retry, and wait for the platform to converge."""
+    again at once, let the user retry, and wait for the platform to converge.
+
+    `role` "lease-holder": the worker holding the most leases at that moment. `restart=False`:
+    the killed role stays dead until the platform converged (another copy must cover it)."""
     # Half the kills fall inside the write's own request (its first tenths of a second), half
     # anywhere in the work that follows it (a build, new dynos, provisioning).
     delay = rng.uniform(0.0, 0.15) if rng.random() < 0.5 else rng.uniform(*operation.window)
@@ -301,10 +306,13 @@ def run_with_fault(
             time.sleep(0.01)
         time.sleep(delay)
         before = observer.events()  # every event stored before the kill must survive it
+        if role == "lease-holder":
+            role = deployment.lease_holder()
+            context += f" ({role})"
         deployment.kill(role)
-        restart = deployment.restart(role)
+        took = deployment.restart(role) if restart else 0.0
         acknowledged = first.result(timeout=120)
-    assert restart < RESTART_BOUND, f"{role} took {restart:.1f} s to restart{context}"
+    assert took < RESTART_BOUND, f"{role} took {took:.1f} s to restart{context}"
     attempts = 1
     while not acknowledged and not operation.done() and attempts <= RETRIES:
         # Their command failed; the user looks (`heroku config:get`, `heroku addons`,
@@ -314,7 +322,7 @@ def run_with_fault(
         if operation.act():
             break
     began = time.monotonic()
-    settle(
+    waited_for = settle(
         [
             observer.no_event_lost(before),
             *operation.checks(),
@@ -324,14 +332,17 @@ def run_with_fault(
         what=operation.name,
         context=context,
     )
+    if not restart:
+        deployment.restart(role)  # covered: back for the next fault
     fault = Fault(
         operation.name,
         role,
         round(delay, 2),
         acknowledged,
         attempts,
-        round(restart, 2),
+        round(took, 2),
         round(time.monotonic() - began, 2),
+        waited_for[:4],
     )
     print(f"fault: {fault}")
     return fault

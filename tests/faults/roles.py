@@ -6,6 +6,7 @@ CLI and git drive it as they drive `waka up` in tests/e2e."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -132,7 +133,8 @@ def _answers_http(port: int) -> bool:
 class Deployment:
     """The roles of one waka installation (one WAKA_HOME, one PostgreSQL schema).
 
-    `split=False`: one `waka up`. `split=True`: `waka api`, `waka router` and `waka worker`.
+    `split=False`: one `waka up`. `split=True`: `waka api`, `waka router` and two copies of
+    `waka worker` (leases in PostgreSQL share the work out between them).
     `server` is the e2e WakaServer on the same home and ports: its `heroku(...)`, `waka(...)`
     and `remove_dynos()` work as in tests/e2e."""
 
@@ -159,16 +161,33 @@ class Deployment:
         server.rendezvous_port, server.tls_port = free_port(), free_port()
         server.router_tls_port = 0
         self.split = split
-        environment = server.waka_env()
         log = tmp / "roles.log"
+        self.homes = [server.home]
+        if split:
+            # Every process a WAKA_HOME of its own (the API's is the server's), as on separate
+            # hosts: nothing may depend on another's disk. They share the ledger's key.
+            from eventsourcing.cipher import AESCipher
+
+            server.extra_env.setdefault("WAKA_CIPHER_KEY", AESCipher.create_key(num_bytes=32))
+        environment = server.waka_env()
+
+        def own_home(role: str) -> dict[str, str]:
+            home = tmp / f"home-{role}"
+            home.mkdir(exist_ok=True)
+            self.homes.append(home)
+            return {**environment, "WAKA_HOME": str(home)}
+
         if split:
             api = ["api", "--port", str(server.port), "--tls-port", str(server.tls_port)]
             api += ["--rendezvous-port", str(server.rendezvous_port)]
             router = ["router", "--port", str(server.router_port), "--tls-port", "0"]
             self.roles = {
                 "api": Role("api", api, environment, log, http_port=server.port),
-                "router": Role("router", router, environment, log, http_port=server.router_port),
-                "worker": Role("worker", ["worker"], environment, log),
+                "router": Role(
+                    "router", router, own_home("router"), log, http_port=server.router_port
+                ),
+                "worker": Role("worker", ["worker"], own_home("worker"), log),
+                "worker2": Role("worker2", ["worker"], own_home("worker2"), log),  # a 2nd copy
             }
             self.api_role = "api"
         else:
@@ -209,6 +228,12 @@ class Deployment:
         self._lend_process()
         return took
 
+    def lease_holder(self) -> str:
+        """The worker role holding the most leases (leading the managers, or building)."""
+        held = lease_holders(self.server.database_url or "")
+        workers = [n for n in self.roles if n.startswith("worker")]
+        return max(workers, key=lambda n: held.get(self.roles[n].pid or -1, 0))
+
     def pids(self) -> set[int]:
         return {r.pid for r in self.roles.values() if r.pid is not None}
 
@@ -230,3 +255,35 @@ class Deployment:
 
     def log(self) -> str:
         return self.server.log_path.read_text(errors="replace")
+
+
+def lease_holders(database_url: str) -> dict[int, int]:
+    """pid → how many leases (PostgreSQL advisory locks of waka's lease connections) that
+    local process holds: the lock's backend's client port, found among /proc's sockets."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT a.client_port, count(*) FROM pg_locks l JOIN pg_stat_activity a"
+            " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+            " AND a.application_name = 'waka-leases' GROUP BY a.client_port"
+        ).fetchall()
+    by_port = {port: count for port, count in rows if port}
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port in by_port:
+                    inodes[fields[9]] = by_port[port]
+    held: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    held[int(proc.name)] = held.get(int(proc.name), 0) + inodes[target[8:-1]]
+    return held

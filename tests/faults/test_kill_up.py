@@ -35,9 +35,9 @@ class Platform:
         self.target = target
         self.cluster = cluster
 
-    def fault(self, operation, role: str, rng: random.Random):
+    def fault(self, operation, role: str, rng: random.Random, restart: bool = True):
         return run_with_fault(
-            operation, role, self.deployment, self.observer, rng, self.cluster.url
+            operation, role, self.deployment, self.observer, rng, self.cluster.url, restart
         )
 
 
@@ -48,7 +48,8 @@ def started_platform(
     `deploy` is false."""
     deployment = Deployment(tmp, heroku_cli, cluster.url, split=split)
     deployment.start()
-    observer = Observer(deployment.server.home, cluster.url, "public")
+    key = deployment.server.extra_env.get("WAKA_CIPHER_KEY")
+    observer = Observer(deployment.homes, cluster.url, "public", key)
     server = deployment.server
     app = unique_name("faults")
     server.heroku("apps:create", app)
@@ -66,8 +67,8 @@ def stop_platform(deployment: Deployment, observer: Observer) -> None:
     finally:
         observer.close()
         deployment.server.remove_dynos()
-        home = deployment.server.home
-        RedisProvider(home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1").stop_all()
+        for home in deployment.homes:
+            RedisProvider(home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1").stop_all()
 
 
 @pytest.fixture(scope="module")
