@@ -156,12 +156,15 @@ def test_a_router_without_reuse_port_cannot_join(tmp_path: Path) -> None:
 def test_every_request_under_load_has_its_line_in_logplex(
     loop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """40 requests at once (served in callbacks, several per turn of the event loop): 40
-    lines in Logplex, one per request id, in Heroku's format, in order."""
+    """40 requests at once (served in callbacks, several per turn of the event loop, whose
+    lines the router hands over as one text): 40 lines in Logplex, one per request id, in
+    Heroku's format, in order."""
     monkeypatch.setattr(test_router, "_loop", loop)
+    texts: list[str] = []
 
-    def emit(app_id: str, line: str) -> None:
-        logplex.emit(app_id, "heroku", "router", line)
+    def emit(app_id: str, text: str) -> None:
+        texts.append(text)
+        logplex.emit(app_id, "heroku", "router", text)
 
     async def main() -> None:
         async with dyno(echo_dyno("one")) as one:
@@ -180,6 +183,22 @@ def test_every_request_under_load_has_its_line_in_logplex(
         assert sorted(m["path"] for m in matches) == sorted(f"/n/{i}" for i in range(40))  # type: ignore[index]
         assert len({m["request_id"] for m in matches}) == 40  # type: ignore[index]
         assert [line.seq for line in lines] == sorted(line.seq for line in lines)
+        assert len(texts) < 40  # some turns served several requests: their lines went together
 
     logplex = Logplex()
     run(main())
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["a\nb", "a\nb\n", "a\n\nb", "\n", "a\r\nb\nc\rd", "x" * 10_001 + "\n" + "y", "one"],
+)
+def test_split_message_takes_newline_batches_apart_as_the_regex_does(message: str) -> None:
+    """Logplex splits a router batch with str.split: the same lines as its regex gives."""
+    from waka.logplex.lines import _BREAK, MAX_LINE, split_message
+
+    parts = _BREAK.split(message)
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    expected = [p[i : i + MAX_LINE] for p in parts for i in range(0, max(len(p), 1), MAX_LINE)]
+    assert split_message(message) == expected

@@ -46,7 +46,8 @@ def split_message(message: str) -> list[str]:
     an empty one), each at most MAX_LINE characters."""
     if len(message) <= MAX_LINE and "\n" not in message and "\r" not in message:
         return [message]  # nearly every line: skip the regex
-    parts = _BREAK.split(message)
+    # Newlines only (the router's batches, most output): str.split, ~100x cheaper than the regex
+    parts = message.split("\n") if "\r" not in message else _BREAK.split(message)
     if len(parts) > 1 and parts[-1] == "":
         parts.pop()
     if all(len(p) <= MAX_LINE for p in parts):

@@ -144,8 +144,9 @@ class _Client(Conn):
 
 
 class Router:
-    """`log(app_id, line)` gets each request's router log line as it ends; `wake(app_id)`
-    wakes a sleeping app (returns once it is routed)."""
+    """`log(app_id, text)` gets the router's log lines of an app: one, or several separated by
+    newlines (as Logplex's emit takes them), at the end of the event loop's turn that made them.
+    `wake(app_id)` wakes a sleeping app (returns once it is routed)."""
 
     def __init__(
         self,
@@ -175,6 +176,9 @@ class Router:
         self._clients: set[Conn] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # on start
+        # Log lines of this turn of the event loop, per app: handed to `log` together at its
+        # end (see _emit).
+        self._lines: dict[str, list[str]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -276,6 +280,7 @@ class Router:
         self._clients.clear()
         self._pool.close()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._flush_lines()
 
     def _protocol(self) -> Conn:
         client = _Client(self._loop)
@@ -459,10 +464,12 @@ class Router:
                 now - x.sent_at,
                 sent,
             )
-            try:
-                self.log(x.route.app_id, line)
-            except Exception:
-                logger.exception("router: the log callback failed")
+            app_id = x.route.app_id
+            lines = self._lines.get(app_id)  # (_emit, inlined)
+            if lines is not None:
+                lines.append(line)
+            else:
+                self._emit(app_id, line)
             conn.exchange = client.exchange = client.peer = None
             if resp.keep_alive and not conn.buf:
                 self._pool.put(x.key, conn, now)
@@ -601,10 +608,29 @@ class Router:
             )
         else:
             line = self._line(x, status, code, service)
-        try:
-            self.log(x.route.app_id, line)
-        except Exception:
-            logger.exception("router: the log callback failed")
+        self._emit(x.route.app_id, line)
+
+    def _emit(self, app_id: str, line: str) -> None:
+        """Log a line at the end of this turn of the event loop, with the others of the turn:
+        `log` gets each app's lines as one text, a line each. Under load a turn serves many
+        requests, and one emit per turn costs less than one per request (Logplex's takes a
+        lock and a timestamp per call and makes a line per line); the lines' time is the
+        turn's end, a fraction of a millisecond after their requests'."""
+        lines = self._lines.get(app_id)
+        if lines is not None:
+            lines.append(line)
+            return
+        if not self._lines:
+            self._loop.call_soon(self._flush_lines)
+        self._lines[app_id] = [line]
+
+    def _flush_lines(self) -> None:
+        batch, self._lines = self._lines, {}
+        for app_id, lines in batch.items():
+            try:
+                self.log(app_id, lines[0] if len(lines) == 1 else "\n".join(lines))
+            except Exception:
+                logger.exception("router: the log callback failed")
 
     @staticmethod
     def _line(x: _Exchange, status: int, code: Code | None, service: float | None) -> str:
