@@ -146,6 +146,7 @@ class Deployment:
         schema: str = "public",
         env: dict[str, str] | None = None,
         split: bool = False,
+        shared_home: bool = False,
     ) -> None:
         self.server = WakaServer(
             home=tmp / "waka-home",
@@ -172,6 +173,8 @@ class Deployment:
         environment = server.waka_env()
 
         def own_home(role: str) -> dict[str, str]:
+            if shared_home:  # several processes of one host, one home
+                return environment
             home = tmp / f"home-{role}"
             home.mkdir(exist_ok=True)
             self.homes.append(home)
