@@ -200,3 +200,23 @@ def test_commands_on_one_app_queue_in_a_process(platform, actor, monkeypatch) ->
     assert errors == []
     assert len(saves) == 40  # one save per write: none retried
     assert len(ledger.get_app(app.id).config) == 40
+
+
+def test_catch_up_notices_positions_moved_back_by_another_process(make_platform, actor) -> None:
+    """Read models rebuilt (or a PostgreSQL crash taking back catch-ups) under a process that
+    thought it was up to date: its next catch-up brings them back, though it wrote nothing."""
+    one = make_platform()
+    app = one.ledger.create_app(actor, "moved-back")
+    one.ledger.set_config(actor, app.id, {"K": "v"})
+    one.projector.catch_up()
+    assert one.projector.catch_up() == 0
+
+    other = make_platform()
+    with other.store.transaction() as cur:  # forgotten, as `rebuild` does before replaying
+        for projection in other.projector.projections:
+            cur.execute("DELETE FROM waka_positions WHERE name = ?", (projection.name,))
+    other.projector.setup()  # the tables made anew, empty
+    assert config_of(one.store, str(app.id)) == {}
+
+    assert one.projector.catch_up() > 0
+    assert config_of(one.store, str(app.id)) == {"K": "v"}

@@ -125,14 +125,13 @@ class Projector:
         connection when the read models live in the ledger's database), then every
         projection's statements, one UPDATE of all their positions and a commit that does not
         wait for the WAL flush in a second (see ReadStore.transaction: `durable`). With
-        nothing of this process's own to apply, one cheap query first asks whether anyone
-        wrote since the last catch-up."""
+        nothing of this process's own to apply, one cheap query first asks whether there is
+        anything past the stored positions."""
         applied = 0
         with self._lock:
-            if getattr(self.ledger, "last_recorded", 0) <= self._caught_up_to:
-                latest = self.ledger.recorder.max_notification_id() or 0
-                if latest <= self._caught_up_to:
-                    return 0
+            ours_pending = getattr(self.ledger, "last_recorded", 0) > self._caught_up_to
+            if not ours_pending and not self._anything_new():
+                return 0
             while True:
                 with self.store.transaction(pipelined=True, durable=False) as cur:
                     read = [("SELECT name, position FROM waka_positions", ())]
@@ -169,6 +168,23 @@ class Projector:
                 self._caught_up_to = last
                 if len(notifications) < BATCH:
                     return applied
+
+    def _anything_new(self) -> bool:
+        """Is there a notification past some projection's stored position? Asked of the store,
+        not of what this process last saw: another process may have rebuilt the read models,
+        and a crash of PostgreSQL may take back the last catch-ups (they commit without
+        waiting for the WAL flush)."""
+        names = [p.name for p in self.projections]
+        if self._notifications_sql is not None:
+            query = f"SELECT 1 AS new FROM ({self._notifications_sql}) AS newer"
+            return bool(self.store.query(query, (*names, 1)))
+        latest = self.ledger.recorder.max_notification_id() or 0
+        marks = ", ".join("?" for _ in names)
+        rows = self.store.query(
+            f"SELECT name, position FROM waka_positions WHERE name IN ({marks})", names
+        )
+        stored = {r["name"]: r["position"] for r in rows}
+        return any(stored.get(name, 0) < latest for name in names)
 
     def _same_database_notifications(self) -> str | None:
         """The query for the notifications after the projections' lowest position, on the read
