@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import secrets
@@ -24,7 +25,20 @@ from .postgres_cluster import PostgresCluster, pg_bin_dir
 __all__ = ["heroku_cli", "stack_image"]
 
 SEED_ENV = "WAKA_FAULT_SEED"
-_SEED = int(os.environ.get(SEED_ENV) or secrets.randbits(32))
+
+
+def _run_seed() -> int:
+    """$WAKA_FAULT_SEED, else one seed for the whole run: pytest-xdist's workers share the
+    run's id, so they draw the same seed."""
+    if os.environ.get(SEED_ENV):
+        return int(os.environ[SEED_ENV])
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run:
+        return int(hashlib.sha256(run.encode()).hexdigest()[:8], 16)
+    return secrets.randbits(32)
+
+
+_SEED = _run_seed()
 
 
 def pytest_report_header() -> str:
