@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ from .conftest import (
     clean_env,
     free_port,
     git_url,
+    wait_for,
 )
 from .test_git_push import deployed, remote_head
 from .test_push_crash import slow_buildpack
@@ -121,6 +123,13 @@ class Role:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def crash(self) -> None:
+        """kill -9, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -246,7 +255,7 @@ def test_two_pushes_at_once_through_two_api_copies_do_not_interleave(
 
 
 @contextlib.contextmanager
-def _database(role: Role) -> Iterator[object]:
+def _database(role: Role) -> Iterator[Any]:
     import psycopg
     from psycopg import sql
 
@@ -288,3 +297,38 @@ def test_the_build_cache_follows_the_app_to_another_worker(
         assert "Using cached" not in again.output
     finally:
         other.stop()
+
+
+def test_a_push_whose_api_process_died_is_settled_by_the_worker(
+    platform: tuple[Role, Role, Role], tmp_path: Path
+) -> None:
+    """kill -9 of the API process serving a push mid-build: the worker finishes the build
+    and, from the push record and pack in the database, moves the canonical branch, which
+    the other API process then serves."""
+    a, b, _worker = platform
+    api_b = Api(b)  # type: ignore[arg-type]
+    app = api_b.create_app("shared-crash")
+    slow = str(slow_buildpack(tmp_path / "slow-buildpack", 6))
+    api_b.request(
+        "PUT", f"/apps/{app}/buildpack-installations", json={"updates": [{"buildpack": slow}]}
+    )
+    repo = app_repo("shell-app", tmp_path / "app")
+    push = repo.popen("push", git_url(a, app), "main")  # type: ignore[arg-type]
+    wait_for(lambda: api_b.builds(app), timeout=120, what="the build to be requested")
+
+    a.crash()
+    output, _ = push.communicate(timeout=60)
+    assert push.returncode != 0, output
+
+    wait_for(lambda: api_b.current_release(app)["version"] == 2, timeout=120, what="v2")
+    url_b = git_url(b, app)  # type: ignore[arg-type]
+    wait_for(lambda: remote_head(repo, url_b) == repo.head(), timeout=30, what="the branch")
+    assert [x["status"] for x in api_b.builds(app)] == ["succeeded"]
+    with _database(b) as conn:
+        assert conn.execute("SELECT count(*) FROM waka_git_pushes").fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM waka_blobs WHERE key LIKE 'pushes/%'").fetchone()[0]
+            == 0
+        )
+    again = repo.push(url_b)
+    assert again.returncode == 0 and "Everything up-to-date" in again.output, again.output
