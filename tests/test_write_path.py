@@ -57,9 +57,11 @@ def test_sealing_gives_the_bytes_pycryptodome_gave() -> None:
     assert Sealer(key).open(sealed) == value
 
 
-def test_the_ledger_encrypts_with_the_openssl_cipher(platform) -> None:
+def test_the_ledger_encrypts_with_the_openssl_cipher(platform, backend) -> None:
     assert isinstance(platform.ledger.mapper.cipher, OpenSSLAESCipher)
     assert isinstance(platform.ledger.repository, CachingRepository)
+    # On PostgreSQL the projector reads the notifications on its own connection.
+    assert (platform.projector._notifications_sql is not None) == (backend == "postgres")
 
 
 def test_a_loaded_aggregate_is_the_callers_own(platform, actor) -> None:
