@@ -12,7 +12,8 @@ models caught up before the answer) with `wrk`:
 
 After each case every app's releases are counted through the API: each answered write made
 exactly one release (none lost, none doubled; a request still in flight when wrk stopped may
-have made one more).
+have made one more). "API CPU ms/write" is the CPU time the API processes used per answered
+write (from /proc): unlike latency, other work on the machine inflates it little.
 
     python bench/control_plane_writes.py              # full run (~1.5 minutes)
     python bench/control_plane_writes.py --quick      # a few seconds per case
@@ -115,6 +116,11 @@ class Result:
     p99_ms: float = float("nan")
     releases_made: int = 0
     others_cpu: float = float("nan")
+    api_cpu_s: float = 0.0  # CPU time the API processes used during the case
+
+    @property
+    def cpu_per_write_ms(self) -> float:
+        return self.api_cpu_s / self.ok * 1000 if self.ok else float("nan")
 
     @property
     def rate(self) -> float:
@@ -225,6 +231,12 @@ def latest_release(http: httpx.Client, app: int) -> int:
     return int(response.json()[0]["version"])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_case(case: Case, apis: list[Api], api_key: str, workdir: Path) -> Result:
     """wrk on each API at once, the clients split between them; merged figures."""
     used = apis[: case.apis]
@@ -232,6 +244,7 @@ def run_case(case: Case, apis: list[Api], api_key: str, workdir: Path) -> Result
     apps = [0] if case.one_app else list(range(case.clients))
     with client(apis[0], api_key) as http:
         before = {a: latest_release(http, a) for a in apps}
+    cpu_before = sum(cpu_seconds(api.process.pid) for api in used)
     runs, first = [], 0
     for n, (api, share) in enumerate(zip(used, shares, strict=True)):
         script = workdir / f"writes-{n}.lua"
@@ -261,6 +274,7 @@ def run_case(case: Case, apis: list[Api], api_key: str, workdir: Path) -> Result
         # This run's distribution, as 999 quantiles, weighted by its number of requests.
         quantiles = figures["quantiles_us"]
         samples += [quantiles[int(i * 999 / max(1, ok))] / 1000 for i in range(ok)]
+    result.api_cpu_s = sum(cpu_seconds(api.process.pid) for api in used) - cpu_before
     samples.sort()
     result.p50_ms = percentile(samples, 50)
     result.p99_ms = percentile(samples, 99)
@@ -307,7 +321,8 @@ def main() -> int:
                 results.append(result)
                 progress(
                     f"{case.name:34} {result.ok} ok, errors {result.errors or 0}, "
-                    f"{result.rate:.0f}/s, p50 {result.p50_ms:.2f} ms, releases "
+                    f"{result.rate:.0f}/s, p50 {result.p50_ms:.2f} ms, API CPU "
+                    f"{result.cpu_per_write_ms:.2f} ms/write, releases "
                     f"{result.releases_made}, others {result.others_cpu:.0%} CPU"
                 )
     print()
@@ -319,15 +334,16 @@ def main() -> int:
     print("\n".join(machine))
     print()
     header = ("case", "APIs", "clients", "writes ok", "errors", "writes/s", "p50 ms", "p99 ms",
-              "releases made", "others' CPU")  # fmt: skip
+              "API CPU ms/write", "releases made", "others' CPU")  # fmt: skip
     print("| " + " | ".join(header) + " |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     lost = False
     for r in results:
         errors = ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "0"
         print(
             f"| {r.case.name} | {r.case.apis} | {r.case.clients} | {r.ok} | {errors} | "
-            f"{r.rate:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.releases_made} | "
+            f"{r.rate:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_write_ms:.2f} | "
+            f"{r.releases_made} | "
             f"{r.others_cpu:.0%} |"
         )
         lost |= not r.ok <= r.releases_made <= r.ok + r.case.clients
