@@ -19,8 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from eventsourcing.utils import get_topic
-
 from waka.addons.catalogue import find_service
 from waka.addons.provider import Provider, ProviderError
 from waka.domain.addon import Addon
@@ -29,8 +27,6 @@ from waka.projections.addons import addons_in_state, addons_to_reset
 from waka.projections.projector import Projector
 from waka.projections.store import ReadStore, Row
 from waka.reactors.lifecycle import topics_of
-
-PLAN_CHANGED = get_topic(Addon.PlanChanged)
 
 log = logging.getLogger("waka.addons")
 
@@ -62,6 +58,7 @@ class AddonManager:
     _running: dict[str, tuple[Future[None], float]] = field(default_factory=dict)
     _overdue: dict[str, float] = field(default_factory=dict)  # when a stuck call last counted
     _last_resync: float = 0.0
+    _applied: dict[str, str] = field(default_factory=dict)  # add-on id -> plan whose limits apply
     # A reactor (waka.reactors.lifecycle), one process at a time (leased): provider calls are
     # idempotent and the add-ons' states are the ledger's, so the next leader finishes them.
     name = "addon-manager"
@@ -71,11 +68,6 @@ class AddonManager:
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="waka-addon")
         self._attempts_lock = threading.Lock()  # the pass and the pool's calls both count
-
-    def notice(self, topics: frozenset[str] | None) -> None:
-        """A plan changed: apply its limits to the resource now, not at the next resync."""
-        if topics is None or PLAN_CHANGED in topics:
-            self._last_resync = 0.0
 
     def close(self) -> None:
         """Wait for provider calls under way (each is bounded by its provider's timeouts)."""
@@ -92,15 +84,14 @@ class AddonManager:
             self._start(row, now, self._deprovision)
         for row in addons_to_reset(self.store):
             self._start(row, now, self._reset)
-        if not self._last_resync or now - self._last_resync >= RESYNC:
+        resync = not self._last_resync or now - self._last_resync >= RESYNC
+        if resync:
             self._last_resync = now
-            for row in addons_in_state(self.store, "provisioned"):
+        for row in addons_in_state(self.store, "provisioned"):
+            # Every 30 s each resource is checked; one whose plan changed since its limits were
+            # applied here (`addons:upgrade`, from any process) at once: level-triggered.
+            if resync or self._applied.get(row["id"]) != row["plan"]:
                 self._start(row, now, self._ensure_running)
-
-    def resync(self) -> None:
-        """Check every provisioned resource now (a plan changed: apply its limits)."""
-        self._last_resync = 0.0
-        self.wakeup.set()
 
     def settle(self, timeout: float = 30.0) -> None:
         """Run passes until no provider call is in flight or waiting for a retry (tests)."""
@@ -224,6 +215,7 @@ class AddonManager:
         if plan is None:
             return
         addon = self.ledger.get_addon(UUID(row["id"]))
+        self._applied[row["id"]] = row["plan"]  # tried: a failure is retried at the resync
         try:
             self._provider(row).ensure_running(row["id"], plan, addon.config)
         except Exception as error:
