@@ -4,7 +4,9 @@ slugs, build caches, git repositories and push records through the database."""
 
 from __future__ import annotations
 
+import base64
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_api import Api
+from waka.adapters import blobs
 from waka.adapters.git_repos import ZERO, SharedGitRepos, branches
 from waka.adapters.slugs import SharedSlugStore
 from waka.bootstrap import Platform, bootstrap
@@ -240,3 +244,36 @@ def test_build_output_written_by_one_is_followed_by_the_other(
     replay = b"".join(api.build_logs.follow(build_id, lambda: True)).decode().splitlines()
     assert replay[0] == "-----> Building" and replay[-1] == "-----> Building again"
     assert not (worker.settings.home / "builds" / f"{build_id}.log").exists()
+
+
+def test_source_urls_work_through_either_api_process(two: tuple[Platform, Platform]) -> None:
+    one, other = two
+    first, second = Api(one), Api(other, email="other@example.com")
+    made = first.post("/sources")
+    assert made.status_code == 201
+    url = made.json()["source_blob"]["put_url"]
+    path = url.split(str(one.settings.api_port), 1)[1]
+    content = os.urandom(3 << 20)  # several chunks, several writes
+    assert first.client.put(path, content=content).status_code == 200
+    got = second.client.get(path)
+    assert got.status_code == 200 and got.content == content
+    missing = second.client.get("/sources/" + "x" * 43)
+    assert missing.status_code == 404 and missing.json()["id"] == "not_found"
+
+
+def test_a_repository_that_cannot_be_brought_up_to_date_is_a_clear_503(
+    two: tuple[Platform, Platform],
+) -> None:
+    platform = two[0]
+    api = Api(platform)
+    app = api.post("/apps", json={"name": "broken-bundle"}).json()
+    blobs.put(platform.blobs, f"repos/{app['id']}.bundle", [b"not a bundle"])
+    auth = "Basic " + base64.b64encode(f"x:{api.key}".encode()).decode()
+    response = api.client.get(
+        "/broken-bundle.git/info/refs?service=git-upload-pack", headers={"Authorization": auth}
+    )
+    assert response.status_code == 503, response.text
+    assert response.json() == {
+        "id": "unavailable",
+        "message": "The app's repository is not available right now; try again.",
+    }

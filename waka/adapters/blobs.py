@@ -214,6 +214,11 @@ class PostgresBlobStore:
         self._lock = threading.Lock()
         self._pool: Any = None
 
+    def connection(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection of the store's pool (autocommit), for small queries of neighbours
+        (push records); never for session state such as an advisory lock."""
+        return self._connection()
+
     def _connection(self) -> contextlib.AbstractContextManager[Any]:
         """A pooled connection (autocommit: each use opens its own transaction). The pool
         and the tables are made on first use, so a process that never touches blobs never

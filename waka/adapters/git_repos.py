@@ -440,7 +440,9 @@ class SharedGitRepos(GitRepos):
     def _records(self) -> Iterator[Any]:
         import psycopg
 
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
+        pooled = getattr(self.blobs, "connection", None)  # the blob store's pool, if any
+        opened = pooled() if pooled else psycopg.connect(self.database_url, autocommit=True)
+        with opened as conn:
             if not self._table_ready:
                 with conn.transaction():
                     conn.execute(

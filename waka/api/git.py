@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ from waka.bootstrap import Platform
 from waka.projections.apps import find_app
 
 CHUNK = 1 << 16
+log = logging.getLogger("waka.git")
 
 
 def _authorize(platform: Platform, request: Request) -> tuple[dict, dict]:
@@ -45,7 +47,13 @@ def _authorize(platform: Platform, request: Request) -> tuple[dict, dict]:
     permission = access.DEPLOY if pushing else access.VIEW  # the access policy decides
     if not access.allows(app_access(platform.store, app), user["id"], permission):
         raise ApiError(403, "forbidden", f"You do not have access to the app {app['name']}.")
-    platform.git_repos.ensure(app["id"])
+    try:  # where processes share storage: this copy brought up to date first
+        platform.git_repos.ensure(app["id"])
+    except Exception:
+        log.exception("the repository of app %s could not be brought up to date", app["id"])
+        raise ApiError(
+            503, "unavailable", "The app's repository is not available right now; try again."
+        ) from None
     return user, app
 
 
