@@ -277,3 +277,19 @@ def test_a_repository_that_cannot_be_brought_up_to_date_is_a_clear_503(
         "id": "unavailable",
         "message": "The app's repository is not available right now; try again.",
     }
+
+
+def test_a_source_over_the_limit_leaves_nothing_in_the_database(
+    two: tuple[Platform, Platform],
+) -> None:
+    from waka.adapters.sources import SourceStore, SourceTooLarge
+
+    platform = two[0]
+    assert platform.blobs is not None
+    sources = SourceStore(platform.blobs, prefix="sources/", limit_bytes=100_000)
+    token = sources.new_token()
+    with pytest.raises(SourceTooLarge), sources.upload(token) as sink:
+        for _ in range(10):
+            sink.write(os.urandom(30_000))
+    assert not sources.exists(token)
+    assert platform.blobs.keys("sources/") == []
