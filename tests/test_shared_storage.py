@@ -22,6 +22,7 @@ from tests.test_api import Api
 from waka.adapters import blobs
 from waka.adapters.git_repos import ZERO, SharedGitRepos, branches
 from waka.adapters.slugs import SharedSlugStore
+from waka.adapters.sources import SourceStore, SourceTooLarge
 from waka.bootstrap import Platform, bootstrap
 from waka.config import Settings
 from waka.projections.builds import build_by_id
@@ -282,8 +283,6 @@ def test_a_repository_that_cannot_be_brought_up_to_date_is_a_clear_503(
 def test_a_source_over_the_limit_leaves_nothing_in_the_database(
     two: tuple[Platform, Platform],
 ) -> None:
-    from waka.adapters.sources import SourceStore, SourceTooLarge
-
     platform = two[0]
     assert platform.blobs is not None
     sources = SourceStore(platform.blobs, prefix="sources/", limit_bytes=100_000)

@@ -473,6 +473,13 @@ def _write_synced(repo: Path, sha256: str, refs: dict[str, str]) -> None:
 
 
 def _wait_for_git(repo: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (repo / EXPECT).exists() and time.monotonic() < deadline:
+    """Until git applied the branch update a hook said yes to (post-receive removes the
+    file), at most `timeout` after the yes: a branch update git refused leaves it behind."""
+    while True:
+        try:
+            said_yes = (repo / EXPECT).stat().st_mtime
+        except FileNotFoundError:
+            return
+        if time.time() - said_yes > timeout:
+            return
         time.sleep(0.05)
