@@ -177,3 +177,22 @@ def test_fifty_megabytes_stream_both_ways(
     assert done.returncode == 0, done.stderr
     grown_mib = int(done.stdout.split()[-1])
     assert grown_mib < 20, f"peak memory grew by {grown_mib} MiB"
+
+
+def test_a_connection_cut_by_the_server_is_replaced(
+    postgres_url: str, postgres_schema: str
+) -> None:
+    """As after a restart of PostgreSQL: the pool's connection is gone; the next use works."""
+    import psycopg
+
+    store = PostgresBlobStore(postgres_url, postgres_schema)
+    try:
+        blobs.put(store, "sources/a.tgz", [b"a"])
+        with store.connection() as conn:
+            pid = conn.info.backend_pid
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert read_all(store, "sources/a.tgz") == b"a"
+        assert store.stat("sources/a.tgz") is not None
+    finally:
+        store.close()

@@ -228,7 +228,13 @@ class PostgresBlobStore:
                 from psycopg_pool import ConnectionPool
 
                 pool = ConnectionPool(
-                    self.url, min_size=1, max_size=8, open=True, kwargs={"autocommit": True}
+                    self.url,
+                    min_size=1,
+                    max_size=8,
+                    open=True,
+                    kwargs={"autocommit": True},
+                    # A connection broken by a restart of PostgreSQL is replaced, not used.
+                    check=ConnectionPool.check_connection,
                 )
                 try:
                     with pool.connection() as conn:
