@@ -79,6 +79,7 @@ CASES = [
     ("lease-holder", "postgres", False),
     ("api", "push", True),
     ("api", "config", True),
+    ("api", "redis", True),
     ("router", "scale", True),
 ]
 
