@@ -9,6 +9,11 @@ side by side in one run:
                     Port, X-Request-Id, X-Request-Start and a Heroku-style access log line
 - waka (uvloop):    waka's router, one process, on uvloop (as `waka up` runs it when installed)
 - waka (asyncio):   the same on the standard library's event loop
+- waka, Redis:      waka's router on uvloop with Logplex on Redis (a redis-server of the
+                    run's own), as `waka router` copies run with WAKA_REDIS_URL
+- floor:            a bare Python relay on uvloop (a backend connection per client, bytes both
+                    ways untouched): the same reads, writes and callbacks as the router's and
+                    nothing else, i.e. the least any proxy built this way can cost
 
 Each is measured with wrk, fixed threads and connections, in rounds that take the targets in
 turn (so that a busy spell of the machine does not fall on one target); the table shows each
@@ -185,18 +190,95 @@ def nginx_proxy(
 
 
 @contextlib.contextmanager
-def waka_router(backend_port: int, loop: str) -> Iterator[Server]:
+def redis_server(tmp: Path) -> Iterator[str]:
+    """A redis-server of the run's own (no persistence) -> its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", LOOPBACK, "--save", "",
+         "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, process, "redis-server")
+        yield f"redis://{LOOPBACK}:{port}/0"
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def waka_router(backend_port: int, loop: str, redis_url: str = "") -> Iterator[Server]:
+    """`loop`: uvloop or asyncio, or "relay" for the floor; with `redis_url`, Logplex on Redis
+    (as `waka router` copies run with WAKA_REDIS_URL)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve-router", str(port), str(backend_port), loop],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, "WAKA_BENCH_REDIS_URL": redis_url},
     )
+    name = RELAY if loop == "relay" else f"waka ({loop}{', Logplex on Redis' if redis_url else ''})"
     try:
-        wait_for_port(port, process, f"waka's router ({loop})")
-        yield Server(f"waka ({loop})", port, process, process.pid)
+        wait_for_port(port, process, name)
+        yield Server(name, port, process, process.pid)
     finally:
         stop(process)
+
+
+RELAY = "floor: bare Python relay (uvloop)"
+
+
+def serve_relay(port: int, backend_port: int) -> None:
+    """The floor of any proxy built as waka's router is (Python callbacks on uvloop): each
+    client connection gets a connection to the backend, and bytes are relayed both ways as
+    they come, untouched: no parsing, no routing, no headers, no log line. The same reads,
+    writes and callbacks per request as the router's, nothing else."""
+
+    class Side(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.peer: Side | None = None
+            self.transport: asyncio.Transport | None = None
+            self.pending: list[bytes] = []
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            peer = self.peer
+            if peer is not None and peer.transport is not None:
+                peer.transport.write(data)
+            else:
+                self.pending.append(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def connect(client: Side) -> None:
+            _, dyno = await loop.create_connection(Side, LOOPBACK, backend_port)
+            dyno.peer, client.peer = client, dyno
+            for data in client.pending:
+                dyno.transport.write(data)  # type: ignore[union-attr]
+            client.pending.clear()
+
+        connecting: set[asyncio.Task[None]] = set()
+
+        def accepted() -> Side:
+            client = Side()
+            task = loop.create_task(connect(client))
+            connecting.add(task)
+            task.add_done_callback(connecting.discard)
+            return client
+
+        await loop.create_server(accepted, LOOPBACK, port, reuse_address=True, backlog=1024)
+        await asyncio.Future()
+
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(main())
 
 
 def serve_router(port: int, backend_port: int, loop: str, reuse_port: bool = False) -> None:
@@ -211,8 +293,10 @@ def serve_router(port: int, backend_port: int, loop: str, reuse_port: bool = Fal
     table.set_app(Route("bench-id", "bench", backends=(Backend(LOOPBACK, backend_port, "web.1"),)))
     try:
         from waka.logplex import Logplex
+        from waka.logplex.redis_logplex import RedisLogplex
 
-        logplex = Logplex()
+        redis_url = os.environ.get("WAKA_BENCH_REDIS_URL")
+        logplex = RedisLogplex(redis_url) if redis_url else Logplex()
 
         def log(app_id: str, line: str) -> None:
             logplex.emit(app_id, "heroku", "router", line)
@@ -369,7 +453,7 @@ def summary(figures: list[Figures]) -> list[str]:
         return (median([r.p50_ms for r in by_name[name].latency]) - direct) * 1000
 
     lines = []
-    for name in ("waka (uvloop)", "waka (asyncio)"):
+    for name in ("waka (uvloop)", "waka (asyncio)", "waka (uvloop, Logplex on Redis)", RELAY):
         if name not in by_name:
             continue
         rps = median([r.rps for r in by_name[name].load])
@@ -401,7 +485,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve_router:
         port, backend_port, loop = args.serve_router
-        serve_router(int(port), int(backend_port), loop)
+        if loop == "relay":
+            serve_relay(int(port), int(backend_port))
+        else:
+            serve_router(int(port), int(backend_port), loop)
         return 0
     missing = [tool for tool in ("nginx", "wrk") if not shutil.which(tool)]
     if missing:
@@ -428,6 +515,13 @@ def main() -> int:
         servers.append(stack.enter_context(nginx_proxy(tmp, dyno.port, same_work=True)))
         servers[-1].name = "nginx, same work"
         servers += [stack.enter_context(waka_router(dyno.port, loop)) for loop in loops]
+        if shutil.which("redis-server"):
+            url = stack.enter_context(redis_server(tmp))
+            servers.append(stack.enter_context(waka_router(dyno.port, loops[0], url)))
+        else:
+            progress("redis-server is not installed: no run with Logplex on Redis")
+        if "uvloop" in loops:
+            servers.append(stack.enter_context(waka_router(dyno.port, "relay")))
         figures = {s.name: Figures(s.name) for s in servers}
         for server in servers:
             check(server)
