@@ -292,3 +292,22 @@ def test_a_source_over_the_limit_leaves_nothing_in_the_database(
             sink.write(os.urandom(30_000))
     assert not sources.exists(token)
     assert platform.blobs.keys("sources/") == []
+
+
+def test_build_output_survives_a_cut_database_connection(
+    two: tuple[Platform, Platform], postgres_url: str
+) -> None:
+    import psycopg
+
+    worker, api = two
+    build_id = str(uuid.uuid4())
+    output = worker.build_logs.open(build_id)
+    output.step("before")
+    time.sleep(0.3)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # as a restart would
+        admin.execute("SELECT pg_terminate_backend(%s)", (output.out.conn.info.backend_pid,))
+    output.step("after")
+    time.sleep(0.5)
+    output.close()
+    lines = b"".join(api.build_logs.follow(build_id, lambda: True)).decode().splitlines()
+    assert lines == ["-----> before", "-----> after"]

@@ -194,6 +194,7 @@ class _SharedOutput:
                 self._flush()
             except Exception as error:  # the database is away: kept, and tried again
                 log.warning("build output %s not stored yet: %s", self.output_id, error)
+                self._reconnect()
 
     def _flush(self) -> None:
         with self.lock:
@@ -207,9 +208,20 @@ class _SharedOutput:
             self.pending.clear()
             self.seq += 1
 
+    def _reconnect(self) -> None:
+        """After a restart of PostgreSQL the connection is gone for good: a new one."""
+        with self.lock:
+            if not self.conn.broken:
+                return
+            try:
+                self.conn = self.logs._connect()
+            except Exception as error:
+                log.warning("build output %s: no database yet: %s", self.output_id, error)
+
     def close(self) -> None:
         self.closed.set()
         self.flusher.join()
+        self._reconnect()
         try:
             self._flush()
             self.conn.execute(  # the end: followers stop here
