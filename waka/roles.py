@@ -103,6 +103,7 @@ async def serve(platform: Platform, roles: frozenset[str], listen: Listen) -> No
 
 def _router(platform: Platform, roles: frozenset[str]) -> tuple[Any, list[tuple[Any, str | None]]]:
     from waka.adapters.acme import AcmeClient, Challenges
+    from waka.adapters.acme_challenges import SharedChallenges
     from waka.reactors.acm import CertificateManager
     from waka.router import Router
     from waka.router.route_store import RouteActivity
@@ -142,7 +143,14 @@ def _router(platform: Platform, roles: frozenset[str]) -> tuple[Any, list[tuple[
     if certificates is not None:
         extra.append((certificates, None))
     settings = platform.settings
-    router.challenges = Challenges()  # HTTP-01 answers: ACM's orders, validated via the router
+    # HTTP-01 answers (ACM's orders, validated via the router): shared by every router copy.
+    if settings.database_url:
+        router.challenges = SharedChallenges(
+            platform.store, settings.database_url, settings.database_schema
+        )
+        extra.append((router.challenges, None))
+    else:
+        router.challenges = Challenges()
     acme = AcmeClient(
         settings.acme_directory,
         settings.home,

@@ -50,6 +50,13 @@ def trigger_sql(schema: str, events_table: str) -> list[str]:
     ]
 
 
+def announce(cur: Any, channel: str | None, topic: str) -> None:
+    """Tell every process's followers `topic` changed, at the commit of `cur`'s transaction
+    (PostgreSQL; `channel` None on SQLite, where the one process needs no telling)."""
+    if channel:
+        cur.query("SELECT pg_notify(?, ?) AS sent", (channel, topic))
+
+
 def parse_payload(payload: str) -> Topics:
     if not payload or payload == ALL:
         return None

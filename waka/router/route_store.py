@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from waka.adapters.ledger_notifications import channel_name
+from waka.adapters.ledger_notifications import announce, channel_name
 from waka.router.table import Backend, Route, RouteTable
 
 log = logging.getLogger("waka.router")
@@ -75,8 +75,7 @@ class RouteStore:
                 cur.execute(statement)
 
     def _announce(self, cur: Any, topic: str) -> None:
-        if self.channel:  # delivered at commit, with the row
-            cur.query("SELECT pg_notify(?, ?) AS sent", (self.channel, topic))
+        announce(cur, self.channel, topic)  # delivered at commit, with the row
 
     # --- the dyno manager's side --------------------------------------------------------------
 
