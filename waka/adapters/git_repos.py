@@ -295,10 +295,8 @@ class SharedGitRepos(GitRepos):
                 except BlobNotFound:  # the app was destroyed meanwhile
                     return repo
                 refs = bundle_refs(bundle)
-                fetched = _git(
-                    repo, "fetch", "--quiet", "--update-head-ok", str(bundle),
-                    "+refs/heads/*:refs/heads/*",
-                )  # fmt: skip
+                everything = "+refs/heads/*:refs/heads/*"  # the canonical copy wins
+                fetched = _git(repo, "fetch", "-q", "--update-head-ok", str(bundle), everything)
                 if fetched.returncode != 0:
                     raise RuntimeError(f"could not update {repo}: {fetched.stderr.decode()}")
                 for ref in set(local) - set(refs):
@@ -326,8 +324,10 @@ class SharedGitRepos(GitRepos):
         conn = psycopg.connect(self.database_url, autocommit=True)
         try:
             key = self._lock_key(repo.name.removesuffix(".git"))
-            if conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)) \
-                    .fetchone()[0]:  # fmt: skip
+            taken = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+            ).fetchone()[0]
+            if taken:
                 return conn  # held while this connection lives: the hook's process
         except BaseException:
             conn.close()
