@@ -247,7 +247,10 @@ class Observer:
         if client is None:
             return ["no Docker engine"]
         mine = {"label": [f"waka.platform={self.platform_id}"]}
-        containers = client.containers.list(all=True, filters=mine)
+        return self.container_problems(client.containers.list(all=True, filters=mine))
+
+    def container_problems(self, containers: list[Any]) -> list[str]:
+        """`dynos_match_formation` for these containers (anything with `labels`, `status`)."""
         dynos = [c for c in containers if "waka.dyno" in c.labels]
         builds = [c.labels.get("waka.build") for c in containers if "waka.build" in c.labels]
         problems = [f"a build's container is left: {b}" for b in builds]
