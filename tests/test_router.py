@@ -188,6 +188,7 @@ class Running:
 async def router(table: RouteTable | None = None, **options: object) -> AsyncIterator[Running]:
     table = table or RouteTable()
     logs: list[tuple[str, str]] = []
+    options.setdefault("log_every", 0)  # lines at the end of the turn: there when a reply is
     r = Router(table, log=lambda app, line: logs.append((app, line)), **options)  # type: ignore[arg-type]
     port = await r.start(LOOPBACK, 0)
     try:

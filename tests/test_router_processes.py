@@ -23,6 +23,7 @@ from tests import test_router
 from tests.test_router import INFO_LINE, LOOPBACK, dyno, echo_dyno, get, router, run
 from waka.logplex import Logplex
 from waka.router import Route, RouteTable
+from waka.router.proxy import LOG_EVERY
 
 PROCESS = Path(__file__).resolve().parent / "router_process.py"
 
@@ -156,9 +157,9 @@ def test_a_router_without_reuse_port_cannot_join(tmp_path: Path) -> None:
 def test_every_request_under_load_has_its_line_in_logplex(
     loop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """40 requests at once (served in callbacks, several per turn of the event loop, whose
-    lines the router hands over as one text): 40 lines in Logplex, one per request id, in
-    Heroku's format, in order."""
+    """40 requests at once, with the router's default log_every (lines handed over together,
+    every 20 ms): 40 lines in Logplex, one per request id, in Heroku's format, in order, and
+    none lost when the router closes with lines still held."""
     monkeypatch.setattr(test_router, "_loop", loop)
     texts: list[str] = []
 
@@ -170,11 +171,15 @@ def test_every_request_under_load_has_its_line_in_logplex(
         async with dyno(echo_dyno("one")) as one:
             table = RouteTable()
             table.set_app(Route("app-1", "myapp", backends=(one.backend("web.1"),)))
-            async with router(table) as r:
+            async with router(table, log_every=LOG_EVERY) as r:
                 r.router.log = emit
-                replies = await asyncio.gather(*(get(r.port, f"/n/{i}") for i in range(40)))
+                replies = await asyncio.gather(*(get(r.port, f"/n/{i}") for i in range(30)))
                 assert all(reply.status == 200 for reply in replies)
-                await asyncio.sleep(0.05)  # the last turn's lines
+                await asyncio.sleep(LOG_EVERY * 3)
+                assert len(logplex.recent("app-1", 1500)) == 30  # handed over meanwhile
+                replies = await asyncio.gather(*(get(r.port, f"/n/{i}") for i in range(30, 40)))
+                assert all(reply.status == 200 for reply in replies)
+            # closed at once: the last lines were handed over by close()
         lines = logplex.recent("app-1", 1500)
         assert len(lines) == 40
         assert all(line.dyno == "router" and line.source == "heroku" for line in lines)
