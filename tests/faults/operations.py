@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.e2e.conftest import Api, GitRepo, git_url
+from tests.e2e.conftest import Api, GitRepo, WakaServer, git_url
 from tests.e2e.test_git_push import remote_head
 
 from .convergence import Check, Observer, settle
@@ -52,7 +52,7 @@ class Target:
     counter: int = 0
 
     @property
-    def server(self):
+    def server(self) -> WakaServer:
         return self.deployment.server
 
     def api(self) -> Api:
@@ -89,7 +89,6 @@ class Push:
     name: str = "push"
     window: tuple[float, float] = (0.0, 2.5)
     sha: str = ""
-    acknowledged: bool = False
 
     def __post_init__(self) -> None:
         n = self.target.next()
@@ -98,7 +97,6 @@ class Push:
 
     def act(self) -> bool:
         result = self.target.repo.push(git_url(self.target.server, self.target.app))
-        self.acknowledged |= result.returncode == 0
         return result.returncode == 0
 
     def done(self) -> bool:
