@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 
 import pytest
 from eventsourcing.cipher import AESCipher
@@ -222,3 +223,30 @@ def test_catch_up_notices_positions_moved_back_by_another_process(make_platform,
 
     assert one.projector.catch_up() > 0
     assert config_of(one.store, str(app.id)) == {"K": "v"}
+
+
+def test_read_models_survive_their_pooled_connections_dying(platform, actor, backend) -> None:
+    """PostgreSQL restarted while the API was idle: the read store's pooled connections are
+    dead. The next query and the next catch-up use new ones instead of failing."""
+    if backend != "postgres":
+        pytest.skip("SQLite has no server connections to lose")
+    import psycopg
+
+    app = platform.ledger.create_app(actor, "survivor")
+    platform.projector.catch_up()
+    store = platform.store
+    pids = {store.query("SELECT pg_backend_pid() AS pid")[0]["pid"] for _ in range(3)}
+    with psycopg.connect(platform.settings.database_url, autocommit=True) as admin:
+        for pid in pids:  # what a restart does to every idle connection
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)
+    assert store.query("SELECT name FROM waka_apps") == [{"name": "survivor"}]
+
+    pids = {store.query("SELECT pg_backend_pid() AS pid")[0]["pid"] for _ in range(3)}
+    with psycopg.connect(platform.settings.database_url, autocommit=True) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)
+    platform.ledger.set_config(actor, app.id, {"K": "v"})
+    platform.projector.catch_up()
+    assert config_of(store, str(app.id)) == {"K": "v"}

@@ -127,47 +127,60 @@ class Projector:
         wait for the WAL flush in a second (see ReadStore.transaction: `durable`). With
         nothing of this process's own to apply, one cheap query first asks whether there is
         anything past the stored positions."""
-        applied = 0
         with self._lock:
-            ours_pending = getattr(self.ledger, "last_recorded", 0) > self._caught_up_to
-            if not ours_pending and not self._anything_new():
-                return 0
-            while True:
-                with self.store.transaction(pipelined=True, durable=False) as cur:
-                    read = [("SELECT name, position FROM waka_positions", ())]
-                    if self._notifications_sql is not None:
-                        names = [p.name for p in self.projections]
-                        read.append((self._notifications_sql, (*names, BATCH)))
-                    rows, *found = cur.query_all(*read)
-                    positions = {r["name"]: r["position"] for r in rows}
-                    start = min(positions.get(p.name, 0) for p in self.projections)
-                    if found and all(p.name in positions for p in self.projections):
-                        # (a projection without a position starts at 0; the query's min()
-                        # would not see it: then it is read again below, from 0)
-                        notifications = [_notification(r) for r in found[0]]
-                    else:
-                        notifications = list(
-                            self.ledger.recorder.select_notifications(
-                                start=start, limit=BATCH, inclusive_of_start=False
-                            )
+            try:
+                return self._catch_up()
+            except Exception as error:
+                if not _connection_lost(error):
+                    raise
+                # A pooled connection died while idle (PostgreSQL restarted): the transaction
+                # is rolled back, so once the dead ones are dropped a new try starts clean.
+                drop = getattr(self.store, "drop_dead_connections", None)
+                if drop is not None:
+                    drop()
+                return self._catch_up()
+
+    def _catch_up(self) -> int:
+        applied = 0
+        ours_pending = getattr(self.ledger, "last_recorded", 0) > self._caught_up_to
+        if not ours_pending and not self._anything_new():
+            return 0
+        while True:
+            with self.store.transaction(pipelined=True, durable=False) as cur:
+                read = [("SELECT name, position FROM waka_positions", ())]
+                if self._notifications_sql is not None:
+                    names = [p.name for p in self.projections]
+                    read.append((self._notifications_sql, (*names, BATCH)))
+                rows, *found = cur.query_all(*read)
+                positions = {r["name"]: r["position"] for r in rows}
+                start = min(positions.get(p.name, 0) for p in self.projections)
+                if found and all(p.name in positions for p in self.projections):
+                    # (a projection without a position starts at 0; the query's min()
+                    # would not see it: then it is read again below, from 0)
+                    notifications = [_notification(r) for r in found[0]]
+                else:
+                    notifications = list(
+                        self.ledger.recorder.select_notifications(
+                            start=start, limit=BATCH, inclusive_of_start=False
                         )
-                    for notification in notifications:
-                        event = self.ledger.mapper.to_domain_event(notification)
-                        for projection in self.projections:
-                            if positions.get(projection.name, 0) < notification.id:
-                                projection.apply(cur, event)
-                    last = notifications[-1].id if notifications else start
-                    behind = [p.name for p in self.projections if positions.get(p.name, 0) < last]
-                    if behind:
-                        marks = ", ".join("?" for _ in behind)
-                        cur.execute(
-                            f"UPDATE waka_positions SET position = ? WHERE name IN ({marks})",
-                            (last, *behind),
-                        )
-                applied += len(notifications)
-                self._caught_up_to = last
-                if len(notifications) < BATCH:
-                    return applied
+                    )
+                for notification in notifications:
+                    event = self.ledger.mapper.to_domain_event(notification)
+                    for projection in self.projections:
+                        if positions.get(projection.name, 0) < notification.id:
+                            projection.apply(cur, event)
+                last = notifications[-1].id if notifications else start
+                behind = [p.name for p in self.projections if positions.get(p.name, 0) < last]
+                if behind:
+                    marks = ", ".join("?" for _ in behind)
+                    cur.execute(
+                        f"UPDATE waka_positions SET position = ? WHERE name IN ({marks})",
+                        (last, *behind),
+                    )
+            applied += len(notifications)
+            self._caught_up_to = last
+            if len(notifications) < BATCH:
+                return applied
 
     def _anything_new(self) -> bool:
         """Is there a notification past some projection's stored position? Asked of the store,
@@ -237,3 +250,11 @@ def _notification(row: Row) -> Notification:
         topic=row["topic"],
         state=bytes(row["state"]),
     )
+
+
+def _connection_lost(error: Exception) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(error, psycopg.OperationalError)

@@ -149,8 +149,29 @@ class PostgresReadStore:
         )
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run on a pooled connection. One that died while idle (PostgreSQL restarted) fails
+        the query: then the pool's dead connections are dropped and it is asked once more."""
+        import psycopg
+
+        broken = False
+        try:
+            with self.pool.connection() as conn:
+                try:
+                    return _PostgresCursor(conn).query(sql, params)
+                except psycopg.OperationalError:
+                    broken = conn.broken
+                    raise
+        except psycopg.OperationalError:
+            if not broken:
+                raise
+        self.drop_dead_connections()
         with self.pool.connection() as conn:
             return _PostgresCursor(conn).query(sql, params)
+
+    def drop_dead_connections(self) -> None:
+        """Check the idle pooled connections (one round trip each) and drop the dead ones: after
+        one was found dead, the others that were idle through the same restart are too."""
+        self.pool.check()
 
     @contextmanager
     def transaction(
