@@ -145,6 +145,9 @@ class Settings:
                 POSTGRES_SCHEMA=self.database_schema,
                 POSTGRES_POOL_SIZE="10",
                 POSTGRES_MAX_OVERFLOW="20",
+                # A pooled connection is checked before use: after a restart of PostgreSQL the
+                # first write of an idle API must not get a dead connection (a 503).
+                POSTGRES_PRE_PING="y",
             )
         else:
             env.update(

@@ -34,13 +34,6 @@ def platform(
         stop_platform(deployment, observer)
 
 
-@pytest.mark.xfail(
-    strict=False,  # a reactor's tick may use a dead connection first, now and then
-    reason="dead pooled connections after a PostgreSQL restart: waka/adapters/blobs.py's "
-    "ConnectionPool has no check=ConnectionPool.check_connection (git answers 503), and the "
-    "ledger's eventsourcing pool is not pre-pinged (POSTGRES_PRE_PING, waka/config.py "
-    "eventsourcing_env): the next API write answers 503",
-)
 def test_the_first_requests_after_an_idle_restart_succeed(platform: Platform) -> None:
     """Once PostgreSQL is back, no request fails on a connection it held before the restart:
     pooled connections that died idle are not handed to the next request."""

@@ -37,11 +37,6 @@ def deployment(
         deployment.server.remove_dynos()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="waka/reactors/builder.py: Builder.sweep_leftovers removes every work directory of "
-    "the home at a worker's start, also those of builds another live worker is running",
-)
 def test_a_worker_starting_beside_a_running_build_leaves_it_alone(
     deployment: Deployment, tmp_path: Path
 ) -> None:

@@ -44,6 +44,17 @@ def leased(leases: Leases, name: str) -> Iterator[bool]:
             leases.release(name)
 
 
+def work_dir_prefix(lease: str) -> str:
+    """A work directory is named after the lease it is used under (`build_<id>-<random>`), so
+    a worker starting on a home another live worker shares can tell whose it is."""
+    return lease.replace(":", "_") + "-"
+
+
+def lease_of_work_dir(name: str) -> str | None:
+    prefix, dash, _random = name.rpartition("-")  # mkdtemp's random part has no dash
+    return prefix.replace("_", ":") if dash and prefix else None
+
+
 class LocalLeases:
     def __init__(self) -> None:
         self._held: set[str] = set()

@@ -26,7 +26,13 @@ from eventsourcing.utils import get_topic
 
 from waka.adapters.archives import UnsafeArchive, safe_extract
 from waka.adapters.build_logs import BuildLog, BuildLogs
-from waka.adapters.leases import Leases, LocalLeases, leased
+from waka.adapters.leases import (
+    Leases,
+    LocalLeases,
+    lease_of_work_dir,
+    leased,
+    work_dir_prefix,
+)
 from waka.adapters.runtime import LabelledRuntime, Runtime
 from waka.adapters.slugs import SlugStore, SlugTooLarge
 from waka.adapters.sources import SourceError, SourceStore
@@ -152,10 +158,12 @@ class Builder:
 
     def sweep_leftovers(self) -> None:
         """Before the first build: what a crash mid-build left (its containers, its work
-        directories) goes."""
+        directories) goes; not what a live worker sharing this home is using (its lease)."""
         self.sweep_containers()
         for leftover in _children(self.config.work_root):
-            shutil.rmtree(leftover, ignore_errors=True)
+            lease = lease_of_work_dir(leftover.name)
+            if lease is None or not self.leases.taken(lease):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def sweep_containers(self) -> int:
         """Build and release-phase containers whose lease no process holds: their worker
@@ -236,7 +244,8 @@ class Builder:
         actor: Actor = {"id": row["user_id"], "email": row["user_email"]}
         log.info("build %s app=%s started here", build_id, app_id)  # which worker builds it
         output = self.logs.open(build_id)
-        work = Path(tempfile.mkdtemp(prefix=f"build-{build_id[:8]}-", dir=self._work_root()))
+        prefix = work_dir_prefix(build_lease(build_id))
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=self._work_root()))
         ledger = self.platform.ledger
         timer = PhaseTimer()
         try:
@@ -333,6 +342,7 @@ class Builder:
                     pending["output_id"],
                     output,
                     runtime,
+                    build_lease(row["id"]),
                 )
         return slug_record, release_failure
 

@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from waka.adapters.build_logs import BuildLog, BuildLogs
-from waka.adapters.leases import Leases, LocalLeases, leased
+from waka.adapters.leases import Leases, LocalLeases, leased, work_dir_prefix
 from waka.adapters.runtime import LabelledRuntime, Mount, Runtime, RunTimedOut
 from waka.adapters.slugs import SlugStore
 from waka.domain.actors import Actor
@@ -63,6 +63,7 @@ class ReleasePhase:
         output_id: str,
         build_output: BuildLog | None = None,
         runtime: Runtime | None = None,
+        lease: str | None = None,
     ) -> str | None:
         """Run `command` once with the slug at /app and the config vars; why it failed, or
         None. Output goes to the release's log and, indented, to the build's output; a build
@@ -71,7 +72,8 @@ class ReleasePhase:
             build_output.step("Running release command...")
         release_output = self.outputs.open(output_id)
         self.work_root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f"release-{output_id[:8]}-", dir=self.work_root))
+        prefix = work_dir_prefix(lease) if lease else f"release-{output_id[:8]}-"  # whose it is
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
 
         def write(data: bytes) -> None:
             release_output.write(data)
@@ -120,11 +122,11 @@ class ReleasePhase:
                 ):
                     continue  # decided by the worker that held it a moment ago
                 runtime = LabelledRuntime(self.runtime, {lease_label: lease})  # swept if we die
-                self._run_release(platform, row, runtime)
+                self._run_release(platform, row, runtime, lease)
                 done += 1
         return done
 
-    def _run_release(self, platform: Any, row: Row, runtime: Runtime) -> None:
+    def _run_release(self, platform: Any, row: Row, runtime: Runtime, lease: str) -> None:
         actor: Actor = {"id": row["user_id"], "email": row["user_email"]}
         try:
             failure = self.run(
@@ -136,6 +138,7 @@ class ReleasePhase:
                 },
                 row["output_id"],
                 runtime=runtime,
+                lease=lease,
             )
         except Exception:  # a missing slug, an engine gone away: the release fails
             log.exception("release phase of v%s of %s crashed", row["version"], row["app_id"])
