@@ -111,11 +111,11 @@ def _router(platform: Platform, roles: frozenset[str]) -> tuple[Any, list[tuple[
 
     extra: list[tuple[Any, str | None]] = []
     if WORKER in roles:
-        manager = platform.dyno_manager
+        dyno_manager = platform.dyno_manager
 
         async def wake(app_id: str) -> None:
             """A request for a sleeping app: start its dynos; return once one is routed."""
-            manager.wake(app_id)
+            dyno_manager.wake(app_id)
             while not ((route := platform.routes.get(app_id)) and route.backends):
                 await asyncio.sleep(0.05)
     else:
@@ -159,8 +159,8 @@ def _router(platform: Platform, roles: frozenset[str]) -> tuple[Any, list[tuple[
         settings.acme_email,
     )
     # Orders run where their challenges are answered: in a router process, one at a time.
-    manager = CertificateManager(platform.ledger, platform.store, platform.projector.catch_up, acme)
-    extra.append((manager, "acm"))
+    acm = CertificateManager(platform.ledger, platform.store, platform.projector.catch_up, acme)
+    extra.append((acm, "acm"))
     return router, extra
 
 
