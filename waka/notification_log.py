@@ -1,5 +1,5 @@
 """Reading the ledger's notification log: the one reader every follower of the ledger uses
-(projector, API log, audit, webhooks, route follower).
+(projector, API log, audit, webhooks, route follower, ACM's and the builder's followers).
 
 Notifications carry one global order (their id). A follower keeps the id it has read up to
 and asks for what came after; events whose topics it does not watch are not decoded (decoding
@@ -8,7 +8,7 @@ means decrypting and decompressing), so a follower of a few topics reads the log
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 BATCH = 500
@@ -27,6 +27,14 @@ def read_batch(
     notifications = ledger.recorder.select_notifications(
         start=after, limit=limit, inclusive_of_start=False
     )
+    return notices(ledger, notifications, topics)
+
+
+def notices(
+    ledger: Any, notifications: Iterable[Any], topics: frozenset[str] | None = None
+) -> list[Notice]:
+    """Notifications however they were fetched (the projector reads them on its read store's
+    connection, in its own transaction) as Notices: decoded only when their topic is asked."""
     return [
         Notice(
             n.id,

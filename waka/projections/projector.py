@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
+from waka.notification_log import notices, read_batch
 from waka.projections.accounts import AccountsProjection
 from waka.projections.acm import AcmProjection
 from waka.projections.addons import AddonsProjection
@@ -157,18 +158,13 @@ class Projector:
                 if found and all(p.name in positions for p in self.projections):
                     # (a projection without a position starts at 0; the query's min()
                     # would not see it: then it is read again below, from 0)
-                    notifications = [_notification(r) for r in found[0]]
+                    notifications = notices(self.ledger, map(_notification, found[0]))
                 else:
-                    notifications = list(
-                        self.ledger.recorder.select_notifications(
-                            start=start, limit=BATCH, inclusive_of_start=False
-                        )
-                    )
-                for notification in notifications:
-                    event = self.ledger.mapper.to_domain_event(notification)
+                    notifications = read_batch(self.ledger, start, limit=BATCH)
+                for notice in notifications:
                     for projection in self.projections:
-                        if positions.get(projection.name, 0) < notification.id:
-                            projection.apply(cur, event)
+                        if positions.get(projection.name, 0) < notice.id:
+                            projection.apply(cur, notice.event)
                 last = notifications[-1].id if notifications else start
                 behind = [p.name for p in self.projections if positions.get(p.name, 0) < last]
                 if behind:
