@@ -47,6 +47,7 @@ from eventsourcing.application import Application
 from waka.domain.addon import Addon
 from waka.domain.app import App, formation_id, release_id
 from waka.domain.webhook import AppWebhook
+from waka.notification_log import read_batch
 from waka.projections.base import iso
 from waka.projections.store import Cursor, ReadStore, Row
 from waka.projections.webhooks import find_webhook
@@ -308,11 +309,9 @@ class WebhookReactor:
                         "SELECT position FROM waka_webhook_position WHERE name = 'webhooks'"
                     )
                     start = rows[0]["position"] if rows else 0
-                    batch = self.ledger.recorder.select_notifications(
-                        start=start, limit=BATCH, inclusive_of_start=False
-                    )
-                    for notification in batch:
-                        self._capture(cur, self.ledger.mapper.to_domain_event(notification))
+                    batch = read_batch(self.ledger, start, limit=BATCH)
+                    for notice in batch:
+                        self._capture(cur, notice.event)
                     if batch:
                         cur.execute(
                             "UPDATE waka_webhook_position SET position = ? WHERE name = 'webhooks'",
