@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import OWNER_EMAIL, Api, WakaServer, app_repo, git_url, wait_for
+from tests.e2e.roles import Role, heroku_cli_for
 from tests.e2e.test_git_push import deployed
 from tests.e2e.test_logplex_redis import Emitter
 from tests.e2e.test_roles import get
-from tests.e2e.test_shared_storage import Role
 from tests.redis_servers import RedisServer, logplex_redis  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
@@ -36,13 +36,6 @@ class LoggingRole(Role):
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "WAKA_REDIS_URL": self.redis_url}
-
-
-def cli_for(role: Role, heroku_cli: Path, cli_home: Path) -> WakaServer:
-    """The Heroku CLI pointed at one API copy (WakaServer's runner, on that process)."""
-    server = WakaServer(role.home, cli_home, heroku_cli, role.database_url, role.database_schema)
-    server.port, server.api_key, server.process = role.port, role.api_key, role.process
-    return server
 
 
 @pytest.fixture
@@ -76,8 +69,8 @@ def test_a_line_reaches_the_tail_served_by_another_api_copy(
     tmp_path: Path,
 ) -> None:
     a, b, router, worker = roles
-    via_a = cli_for(a, heroku_cli, tmp_path / "cli-a")
-    via_b = cli_for(b, heroku_cli, tmp_path / "cli-b")
+    via_a = heroku_cli_for(a, heroku_cli, tmp_path / "cli-a")
+    via_b = heroku_cli_for(b, heroku_cli, tmp_path / "cli-b")
     api = Api(via_a)
     app = api.create_app("roles-logs")
     app_id = api.get(f"/apps/{app}")["id"]

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from .conftest import OWNER_EMAIL, Api, WakaServer, app_repo, git_url
+from .roles import Role, heroku_cli_for
 from .test_git_push import deployed
-from .test_shared_storage import Role
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -61,13 +61,6 @@ def _roles(tmp_path: Path, url: str, schema: str) -> dict[str, Role]:
         "worker-1": Role(tmp_path / "home-w1", "worker", url, schema),
         "worker-2": Role(tmp_path / "home-w2", "worker", url, schema),
     }
-
-
-def heroku_cli_for(api_role: Role, heroku_cli: Path, tmp_path: Path) -> WakaServer:
-    """The e2e harness's Heroku CLI runner, pointed at the `waka api` process."""
-    server = WakaServer(api_role.home, tmp_path / "cli-home", heroku_cli)
-    server.port, server.api_key, server.process = api_role.port, api_role.api_key, api_role.process
-    return server
 
 
 def get(router: Role, app: str, timeout: float = 60.0) -> httpx.Response:
@@ -115,7 +108,7 @@ def test_split_roles_deploy_serve_and_survive_the_loss_of_a_worker(
     api_role, router = roles["api"], roles["router"]
     workers = [roles["worker-1"], roles["worker-2"]]
     api = Api(api_role)  # type: ignore[arg-type]
-    heroku = heroku_cli_for(api_role, heroku_cli, tmp_path).heroku
+    heroku = heroku_cli_for(api_role, heroku_cli, tmp_path / "cli-home").heroku
     app = api.create_app("roles")
 
     pushed = app_repo("shell-app", tmp_path / "app").push(git_url(api_role, app))  # type: ignore[arg-type]
@@ -163,7 +156,7 @@ def test_a_request_to_the_router_process_wakes_a_sleeping_app(
     roles = make_roles(WAKA_SLEEP_AFTER="3")
     api_role, router = roles["api"], roles["router"]
     api = Api(api_role)  # type: ignore[arg-type]
-    heroku = heroku_cli_for(api_role, heroku_cli, tmp_path).heroku
+    heroku = heroku_cli_for(api_role, heroku_cli, tmp_path / "cli-home").heroku
     app = api.create_app("sleepy")
     deployed(app_repo("shell-app", tmp_path / "app").push(git_url(api_role, app)), 2)  # type: ignore[arg-type]
     assert "web at 1:Eco" in heroku("ps:scale", "web=1:eco", "-a", app).stderr

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from .processes import listening_inodes, sockets_of
-from .test_shared_storage import Role
+from .roles import Role
 
 pytestmark = [pytest.mark.e2e]
 
