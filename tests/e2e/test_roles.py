@@ -3,8 +3,8 @@ api`, `waka router` and two `waka worker`s, driven by real git and the real Hero
 through the API is built by a worker and served through the router process; the dyno manager
 leads in one worker only, and when that worker is killed (-9) the other takes over: a
 `heroku ps:scale` made afterwards runs, `heroku ps` shows it, and the router (another process)
-serves the new dynos; a rename reaches the router within a second. An eco app that sleeps is
-woken by a request to the router process: the wake goes to whichever worker leads.
+serves the new dynos; a rename reaches both router processes within a second. An eco app that
+sleeps is woken by a request to the router process: the wake goes to whichever worker leads.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import orjson
+import psycopg
 import pytest
 
 from .conftest import OWNER_EMAIL, Api, WakaServer, app_repo, git_url
@@ -58,6 +60,7 @@ def _roles(tmp_path: Path, url: str, schema: str) -> dict[str, Role]:
     return {
         "api": Role(tmp_path / "home-api", "api", url, schema),
         "router": Role(tmp_path / "home-router", "router", url, schema),
+        "router-2": Role(tmp_path / "home-router-2", "router", url, schema),  # its own port
         "worker-1": Role(tmp_path / "home-w1", "worker", url, schema),
         "worker-2": Role(tmp_path / "home-w2", "worker", url, schema),
     }
@@ -131,23 +134,34 @@ def test_split_roles_deploy_serve_and_survive_the_loss_of_a_worker(
     assert "dyno-manager: leading" in other.log()
     listed = heroku("ps", "-a", app).stdout
     assert "web.1: up" in listed and "web.2: up" in listed, listed
-    # The router process serves from both dynos (the backends of the shared route table).
-    seen: set[str] = set()
-    wait(
-        lambda: seen.add(get(router, app).headers.get("X-Waka-Dyno", "")) or len(seen) >= 1,
-        10,
-        "served after the takeover",
-    )
-    assert get(router, app).status_code == 200
+
+    # The shared route table names both dynos (written by the worker that took over), and the
+    # router process serves from it.
+    def backends() -> int:
+        with psycopg.connect(api_role.database_url) as conn:
+            conn.execute(f'SET search_path TO "{api_role.database_schema}"')
+            row = conn.execute(
+                "SELECT route FROM waka_routes r JOIN waka_apps a ON a.id = r.app_id"
+                " WHERE a.name = %s",
+                (app,),
+            ).fetchone()
+        return len(orjson.loads(row[0])["backends"]) if row else 0
+
+    wait(lambda: backends() == 2, 10, "both web dynos in the shared route table")
+    assert all(get(router, app, timeout=0).status_code == 200 for _ in range(20))
     print(f"a scale after the leading worker's kill -9 ran within {took:.1f} s")
 
-    # A rename reaches the router process within a second (ledger notification → route follower).
+    # A rename reaches every router process within a second (ledger notification → each one's
+    # route follower).
+    routers = [router, roles["router-2"]]
+    assert all(get(r, app).status_code == 200 for r in routers)
     renamed = f"{app}-renamed"
     api.request("PATCH", f"/apps/{app}", json={"name": renamed})
     began = time.monotonic()
-    wait(lambda: get(router, renamed, timeout=0).status_code == 200, 5, "the new name routed")
+    for each in routers:
+        wait(lambda r=each: get(r, renamed, timeout=0).status_code == 200, 5, "renamed, routed")
     assert time.monotonic() - began < 1.5
-    assert get(router, app, timeout=0).status_code == 404
+    assert all(get(r, app, timeout=0).status_code == 404 for r in routers)
 
 
 def test_a_request_to_the_router_process_wakes_a_sleeping_app(
