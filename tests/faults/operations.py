@@ -66,13 +66,20 @@ class Target:
             api.close()
 
     def releases(self) -> list[dict[str, Any]]:
-        """Every release (one page of up to 1,000: the default page is 200)."""
+        """Every release, page by page as Heroku's clients do (a load test makes thousands)."""
         api = self.api()
+        found: list[dict[str, Any]] = []
+        headers = {"Range": "version ..; max=1000"}
         try:
-            headers = {"Range": "version ..; max=1000"}
-            response = api.client.get(f"/apps/{self.app}/releases", headers=headers)
-            assert response.status_code == 200, f"{response.status_code}: {response.text}"
-            return response.json()
+            while True:
+                response = api.client.get(f"/apps/{self.app}/releases", headers=headers)
+                assert response.status_code in (200, 206), (
+                    f"{response.status_code}: {response.text[:500]}"
+                )
+                found += response.json()
+                if response.status_code == 200:
+                    return found
+                headers = {"Range": response.headers["Next-Range"]}
         finally:
             api.close()
 
