@@ -110,20 +110,15 @@ def _router(platform: Platform, roles: frozenset[str]) -> tuple[Any, list[tuple[
     from waka.router.tls import RouterTlsError, router_tls
 
     extra: list[tuple[Any, str | None]] = []
-    if WORKER in roles:
-        dyno_manager = platform.dyno_manager
+    # Who starts a sleeping app's dynos: this process's dyno manager, or, from a router of
+    # its own, whichever worker leads (told through the ledger's channel).
+    ask = platform.dyno_manager.wake if WORKER in roles else platform.route_store.wake
 
-        async def wake(app_id: str) -> None:
-            """A request for a sleeping app: start its dynos; return once one is routed."""
-            dyno_manager.wake(app_id)
-            while not ((route := platform.routes.get(app_id)) and route.backends):
-                await asyncio.sleep(0.05)
-    else:
-
-        async def wake(app_id: str) -> None:
-            await asyncio.to_thread(platform.route_store.wake, app_id)  # whichever worker leads
-            while not ((route := platform.routes.get(app_id)) and route.backends):
-                await asyncio.sleep(0.05)
+    async def wake(app_id: str) -> None:
+        """A request for a sleeping app: have its dynos started; return once one is routed."""
+        await asyncio.to_thread(ask, app_id)
+        while not ((route := platform.routes.get(app_id)) and route.backends):
+            await asyncio.sleep(0.05)
 
     router = Router(
         platform.routes,

@@ -71,7 +71,6 @@ class Reactors:
         self.catch_up = catch_up
         self._running: list[_Running] = []
         self._stopping = threading.Event()
-        self._catch_up_lock = threading.Lock()
 
     def add(self, reactor: Any, lease: str | None = None) -> None:
         own = getattr(reactor, "wakeup", None)  # a reactor may wake itself (work it queued)
@@ -91,8 +90,7 @@ class Reactors:
         watches these topics notice (`notice`, in this thread: cheap and immediate, such as
         routing a rename before the API answers), then wake it."""
         try:
-            with self._catch_up_lock:
-                self.catch_up()
+            self.catch_up()  # the projector serialises catch-ups itself
         except Exception:
             log.exception("catching up the read models failed; the reactors' ticks will")
         for running in self._running:

@@ -118,14 +118,10 @@ class RouteStore:
             return
         with self.store.transaction() as cur:
             for app_id, at in last.items():
-                cur.execute(
+                cur.execute(  # never back in time: routers write what each of them saw
                     "INSERT INTO waka_route_activity (app_id, last_request) VALUES (?, ?)"
-                    " ON CONFLICT (app_id) DO UPDATE SET last_request ="
-                    " MAX(waka_route_activity.last_request, excluded.last_request)"
-                    if not self.channel
-                    else "INSERT INTO waka_route_activity (app_id, last_request) VALUES (?, ?)"
-                    " ON CONFLICT (app_id) DO UPDATE SET last_request ="
-                    " GREATEST(waka_route_activity.last_request, excluded.last_request)",
+                    " ON CONFLICT (app_id) DO UPDATE SET last_request = excluded.last_request"
+                    " WHERE excluded.last_request > waka_route_activity.last_request",
                     (app_id, at),
                 )
 
@@ -170,14 +166,11 @@ class RouteActivity:
 
     def tick(self) -> None:
         offset = time.time() - time.monotonic()
-        fresh = {
-            app_id: at + offset
-            for app_id, at in list(self.last_request.items())
-            if self._written.get(app_id) != at
-        }
-        self.routes.record_requests(fresh)
-        for app_id, at in list(self.last_request.items()):
-            self._written[app_id] = at
+        seen = dict(self.last_request)  # one snapshot: a request meanwhile is written next tick
+        self.routes.record_requests(
+            {app_id: at + offset for app_id, at in seen.items() if self._written.get(app_id) != at}
+        )
+        self._written.update(seen)
 
 
 class LastRequests:
