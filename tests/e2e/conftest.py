@@ -368,7 +368,7 @@ class WakaServer:
             database_schema=self.database_schema or "public",
         ).platform_id
         mine = {"label": [f"waka.platform={platform_id}"]}
-        for container in client.containers.list(all=True, filters=mine):
+        for container in client.containers.list(all=True, filters=mine, sparse=True):
             with contextlib.suppress(Exception):  # already gone
                 container.remove(force=True)
 

@@ -45,7 +45,7 @@ def build_containers(build_id: str) -> list[str]:
     client = docker_client()
     assert client is not None, "no Docker engine"
     mine = {"label": f"waka.build={build_id}"}
-    return [c.id for c in client.containers.list(all=True, filters=mine)]
+    return [c.id for c in client.containers.list(all=True, filters=mine, sparse=True)]
 
 
 def start_slow_push(

@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -246,8 +247,7 @@ class Observer:
         client = docker_client()
         if client is None:
             return ["no Docker engine"]
-        mine = {"label": [f"waka.platform={self.platform_id}"]}
-        return self.container_problems(client.containers.list(all=True, filters=mine))
+        return self.container_problems(listed_containers(client, self.platform_id))
 
     def container_problems(self, containers: list[Any]) -> list[str]:
         """`dynos_match_formation` for these containers (anything with `labels`, `status`)."""
@@ -292,6 +292,17 @@ class Observer:
         for home in self.homes:
             left.update(git_processes(home))
         return [f"process left behind: {pid} {command}" for pid, command in left.items()]
+
+
+def listed_containers(client: Any, platform_id: str) -> list[SimpleNamespace]:
+    """The platform's containers with their labels and state, from the list call alone: the
+    SDK's `containers.list` inspects each one afterwards, and fails with 404 when the dyno
+    manager removes one in between."""
+    mine = {"label": [f"waka.platform={platform_id}"]}
+    return [
+        SimpleNamespace(id=c["Id"], labels=c.get("Labels") or {}, status=c["State"])
+        for c in client.api.containers(all=True, filters=mine)
+    ]
 
 
 def _diff(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.conftest import app_repo, git_url, unique_name
 from tests.e2e.test_git_push import deployed
 
-from .convergence import Observer
+from .convergence import Observer, listed_containers
 from .operations import AddonCreate, ConfigSet, Push, Scale, Target, run_with_fault
 from .postgres_cluster import PostgresCluster
 from .roles import Deployment
@@ -156,8 +156,7 @@ def checks_see_what_they_look_for(platform: Platform) -> None:
 
     client = docker_client()
     assert client is not None
-    mine = {"label": [f"waka.platform={observer.platform_id}"]}
-    containers = client.containers.list(all=True, filters=mine)
+    containers = listed_containers(client, observer.platform_id)
     assert observer.container_problems(containers) == []
     extra = {"waka.dyno": "web.99", "waka.app": app_id, "waka.type": "web"}
     problems = observer.container_problems(

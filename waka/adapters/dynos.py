@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from waka.adapters.dyno_containers import address_of, container_options, install_slug, oom_killed
+from waka.adapters.runtime import labelled_containers
 
 log = logging.getLogger("waka.dynos")
 
@@ -110,8 +111,8 @@ class DockerDynos:
 
     def list(self) -> list[ObservedDyno]:
         found = []
-        mine = {"label": [LABEL, f"waka.platform={self.platform_id}"]}
-        for container in self.client.containers.list(all=True, filters=mine):
+        mine = [LABEL, f"waka.platform={self.platform_id}"]
+        for container in labelled_containers(self.client, mine):
             labels = container.labels
             state = container.attrs.get("State", {})
             running = bool(state.get("Running"))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from waka.adapters.dyno_containers import R15, container_options, install_slug, oom_killed
+from waka.adapters.runtime import labelled_containers
 
 log = logging.getLogger("waka.one_off")
 
@@ -282,7 +283,7 @@ class OneOffDynos:
         labels = [LABEL, f"waka.platform={self.platform_id}"]
         if app_id is not None:
             labels.append(f"waka.app={app_id}")
-        return list(self.client.containers.list(all=True, filters={"label": labels}))
+        return labelled_containers(self.client, labels)
 
 
 def _positive(text: str | None, default: int) -> int:

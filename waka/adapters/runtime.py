@@ -175,7 +175,7 @@ class DockerRuntime:
             return 0  # no labels to tell ours from anyone else's
         wanted = ["waka.role=run", *(f"{k}={v}" for k, v in self.labels.items())]
         removed = 0
-        for container in self.client.containers.list(all=True, filters={"label": wanted}):
+        for container in labelled_containers(self.client, wanted):
             if busy(container.labels):
                 continue
             with contextlib.suppress(Exception):  # already gone
@@ -363,6 +363,19 @@ def docker_client() -> Any | None:
         return client
     except Exception:  # no SDK, no socket, no answer: all mean "no Docker here"
         return None
+
+
+def labelled_containers(client: Any, labels: Sequence[str]) -> list[Any]:
+    """Every container (stopped too) with these labels, each inspected. The SDK's own
+    `containers.list` fails outright with 404 when one is removed between its list and its
+    inspect (a dyno replaced, a one-off ending, another worker sweeping): skip that one."""
+    import docker.errors
+
+    found = []
+    for sparse in client.containers.list(all=True, filters={"label": list(labels)}, sparse=True):
+        with contextlib.suppress(docker.errors.NotFound):
+            found.append(client.containers.get(sparse.id))
+    return found
 
 
 def bridge_gateway(client: Any) -> str | None:
