@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from waka.adapters.one_off import OneOffDynos
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
+    from waka.adapters.swarm_dynos import SwarmDynos
     from waka.addons.provider import Provider
     from waka.addons.resources import AddonResources
     from waka.logplex.drains import DrainForwarder
@@ -152,17 +153,20 @@ class Platform:
 
     @cached_property
     def dyno_manager(self) -> DynoManager:
-        """Dynos in Docker containers of the stack image; as host processes (no isolation)
-        when there is no engine or image, or when WAKA_RUNTIME=process."""
-        from waka.adapters.dynos import DockerDynos
+        """Dynos in Docker containers of the stack image; as Swarm services over a Swarm's
+        nodes with WAKA_RUNTIME=swarm; as host processes (no isolation) when there is no
+        engine or image, or when WAKA_RUNTIME=process."""
+        from waka.adapters.dynos import DockerDynos, Dynos
         from waka.adapters.process_dynos import ProcessDynos
         from waka.adapters.runtime import docker_client
         from waka.adapters.stack import STACK_IMAGE, image_exists
         from waka.reactors.dyno_manager import DynoManager
 
-        dynos: DockerDynos | ProcessDynos
-        client = None if self.settings.runtime == "process" else docker_client()
-        if client is not None and image_exists(client, STACK_IMAGE):
+        dynos: Dynos
+        client = None if self.settings.runtime in ("process", "swarm") else docker_client()
+        if self.settings.runtime == "swarm":
+            dynos = self.swarm_dynos
+        elif client is not None and image_exists(client, STACK_IMAGE):
             dynos = DockerDynos(client, STACK_IMAGE, self.settings.platform_id)
         else:
             dynos = ProcessDynos(self.settings.home / "dynos")
@@ -177,13 +181,40 @@ class Platform:
         )
 
     @cached_property
+    def swarm_dynos(self) -> SwarmDynos:
+        """WAKA_RUNTIME=swarm: dynos as services of the Swarm whose manager is
+        WAKA_SWARM_MANAGER, from images in WAKA_SWARM_REGISTRY."""
+        import docker
+
+        from waka.adapters.release_images import ReleaseImages
+        from waka.adapters.runtime import docker_client
+        from waka.adapters.swarm_dynos import SwarmDynos, SwarmUnavailable
+
+        if not self.settings.swarm_registry:
+            raise SwarmUnavailable(
+                "WAKA_RUNTIME=swarm needs WAKA_SWARM_REGISTRY: the registry (host:port) every "
+                "Swarm node pulls dyno images from"
+            )
+        manager = (
+            docker.DockerClient(base_url=self.settings.swarm_manager, timeout=60)
+            if self.settings.swarm_manager
+            else docker.from_env(timeout=60)
+        )
+        images = ReleaseImages(manager, self.settings.swarm_registry, local=docker_client())
+        return SwarmDynos(manager, images, self.settings.platform_id)
+
+    @cached_property
     def addons_host(self) -> str:
         """Where dynos (and users' psql) reach add-on servers: on container dynos the host's
         address on the Docker bridge, as 127.0.0.1 inside a container is the container."""
-        from waka.adapters.runtime import bridge_gateway, docker_client
+        from waka.adapters.runtime import address_towards, bridge_gateway, docker_client
 
         if self.settings.addons_host:
             return self.settings.addons_host
+        if self.settings.runtime == "swarm":
+            # Where the Swarm's nodes reach this host: towards a remote manager, or the address
+            # this host's own engine advertises to the Swarm.
+            return address_towards(self.settings.swarm_manager) or self.swarm_dynos.advertised
         if self.settings.runtime != "process":
             from waka.adapters.dynos import DockerDynos
 
@@ -286,9 +317,7 @@ class Platform:
         stack image. The API process that starts one attaches its user to it."""
         from waka.adapters.one_off import docker_one_offs
 
-        return docker_one_offs(
-            self.settings.platform_id, self.emit_log, self.settings.instance_id
-        )
+        return docker_one_offs(self.settings.platform_id, self.emit_log, self.settings.instance_id)
 
     def emit_log(self, app_id: str, source: str, dyno: str, message: str) -> None:
         self.logplex.emit(app_id, source, dyno, message)

@@ -39,7 +39,11 @@ class Settings:
     public_host: str = "localhost"
     build_memory_mb: int = 2048
     sleep_after: float = 1800.0  # seconds without a request before eco dynos sleep
-    runtime: str = "auto"  # auto (Docker when there), docker, or process (no isolation)
+    runtime: str = "auto"  # auto (Docker when there), docker, swarm, or process (no isolation)
+    # WAKA_RUNTIME=swarm: the Docker engine of a Swarm manager (default: this host's), and the
+    # registry (host:port) every node pulls dyno images from.
+    swarm_manager: str | None = None
+    swarm_registry: str | None = None
     # Add-ons: the PostgreSQL server whose superuser makes Heroku Postgres databases (default:
     # the ledger's own server, when that is PostgreSQL), and the address dynos reach add-on
     # servers at (default: the Docker bridge's gateway for container dynos, else 127.0.0.1).
@@ -75,6 +79,8 @@ class Settings:
             build_memory_mb=int(env.get("WAKA_BUILD_MEMORY_MB") or 2048),
             sleep_after=float(env.get("WAKA_SLEEP_AFTER") or 1800),
             runtime=env.get("WAKA_RUNTIME") or "auto",
+            swarm_manager=env.get("WAKA_SWARM_MANAGER") or None,
+            swarm_registry=env.get("WAKA_SWARM_REGISTRY") or None,
             addons_postgres_url=env.get("WAKA_ADDONS_POSTGRES_URL") or None,
             addons_host=env.get("WAKA_ADDONS_HOST") or None,
             addon_manifests=Path(env["WAKA_ADDON_MANIFESTS"])

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from waka.adapters.dyno_containers import address_of, container_options, install_slug, oom_killed
 from waka.adapters.runtime import labelled_containers
@@ -58,6 +58,70 @@ class ObservedDyno:
     address: tuple[str, int] | None
     created_at: str
     oom_killed: bool = False  # the kernel killed it for going over its memory (R15)
+    host: str = ""  # the machine it runs on, where the runtime spreads dynos over several
+
+
+class Dynos(Protocol):
+    """Where dynos run: local containers, a Swarm's services or host processes."""
+
+    kind: str
+
+    def start(self, spec: DynoSpec) -> str: ...
+    def list(self) -> list[ObservedDyno]: ...
+    def stop(self, container_id: str, timeout: int = 10) -> int | None: ...
+    def remove(self, container_id: str) -> None: ...
+    def shutdown(self) -> None: ...
+    def follow_output(
+        self, container_id: str, on_line: Callable[[str], None], *, from_now: bool = False
+    ) -> None: ...
+
+
+def dyno_env(spec: DynoSpec) -> dict[str, str]:
+    """A dyno's environment: its config vars and what Heroku sets in every dyno."""
+    return {
+        **spec.env,
+        "PORT": str(PORT),
+        "DYNO": spec.name,
+        "PS": spec.name,
+        "HOME": "/app",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+
+
+def dyno_command(spec: DynoSpec) -> list[str]:
+    """`bash -c COMMAND` as on Heroku, after sourcing the buildpacks' .profile.d. Not `exec`:
+    that would change what a compound command means (`exec a; b` never runs b)."""
+    script = 'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; ' + spec.command
+    return ["bash", "-c", script]
+
+
+def dyno_labels(spec: DynoSpec, platform_id: str) -> dict[str, str]:
+    """What the dyno manager rebuilds its view from after a restart, on any runtime."""
+    return {
+        LABEL: spec.name,
+        "waka.platform": platform_id,
+        "waka.app": spec.app_id,
+        "waka.app_name": spec.app_name,
+        "waka.type": spec.process_type,
+        "waka.command": spec.command,
+        "waka.release": str(spec.release),
+        "waka.generation": str(spec.generation),
+        "waka.size": spec.size,
+    }
+
+
+def observed_from_labels(labels: dict[str, str], **facts: Any) -> ObservedDyno:
+    """An observed dyno: what its labels say, and the runtime's `facts` (id, state, address)."""
+    return ObservedDyno(
+        app_id=labels.get("waka.app", ""),
+        name=labels.get(LABEL, ""),
+        process_type=labels.get("waka.type", ""),
+        command=labels.get("waka.command", ""),
+        release=int(labels.get("waka.release", "0")),
+        generation=int(labels.get("waka.generation", "0")),
+        size=labels.get("waka.size", ""),
+        **facts,
+    )
 
 
 class DockerDynos:
@@ -70,34 +134,13 @@ class DockerDynos:
         self.platform_id = platform_id
 
     def start(self, spec: DynoSpec) -> str:
-        env = {
-            **spec.env,
-            "PORT": str(PORT),
-            "DYNO": spec.name,
-            "PS": spec.name,
-            "HOME": "/app",
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        }
-        # `bash -c COMMAND` as on Heroku, after sourcing the buildpacks' .profile.d. Not
-        # `exec`: that would change what a compound command means (`exec a; b` never runs b).
-        script = 'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; ' + spec.command
         container = self.client.containers.create(
             self.image,
-            ["bash", "-c", script],
-            environment=env,
+            dyno_command(spec),
+            environment=dyno_env(spec),
             working_dir="/app",
             **container_options(self.client, spec.size, spec.memory_mb),
-            labels={
-                LABEL: spec.name,
-                "waka.platform": self.platform_id,
-                "waka.app": spec.app_id,
-                "waka.app_name": spec.app_name,
-                "waka.type": spec.process_type,
-                "waka.command": spec.command,
-                "waka.release": str(spec.release),
-                "waka.generation": str(spec.generation),
-                "waka.size": spec.size,
-            },
+            labels=dyno_labels(spec, self.platform_id),
             stop_signal="SIGTERM",
             init=True,  # reaps zombies and forwards signals, as Heroku's dyno init does
         )
@@ -118,15 +161,9 @@ class DockerDynos:
             running = bool(state.get("Running"))
             ip = address_of(container.attrs)
             found.append(
-                ObservedDyno(
+                observed_from_labels(
+                    labels,
                     container_id=container.id,
-                    app_id=labels.get("waka.app", ""),
-                    name=labels.get(LABEL, ""),
-                    process_type=labels.get("waka.type", ""),
-                    command=labels.get("waka.command", ""),
-                    release=int(labels.get("waka.release", "0")),
-                    generation=int(labels.get("waka.generation", "0")),
-                    size=labels.get("waka.size", ""),
                     running=running,
                     exit_code=None if running else state.get("ExitCode"),
                     address=(ip, PORT) if running and ip else None,

@@ -378,6 +378,21 @@ def labelled_containers(client: Any, labels: Sequence[str]) -> list[Any]:
     return found
 
 
+def address_towards(docker_url: str | None) -> str | None:
+    """This host's address on the way to the Docker engine at `docker_url` (a Swarm manager):
+    where that engine's nodes reach this host. None for a local engine."""
+    from urllib.parse import urlparse
+
+    if not docker_url or docker_url.startswith(("unix:", "npipe:")):
+        return None
+    host = urlparse(docker_url).hostname
+    if not host:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # no packet is sent: this only picks the route
+        return str(probe.getsockname()[0])
+
+
 def bridge_gateway(client: Any) -> str | None:
     """The host's address on Docker's default bridge: where containers reach host services.
 

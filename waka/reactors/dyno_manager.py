@@ -31,8 +31,7 @@ import orjson
 
 from waka.adapters.dyno_containers import R15
 from waka.adapters.dyno_states import DynoStates
-from waka.adapters.dynos import DockerDynos, DynoSpec, ObservedDyno, port_open
-from waka.adapters.process_dynos import ProcessDynos
+from waka.adapters.dynos import Dynos, DynoSpec, ObservedDyno, port_open
 from waka.adapters.slugs import SlugStore
 from waka.domain import rules
 from waka.domain.features import PREBOOT
@@ -98,7 +97,7 @@ class DynoManager:
         self,
         store: ReadStore,
         slugs: SlugStore,
-        dynos: DockerDynos | ProcessDynos,
+        dynos: Dynos,
         *,
         log_line: LogFn,
         route: Callable[[RouteUpdate], None],
@@ -487,6 +486,8 @@ class DynoManager:
                     "created_at": dyno.created_at,
                     "state": "crashed" if not dyno.running else (state.state if state else "up"),
                     "container_id": dyno.container_id,
+                    "host": dyno.host,
+                    "address": list(dyno.address) if dyno.address else None,
                 }
             )
         return shown

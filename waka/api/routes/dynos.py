@@ -34,8 +34,18 @@ def _render(dyno: dict[str, Any], app: Row) -> dict[str, Any]:
     }
 
 
+def _extended(dyno: dict[str, Any]) -> dict[str, Any]:
+    """`heroku ps --extended`: where the dyno runs (the node, on a Swarm) and is reached."""
+    address = dyno.get("address") or [None, None]
+    return {"instance": dyno.get("host") or None, "ip": address[0], "port": address[1]}
+
+
 def _running(ctx: Ctx, app: Row) -> list[dict[str, Any]]:
-    return [_render(d, app) for d in ctx.platform.dynos_of(app["id"])]
+    extended = ctx.request.query_params.get("extended") == "true"
+    return [
+        {**_render(d, app), "extended": _extended(d)} if extended else _render(d, app)
+        for d in ctx.platform.dynos_of(app["id"])
+    ]
 
 
 def list_dynos(ctx: Ctx) -> Reply:
