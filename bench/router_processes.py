@@ -57,6 +57,7 @@ from router_throughput import (
 )
 
 COUNTS = (1, 2, 4)
+SCRIPT = Path(__file__).name
 
 
 @dataclass
@@ -178,14 +179,17 @@ def nginx_proxy(tmp: Path, backend_port: int, workers: int) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def waka_routers(backend_port: int, count: int) -> Iterator[Target]:
-    port = free_port()
+def waka_routers(
+    backend_port: int, count: int, root: Path = ROOT, label: str = ""
+) -> Iterator[Target]:
+    """`root`: the checkout whose router runs (another commit's, for a before/after run)."""
+    port, backend = free_port(), str(backend_port)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(count):
             process = subprocess.Popen(
-                [sys.executable, __file__, "--serve-router", str(port), str(backend_port)],
-                cwd=ROOT,
+                [sys.executable, root / "bench" / SCRIPT, "--serve-router", str(port), backend],
+                cwd=root,
                 stdout=subprocess.DEVNULL,
             )
             processes.append(process)
@@ -196,7 +200,11 @@ def waka_routers(backend_port: int, count: int) -> Iterator[Target]:
                 raise RuntimeError(f"a router process exited with status {process.returncode}")
         server = Server(f"waka-{count}", port, processes[0], processes[0].pid)
         yield Target(
-            f"waka router, {count} process(es)", "waka", count, server, [p.pid for p in processes]
+            f"waka router{label}, {count} process(es)",
+            "waka",
+            count,
+            server,
+            [p.pid for p in processes],
         )
     finally:
         for process in processes:
@@ -309,6 +317,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--counts", default=",".join(map(str, COUNTS)),
                         help="process/worker counts (1,2,4)")  # fmt: skip
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also run the router of this checkout (an older commit's: "
+                        "git archive <commit> waka bench | tar -x -C DIR)")  # fmt: skip
     parser.add_argument("--serve-router", nargs=2, metavar=("PORT", "BACKEND_PORT"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
@@ -336,6 +347,12 @@ def main() -> int:
         dyno = stack.enter_context(backend(tmp))
         targets = [stack.enter_context(nginx_proxy(tmp, dyno.port, n)) for n in counts]
         targets += [stack.enter_context(waka_routers(dyno.port, n)) for n in counts]
+        if args.baseline is not None:
+            label = f" ({args.baseline.name})"
+            targets += [
+                stack.enter_context(waka_routers(dyno.port, n, args.baseline.resolve(), label))
+                for n in counts
+            ]
         figures = {t.name: Figures(t) for t in targets}
         for target in targets:
             check(target.server)

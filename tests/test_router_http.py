@@ -15,7 +15,7 @@ from waka.router.http import (
     parse_request,
     parse_response,
 )
-from waka.router.logline import H14, H27, router_line
+from waka.router.logline import H14, H27, INFO_FIELDS, info_lines, router_line
 
 
 def head(*lines: str) -> bytes:
@@ -237,6 +237,29 @@ def test_router_line_format_and_escaping() -> None:
     gone = router_line(b"GET", b"/", b"h", b"id", b"f", 499, b"web.2", 0.001, 0.5, 0, H27)
     assert gone.startswith('at=info code=H27 desc="Client Request Interrupted" ')
     assert gone.endswith("dyno=web.2 connect=1ms service=500ms status=499 bytes=0 protocol=http")
+
+
+@pytest.mark.parametrize(
+    "requests",
+    [
+        [(b"GET", b"/", b"a.localhost", b"id1", b"127.0.0.1", 0.0, 0.0126, 200, 12)],
+        [  # one path, Host or fwd to escape makes the batch escape them all: each as alone
+            (b"GET", b"/", b"a.localhost", b"id1", b"127.0.0.1", 0.0, 0.0126, 200, 12),
+            (b"POST", b'/a"b\\', b"my host", b"id2", b'1.2.3.4, "x', 0.0031, 1.2, 404, 0),
+            (b"GET", b"/c", b'h"', b"id3", b"10.0.0.1", 0.0, 0.0004, 301, 99),
+        ],
+    ],
+)
+def test_info_lines_are_router_lines_made_together(requests: list[tuple]) -> None:
+    rows: list = []
+    for method, path, host, rid, fwd, connect, service, status, sent in requests:
+        rows += (method, path, host, rid, fwd, b"web.1", connect * 1000 + 0.5, service * 1000 + 0.5)
+        rows += (status, sent)
+    assert len(rows) == INFO_FIELDS * len(requests)
+    assert info_lines(rows) == "\n".join(
+        router_line(method, path, host, rid, fwd, status, b"web.1", connect, service, sent)
+        for method, path, host, rid, fwd, connect, service, status, sent in requests
+    )
 
 
 def test_route_table_is_consistent_under_concurrent_updates() -> None:

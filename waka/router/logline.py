@@ -81,6 +81,32 @@ _ERROR = (
 )
 
 
+INFO_FIELDS = 10  # the values of one info line in a batch, in the order of _INFO_MS
+_INFO_ROW = b"\n" + _INFO_MS
+
+
+def info_lines(rows: list[bytes | int | float]) -> str:
+    """info_line for a batch of requests, `rows` their values one after the other (method,
+    path, host, request_id, fwd, dyno, connect and service in ms (+0.5, floored here), status,
+    bytes): a line each, newline-separated. One format and one decode for the batch, and the
+    escaping checked once for all its paths, Hosts and fwd values: a third of the cost of a
+    line at a time (see docs/performance.md)."""
+    values = tuple(rows)
+    quoted = values[1::INFO_FIELDS] + values[4::INFO_FIELDS]  # paths and fwd values
+    text = b"".join(quoted)  # type: ignore[arg-type]
+    if len(text.translate(None, b'"\\')) != len(text):
+        escaped = list(values)
+        escaped[1::INFO_FIELDS] = map(quote, values[1::INFO_FIELDS])  # type: ignore[arg-type]
+        escaped[4::INFO_FIELDS] = map(quote, values[4::INFO_FIELDS])  # type: ignore[arg-type]
+        values = tuple(escaped)
+    text = b"".join(values[2::INFO_FIELDS])  # type: ignore[arg-type]  # the Hosts
+    if len(text.translate(None, b' "')) != len(text):
+        escaped = list(values)
+        escaped[2::INFO_FIELDS] = map(_token, values[2::INFO_FIELDS])  # type: ignore[arg-type]
+        values = tuple(escaped)
+    return ((_INFO_ROW * (len(values) // INFO_FIELDS)) % values)[1:].decode("latin-1")
+
+
 def info_line(
     method: bytes,
     path: bytes,

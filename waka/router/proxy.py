@@ -62,8 +62,7 @@ from waka.router.logline import (
     H27,
     H80,
     Code,
-    info_line,
-    quote,
+    info_lines,
     router_line,
 )
 from waka.router.pool import ConnectRefused, ConnectTimeout, Pool
@@ -99,8 +98,6 @@ class _Exchange(Sent):
         "dyno",
         "fwd",
         "key",
-        "port",
-        "proto",
         "req",
         "request_id",
         "route",
@@ -120,8 +117,7 @@ class _Exchange(Sent):
         key: tuple[str, int] = ("", 0),  # its address
     ) -> None:
         self.sent = 0
-        ip, self.port = client.address  # type: ignore[attr-defined]
-        self.proto: bytes = client.proto  # type: ignore[attr-defined]
+        ip = client.ip  # type: ignore[attr-defined]
         self.client = client
         self.req = req
         self.route = route
@@ -136,13 +132,27 @@ class _Exchange(Sent):
         self.sent_at = 0.0
 
 
+class _Batch:
+    """An app's log lines waiting to be handed to `log`: lines made, then the values of the
+    info lines to make (logline.INFO_FIELDS each), which come after them."""
+
+    __slots__ = ("lines", "rows")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.rows: list[bytes | int | float] = []
+
+
 class _Client(Conn):
     """A client connection: a Conn that knows where it came from."""
 
-    # address: (IP as bytes, the router port it connected to); scanned: how much of the
-    # buffer is known to hold no end of a head; head_since: when the first byte of the head
-    # being waited for came (monotonic), 0.0 for none; proto: b"https" on the TLS port.
-    __slots__ = ("address", "head_since", "proto", "scanned")
+    # ip: the client's, as bytes; port: the router's it connected to; proto: b"https" on the
+    # TLS port, else b"http"; forwarded: the X-Forwarded-* fields for a request without
+    # X-Forwarded-For of its own, up to the request id's value (the same for each request on
+    # the connection: made once); scanned: how much of the buffer is known to hold no end of
+    # a head; head_since: when the first byte of the head being waited for came (monotonic),
+    # 0.0 for none.
+    __slots__ = ("forwarded", "head_since", "ip", "port", "proto", "scanned")
 
 
 class Router:
@@ -181,7 +191,7 @@ class Router:
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # on start
         # Log lines not yet handed to `log`, per app (see _emit).
-        self._lines: dict[str, list[str]] = {}
+        self._batches: dict[str, _Batch] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -289,7 +299,6 @@ class Router:
         client = _Client(self._loop)
         client.scanned = 0
         client.head_since = 0.0
-        client.proto = b"http"  # type: ignore[attr-defined]
         client.on_made = self._accepted
         client.on_data = self._dispatch
         client.on_lost = self._client_lost
@@ -298,11 +307,11 @@ class Router:
     def _accepted(self, client: Conn) -> None:
         transport = client.transport
         peer = transport.get_extra_info("peername")
-        client.address = (  # type: ignore[attr-defined]
-            (peer[0] if peer else "").encode(),
-            transport.get_extra_info("sockname")[1],
-        )
-        client.proto = b"https" if transport.get_extra_info("sslcontext") else b"http"  # type: ignore[attr-defined]
+        c: Any = client
+        c.ip = (peer[0] if peer else "").encode()
+        c.proto = b"https" if transport.get_extra_info("sslcontext") else b"http"
+        c.port = transport.get_extra_info("sockname")[1]
+        c.forwarded = _forwarded(c.ip, c.proto, c.port)
         client.idle_since = monotonic()
         self._clients.add(client)
 
@@ -404,13 +413,23 @@ class Router:
                 if conn is not None:
                     self.last_request[route.app_id] = started
                     x = _Exchange(client, req, route, started, backend.dyno, 0.0, conn, key)
-                    head = _forward_head(req, x)
+                    if req.forwarded_for:
+                        head = _forward_head(req, x)
+                    else:  # (_forward_head, inlined: neither chunked nor an upgrade here)
+                        head = b"%s %s HTTP/1.1\r\n%s%s%s\r\nX-Request-Start: %d\r\n\r\n" % (
+                            req.method,
+                            req.target,
+                            req.fields,
+                            client.forwarded,  # type: ignore[attr-defined]
+                            x.request_id,
+                            time.time() * 1000,
+                        )
                     if req.body:
                         x.body_taken = True
                         head += client.take(req.body)
                     conn.transport.write(head)
-                    x.sent_at = now = monotonic()
-                    conn.deadline = now + self.first_byte_timeout
+                    x.sent_at = started  # (a few µs ago: parsing and routing)
+                    conn.deadline = started + self.first_byte_timeout
                     conn.exchange = client.exchange = x
                     client.peer = conn
                     return
@@ -455,24 +474,21 @@ class Router:
             client.transport.write(out + data)
             x.sent = sent = len(out) + len(data)
             now = monotonic()
-            line = info_line(
+            batch = self._batches.get(x.route.app_id)
+            if batch is None:
+                batch = self._batch(x.route.app_id)
+            batch.rows += (  # its info line, made with the batch's (see _emit)
                 req.method,
                 req.target,
                 req.host,
                 x.request_id,
-                quote(x.fwd) if req.forwarded_for else x.fwd,
-                resp.status,
+                x.fwd,
                 x.dyno.encode(),
-                0.0,
-                now - x.sent_at,
+                0.5,  # connect: 0 ms, the connection was there
+                (now - x.sent_at) * 1000 + 0.5,
+                resp.status,
                 sent,
             )
-            app_id = x.route.app_id
-            lines = self._lines.get(app_id)  # (_emit, inlined)
-            if lines is not None:
-                lines.append(line)
-            else:
-                self._emit(app_id, line)
             conn.exchange = client.exchange = client.peer = None
             if resp.keep_alive and not conn.buf:
                 self._pool.put(x.key, conn, now)
@@ -596,22 +612,23 @@ class Router:
         req = x.req
         reached = x.connect is not None
         if code is None and reached and service is not None:
-            fwd = quote(x.fwd) if req.forwarded_for else x.fwd  # else only the client's IP
-            line = info_line(
+            batch = self._batches.get(x.route.app_id)
+            if batch is None:
+                batch = self._batch(x.route.app_id)
+            batch.rows += (
                 req.method,
                 req.target,
                 req.host,
                 x.request_id,
-                fwd,
-                status,
+                x.fwd,
                 x.dyno.encode(),
-                x.connect,  # type: ignore[arg-type]
-                service,
+                x.connect * 1000 + 0.5,  # type: ignore[operator]
+                service * 1000 + 0.5,
+                status,
                 x.sent,
             )
         else:
-            line = self._line(x, status, code, service)
-        self._emit(x.route.app_id, line)
+            self._emit(x.route.app_id, self._line(x, status, code, service))
 
     def _emit(self, app_id: str, line: str) -> None:
         """Log a line within log_every seconds, with the others of that time: `log` gets each
@@ -620,22 +637,33 @@ class Router:
         per request: the in-memory Logplex takes a lock and a timestamp per call, and the one on
         Redis wakes its writer thread, whose handoffs of the GIL with this loop cost more than
         the line (with a call per turn of the loop, a third of the router's CPU per request;
-        see docs/performance.md)."""
-        lines = self._lines.get(app_id)
-        if lines is not None:
-            lines.append(line)
-            return
-        if not self._lines:
+        see docs/performance.md). The info line of a request a dyno answered, the usual one,
+        is not made here: its values join the batch's `rows`, and the lines of all of them are
+        made at once when the batch is handed on (logline.info_lines)."""
+        batch = self._batches.get(app_id)
+        if batch is None:
+            batch = self._batch(app_id)
+        elif batch.rows:  # the lines before this one first, in their order
+            batch.lines.append(info_lines(batch.rows))
+            batch.rows = []
+        batch.lines.append(line)
+
+    def _batch(self, app_id: str) -> _Batch:
+        if not self._batches:
             if self.log_every > 0:
                 self._loop.call_later(self.log_every, self._flush_lines)
             else:
                 self._loop.call_soon(self._flush_lines)
-        self._lines[app_id] = [line]
+        batch = self._batches[app_id] = _Batch()
+        return batch
 
     def _flush_lines(self) -> None:
-        batch, self._lines = self._lines, {}
-        for app_id, lines in batch.items():
+        batches, self._batches = self._batches, {}
+        for app_id, batch in batches.items():
             try:
+                lines = batch.lines
+                if batch.rows:
+                    lines.append(info_lines(batch.rows))
                 self.log(app_id, lines[0] if len(lines) == 1 else "\n".join(lines))
             except Exception:
                 logger.exception("router: the log callback failed")
@@ -936,26 +964,34 @@ def new_request_id() -> bytes:
     return b"%s%012x" % (_ID_PREFIX, next(_id_counter))  # (inlined in _Exchange)
 
 
+def _forwarded(fwd: bytes, proto: bytes, port: int) -> bytes:
+    """The X-Forwarded-* fields, up to X-Request-Id's value."""
+    return b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Port: %d\r\n%s" % (
+        fwd,
+        proto,
+        port,
+        b"X-Request-Id: ",
+    )
+
+
 def _forward_head(req: Request, x: _Exchange) -> bytes:
     extra = b""
     if req.body == CHUNKED:
         extra = b"Transfer-Encoding: chunked\r\n"
     if req.upgrade:
         extra += b"Connection: Upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
-    return (
-        b"%s %s HTTP/1.1\r\n%s%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
-        b"X-Forwarded-Port: %d\r\nX-Request-Id: %s\r\nX-Request-Start: %d\r\n\r\n"
-        % (
-            req.method,
-            req.target,
-            req.fields,
-            extra,
-            x.fwd,
-            x.proto,
-            x.port,
-            x.request_id,
-            time.time() * 1000,
-        )
+    client: Any = x.client
+    forwarded = client.forwarded
+    if req.forwarded_for:
+        forwarded = _forwarded(x.fwd, client.proto, client.port)
+    return b"%s %s HTTP/1.1\r\n%s%s%s%s\r\nX-Request-Start: %d\r\n\r\n" % (
+        req.method,
+        req.target,
+        req.fields,
+        extra,
+        forwarded,
+        x.request_id,
+        time.time() * 1000,
     )
 
 
