@@ -25,6 +25,9 @@ from waka.bootstrap import Platform, bootstrap
 from waka.config import Settings
 from waka.domain.actors import Actor
 
+# The `swarm_cluster` fixture (a real multi-node Swarm) for any test that asks for it.
+pytest_plugins = ("tests.swarm_cluster",)
+
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
 BACKENDS = ("sqlite", "postgres")
 

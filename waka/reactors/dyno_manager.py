@@ -393,9 +393,10 @@ class DynoManager:
             self.log_line(dyno.app_id, "heroku", dyno.name, R15)
             if dyno.exit_code == 137:  # ... its main one (not only a child it outlived)
                 self.log_line(dyno.app_id, "heroku", dyno.name, "Stopping process with SIGKILL")
-        self.log_line(
-            dyno.app_id, "heroku", dyno.name, f"Process exited with status {dyno.exit_code}"
-        )
+        if dyno.exit_code is not None:  # None: its host was lost, and the process with it
+            self.log_line(
+                dyno.app_id, "heroku", dyno.name, f"Process exited with status {dyno.exit_code}"
+            )
         self.log_line(
             dyno.app_id, "heroku", dyno.name, f"State changed from {state.state} to crashed"
         )

@@ -1,0 +1,197 @@
+"""WAKA_RUNTIME=swarm end to end: a real Swarm of several nodes (privileged containers with
+their own Docker engine, tests/swarm_cluster.py), `waka up` driving it, the real Heroku CLI and
+real HTTP through the router.
+
+- `heroku ps:scale web=4` spreads the dynos over the nodes (`heroku ps --extended` names them),
+  each on the app's own overlay network, and the router serves from all of them.
+- A node is lost (its container killed): its dynos run again on the others and the router
+  serves again; the node comes back and takes new dynos.
+- A release replaces dynos on every node with no request failing (preboot).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from tests.swarm_cluster import SwarmCluster
+
+from .conftest import Api, WakaServer, app_repo, git_url, running_server, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
+
+
+@pytest.fixture(scope="module")
+def swarm_server(
+    swarm_cluster: SwarmCluster, heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WakaServer]:
+    env = {
+        "WAKA_RUNTIME": "swarm",
+        "WAKA_SWARM_MANAGER": swarm_cluster.docker_url,
+        "WAKA_SWARM_REGISTRY": swarm_cluster.registry,
+    }
+    with running_server(tmp_path_factory.mktemp("waka-swarm"), heroku_cli, env=env) as server:
+        yield server
+
+
+@pytest.fixture
+def swarm_api(swarm_server: WakaServer) -> Iterator[Api]:
+    api = Api(swarm_server)
+    yield api
+    api.close()
+
+
+def through_router(server: WakaServer, app: str) -> httpx.Response:
+    return httpx.get(
+        f"http://127.0.0.1:{server.router_port}/", headers={"Host": f"{app}.localhost"}, timeout=30
+    )
+
+
+def dynos(api: Api, app: str) -> list[dict[str, Any]]:
+    return list(api.get(f"/apps/{app}/dynos?extended=true"))
+
+
+def web_up(api: Api, app: str, count: int) -> list[dict[str, Any]] | None:
+    up = [d for d in dynos(api, app) if d["type"] == "web" and d["state"] == "up"]
+    return up if len(up) == count else None
+
+
+def deploy(server: WakaServer, api: Api, tmp_path: Path, prefix: str) -> str:
+    app = api.create_app(prefix)
+    repo = app_repo("env-web", tmp_path / app)
+    pushed = repo.push(git_url(server, app))
+    assert pushed.returncode == 0, pushed.output
+    return app
+
+
+def dynos_seen(server: WakaServer, app: str, requests: int) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    for _ in range(requests):
+        response = through_router(server, app)
+        assert response.status_code == 200, response.text
+        seen[response.json()["dyno"]] += 1
+    return seen
+
+
+def test_scale_spreads_dynos_over_nodes_on_the_apps_own_network(
+    swarm_cluster: SwarmCluster, swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    app = deploy(swarm_server, swarm_api, tmp_path, "swarm-spread")
+    other = deploy(swarm_server, swarm_api, tmp_path, "swarm-other")
+    scaled = swarm_server.heroku("ps:scale", "web=4", "--app", app)
+    assert "web at 4:" in scaled.stderr, scaled
+
+    up = wait_for(lambda: web_up(swarm_api, app, 4), timeout=120, what="4 web dynos up")
+    nodes = {d["extended"]["instance"] for d in up}
+    assert len(nodes) >= 2, f"all dynos on {nodes}"
+    assert nodes <= {n.name for n in swarm_cluster.nodes()}, nodes
+    # `heroku ps --extended` shows each dyno's node, as Heroku shows its instance.
+    shown = swarm_server.heroku("ps", "--extended", "--app", app).stdout
+    for dyno in up:
+        assert dyno["extended"]["instance"] in shown, shown
+
+    # The router serves from every dyno, wherever it runs.
+    assert set(dynos_seen(swarm_server, app, 40)) == {f"web.{i}" for i in range(1, 5)}
+
+    # Each app on an overlay network of its own.
+    manager = docker.DockerClient(base_url=swarm_cluster.docker_url)
+    networks: dict[str, set[str]] = {}
+    for service in manager.services.list(filters={"label": "waka.dyno"}):
+        labels = service.attrs["Spec"]["Labels"]
+        attached = service.attrs["Spec"]["TaskTemplate"].get("Networks") or []
+        names = {manager.networks.get(n["Target"]).name for n in attached}
+        networks.setdefault(labels["waka.app_name"], set()).update(names)
+        limits = service.attrs["Spec"]["TaskTemplate"]["Resources"]["Limits"]
+        assert limits["MemoryBytes"] == 512 * 2**20, limits  # a Basic/standard-1X dyno
+    assert len(networks[app]) == 1 and len(networks[other]) == 1, networks
+    assert networks[app] != networks[other], networks
+    driver = manager.networks.get(next(iter(networks[app]))).attrs["Driver"]
+    assert driver == "overlay"
+
+
+def test_a_lost_node_s_dynos_serve_again_on_the_others(
+    swarm_cluster: SwarmCluster, swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    app = deploy(swarm_server, swarm_api, tmp_path, "swarm-loss")
+    swarm_server.heroku("ps:scale", "web=4", "--app", app)
+    up = wait_for(lambda: web_up(swarm_api, app, 4), timeout=120, what="4 web dynos up")
+    workers = {n.name for n in swarm_cluster.nodes() if n.role == "worker"}
+    victim = next(d["extended"]["instance"] for d in up if d["extended"]["instance"] in workers)
+
+    lost_at = time.monotonic()
+    swarm_cluster.kill(victim)
+    moved = wait_for(
+        lambda: (
+            (found := web_up(swarm_api, app, 4))
+            and all(d["extended"]["instance"] != victim for d in found)
+            and found
+        ),
+        timeout=90,
+        what=f"the dynos of {victim} up on other nodes",
+    )
+    assert all(d["extended"]["instance"] != victim for d in moved)
+    assert set(dynos_seen(swarm_server, app, 40)) == {f"web.{i}" for i in range(1, 5)}
+    print(f"dynos of a lost node served again after {time.monotonic() - lost_at:.1f} s")
+
+    # The node comes back: new dynos go there too.
+    swarm_cluster.revive(victim)
+    swarm_server.heroku("ps:scale", "web=8", "--app", app)
+    back = wait_for(lambda: web_up(swarm_api, app, 8), timeout=120, what="8 web dynos up")
+    assert victim in {d["extended"]["instance"] for d in back}
+    swarm_server.heroku("ps:scale", "web=1", "--app", app)
+
+
+def test_a_release_replaces_dynos_on_every_node_with_no_request_failing(
+    swarm_cluster: SwarmCluster, swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    app = deploy(swarm_server, swarm_api, tmp_path, "swarm-release")
+    swarm_server.heroku("features:enable", "preboot", "--app", app)
+    swarm_server.heroku("ps:scale", "web=3", "--app", app)
+    before = wait_for(lambda: web_up(swarm_api, app, 3), timeout=120, what="3 web dynos up")
+    release = swarm_api.current_release(app)["version"]
+
+    failures: list[str] = []
+    served = Counter[int]()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                response = through_router(swarm_server, app)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+                else:
+                    served[1] += 1
+            except httpx.HTTPError as error:
+                failures.append(repr(error))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        swarm_server.heroku("config:set", "GREETING=hello", "--app", app)
+        after = wait_for(
+            lambda: (
+                (found := web_up(swarm_api, app, 3))
+                and all(d["release"]["version"] > release for d in found)
+                and found
+            ),
+            timeout=120,
+            what="3 web dynos of the new release up",
+        )
+        time.sleep(3)  # old dynos drain and stop while requests go on
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == [], failures[:5]
+    assert served[1] > 20
+    assert {d["id"] for d in after}.isdisjoint({d["id"] for d in before})
