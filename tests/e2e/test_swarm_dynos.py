@@ -7,6 +7,7 @@ real HTTP through the router.
 - A node is lost (its container killed): its dynos run again on the others and the router
   serves again; the node comes back and takes new dynos.
 - A release replaces dynos on every node with no request failing (preboot).
+- Restarts, sizes, crashes with back-off and sleeping apps work as with local dynos.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def swarm_server(
         "WAKA_RUNTIME": "swarm",
         "WAKA_SWARM_MANAGER": swarm_cluster.docker_url,
         "WAKA_SWARM_REGISTRY": swarm_cluster.registry,
+        "WAKA_SLEEP_AFTER": "5",  # eco apps only
     }
     with running_server(tmp_path_factory.mktemp("waka-swarm"), heroku_cli, env=env) as server:
         yield server
@@ -195,3 +197,63 @@ def test_a_release_replaces_dynos_on_every_node_with_no_request_failing(
     assert failures == [], failures[:5]
     assert served[1] > 20
     assert {d["id"] for d in after}.isdisjoint({d["id"] for d in before})
+
+
+def app_services(cluster: SwarmCluster, app: str) -> list[Any]:
+    manager = docker.DockerClient(base_url=cluster.docker_url)
+    return list(manager.services.list(filters={"label": f"waka.app_name={app}"}))
+
+
+def logs(server: WakaServer, app: str) -> str:
+    return server.heroku("logs", "-n", "300", "--app", app).stdout
+
+
+def test_restart_size_crash_and_sleep_work_as_with_local_dynos(
+    swarm_cluster: SwarmCluster, swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    app = deploy(swarm_server, swarm_api, tmp_path, "swarm-life")
+    (first,) = wait_for(lambda: web_up(swarm_api, app, 1), timeout=120, what="web.1 up")
+
+    # `heroku ps:restart web.1`: a new dyno (a new service) replaces it.
+    swarm_server.heroku("ps:restart", "web.1", "--app", app)
+    wait_for(
+        lambda: (found := web_up(swarm_api, app, 1)) and found[0]["id"] != first["id"],
+        timeout=120,
+        what="web.1 restarted",
+    )
+
+    # A size is the service's memory limit.
+    swarm_server.heroku("ps:scale", "web=1:standard-2x", "--app", app)
+
+    def sized() -> bool:
+        services = app_services(swarm_cluster, app)
+        limits = [s.attrs["Spec"]["TaskTemplate"]["Resources"]["Limits"] for s in services]
+        return bool(web_up(swarm_api, app, 1)) and limits == [
+            {"MemoryBytes": 1024 * 2**20, "Pids": limits[0].get("Pids")}
+        ]
+
+    wait_for(sized, timeout=120, what="a Standard-2X dyno with 1 GB")
+
+    # A dyno that crashes: logged as on one host, backed off, H10 at the router meanwhile.
+    swarm_server.heroku("config:set", "BOOT_DELAY=never", "--app", app)  # float() fails
+    wait_for(
+        lambda: logs(swarm_server, app).count("State changed from starting to crashed") >= 2,
+        timeout=120,
+        what="web.1 crashing twice",
+    )
+    text = logs(swarm_server, app)
+    assert "Process exited with status 1" in text, text
+    crashed = through_router(swarm_server, app)
+    assert crashed.status_code == 503 and "code=H10" in logs(swarm_server, app)
+    swarm_server.heroku("config:unset", "BOOT_DELAY", "--app", app)
+    wait_for(lambda: web_up(swarm_api, app, 1), timeout=120, what="web.1 up again")
+
+    # An eco app sleeps (no service left on the Swarm) and a request wakes it.
+    swarm_server.heroku("ps:scale", "web=1:eco", "--app", app)
+    wait_for(lambda: dynos(swarm_api, app) == [], timeout=120, what="the eco app asleep")
+    wait_for(lambda: app_services(swarm_cluster, app) == [], timeout=30, what="no service")
+    began = time.monotonic()
+    woke = through_router(swarm_server, app)  # held by the router while the app wakes
+    assert woke.status_code == 200, woke.text
+    assert time.monotonic() - began < 30
+    assert "Unidling" in logs(swarm_server, app)
