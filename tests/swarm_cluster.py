@@ -793,6 +793,28 @@ class SwarmCluster:
         self.close()
 
 
+def scale_service(service: Any, replicas: int) -> None:
+    """`docker service scale`: the service's stored spec with another replica count.
+
+    Not docker-py's Service.scale: it sends the spec as read with defaults filled in
+    (StopGracePeriod, DNSConfig...), which differs from the stored one, so Swarm replaces every
+    running task, one at a time, on top of scaling.
+    """
+    service.reload()
+    spec = service.attrs["Spec"]
+    service.client.api.update_service(
+        service.id,
+        service.version,
+        name=spec["Name"],
+        labels=spec.get("Labels"),
+        mode=docker.types.ServiceMode("replicated", replicas),
+        task_template=spec["TaskTemplate"],
+        update_config=spec.get("UpdateConfig"),
+        rollback_config=spec.get("RollbackConfig"),
+        endpoint_spec=spec.get("EndpointSpec"),
+    )
+
+
 @pytest.fixture(scope="session")
 def swarm_cluster() -> Iterator[SwarmCluster]:
     """A Swarm of a manager and 2 workers for the test session (one per xdist worker process).
