@@ -1,5 +1,6 @@
 """What "the platform converged" means after a fault, checked from outside the processes: the
-ledger, the read models, the Docker engine, the add-on servers and /proc.
+ledger, the read models, the Docker engine (or, with WAKA_RUNTIME=swarm, the Swarm's services
+and its nodes' engines: tests/faults/swarm_seen.py), the add-on servers and /proc.
 
 Each check returns a list of problems (empty: it holds); `settle` polls them until none is
 left, since a restarted waka needs a moment to finish the work the killed one left."""
@@ -26,6 +27,8 @@ from waka.ledger import Ledger
 from waka.projections.projector import Projector
 from waka.projections.sealing import Sealer
 from waka.projections.store import PostgresReadStore
+
+from .swarm_seen import SwarmDynosSeen
 
 Check = Callable[[], list[str]]
 EventKey = tuple[int, str, int]  # notification id, originator id, originator version
@@ -74,11 +77,18 @@ class Observer:
     models, its containers and processes); writes nothing of the platform's."""
 
     def __init__(
-        self, homes: list[Path], database_url: str, schema: str, key: str | None = None
+        self,
+        homes: list[Path],
+        database_url: str,
+        schema: str,
+        key: str | None = None,
+        swarm: SwarmDynosSeen | None = None,
     ) -> None:
         """`homes`: every process's WAKA_HOME, the first the API's; `key`: WAKA_CIPHER_KEY,
-        if the processes are given one (else the first home's key file)."""
+        if the processes are given one (else the first home's key file); `swarm`: where the
+        dynos are when WAKA_RUNTIME=swarm (else the local Docker engine)."""
         self.homes = homes
+        self.swarm = swarm
         self.home = homes[0]
         self.database_url = database_url
         self.schema = schema
@@ -240,38 +250,45 @@ class Observer:
     # --- dynos and processes -------------------------------------------------------------
 
     def dynos_match_formation(self) -> list[str]:
-        """The running containers by label are the formation of each app's current release:
-        none missing, none extra, no name twice, none left of a build."""
+        """The running dynos by label are the formation of each app's current release: none
+        missing, none extra, no name twice, none left of a build or a one-off. Read from the
+        Docker engine, or with `swarm` from the Swarm's services and the nodes' engines."""
+        if self.swarm is not None:
+            return self.dyno_problems(self.swarm.services()) + self.swarm.container_problems()
         from waka.adapters.runtime import docker_client
 
         client = docker_client()
         if client is None:
             return ["no Docker engine"]
-        return self.container_problems(listed_containers(client, self.platform_id))
+        return self.dyno_problems(listed_containers(client, self.platform_id))
 
-    def container_problems(self, containers: list[Any]) -> list[str]:
-        """`dynos_match_formation` for these containers (anything with `labels`, `status`)."""
-        dynos = [c for c in containers if "waka.dyno" in c.labels]
-        builds = [c.labels.get("waka.build") for c in containers if "waka.build" in c.labels]
+    def dyno_problems(self, observed: list[Any]) -> list[str]:
+        """`dynos_match_formation` for these observed dynos, from either runtime (anything
+        with `labels` and `status`: "running", or what else it is)."""
+        dynos = [c for c in observed if "waka.dyno" in c.labels]
+        builds = [c.labels.get("waka.build") for c in observed if "waka.build" in c.labels]
         problems = [f"a build's container is left: {b}" for b in builds]
+        one_offs = [c.labels["waka.run"] for c in observed if "waka.run" in c.labels]
+        problems += [f"a one-off is left: {name}" for name in one_offs]
         names = Counter((c.labels["waka.app"], c.labels["waka.dyno"]) for c in dynos)
         problems += [f"dyno {k} runs {n} times" for k, n in names.items() if n > 1]
         problems += [
             f"dyno {c.labels['waka.dyno']} is {c.status}" for c in dynos if c.status != "running"
         ]
-        running = Counter(
-            (c.labels["waka.app"], c.labels["waka.type"]) for c in dynos if c.status == "running"
-        )
-        wanted: Counter[tuple[str, str]] = Counter()
+        running = {
+            (c.labels["waka.app"], c.labels["waka.dyno"]) for c in dynos if c.status == "running"
+        }
+        wanted: set[tuple[str, str]] = set()
         for app in self.query("SELECT * FROM waka_apps"):
             types = _process_types(app)
             for row in self.query(
                 "SELECT type, quantity FROM waka_formation WHERE app_id = ?", (app["id"],)
             ):
-                if row["quantity"] and row["type"] in types:
-                    wanted[(app["id"], row["type"])] = row["quantity"]
-        if +running != +wanted:
-            problems.append(f"running dynos {dict(running)} != formation {dict(wanted)}")
+                if row["type"] in types:
+                    count = row["quantity"]
+                    wanted |= {(app["id"], f"{row['type']}.{i}") for i in range(1, count + 1)}
+        if running != wanted:
+            problems.append(f"running dynos {_by_app(running)} != formation {_by_app(wanted)}")
         return problems
 
     def no_orphan_processes(self, role_pids: set[int]) -> list[str]:
@@ -303,6 +320,13 @@ def listed_containers(client: Any, platform_id: str) -> list[SimpleNamespace]:
         SimpleNamespace(id=c["Id"], labels=c.get("Labels") or {}, status=c["State"])
         for c in client.api.containers(all=True, filters=mine)
     ]
+
+
+def _by_app(dynos: set[tuple[str, str]]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for app, name in sorted(dynos):
+        found.setdefault(app[:8], []).append(name)
+    return found
 
 
 def _diff(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:

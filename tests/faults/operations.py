@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 from tests.e2e.conftest import Api, GitRepo, WakaServer, git_url
 from tests.e2e.test_git_push import remote_head
 
-from .convergence import Check, Observer, settle
+from .convergence import Check, EventKey, Observer, settle
 from .roles import Deployment
 
 SETTLE_TIMEOUT = 90.0
@@ -282,6 +283,37 @@ def platform_checks(
     ]
 
 
+def act_with_fault(
+    operation: Operation, deployment: Deployment, delay: float, fault: Callable[[], None]
+) -> bool:
+    """Run the operation once, with `fault()` falling `delay` seconds after its client first
+    connected to the API; whether the client reported success."""
+    port = deployment.server.port
+    already = connections_to(port)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(operation.act)
+        connected = time.monotonic()
+        while not connections_to(port) - already and not first.done():
+            if time.monotonic() - connected > 30:
+                raise AssertionError(f"the client of {operation.name} never connected")
+            time.sleep(0.01)
+        time.sleep(delay)
+        fault()
+        return first.result(timeout=120)
+
+
+def retried(operation: Operation, acknowledged: bool) -> int:
+    """How many times the user ran the command: their command failed, they look (`heroku
+    config:get`, `heroku addons`, `git ls-remote`) and, not finding its effect, run it again.
+    An acknowledged write is never retried: it must be there."""
+    attempts = 1
+    while not acknowledged and not operation.done() and attempts <= RETRIES:
+        attempts += 1
+        if operation.act():
+            break
+    return attempts
+
+
 def run_with_fault(
     operation: Operation,
     role: str,
@@ -300,32 +332,21 @@ def run_with_fault(
     # anywhere in the work that follows it (a build, new dynos, provisioning).
     delay = rng.uniform(0.0, 0.15) if rng.random() < 0.5 else rng.uniform(*operation.window)
     context = f" (operation {operation.name}, kill -9 of {role} at {delay:.2f} s)"
-    port = deployment.server.port
-    already = connections_to(port)
-    with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(operation.act)
-        connected = time.monotonic()
-        while not connections_to(port) - already and not first.done():
-            if time.monotonic() - connected > 30:
-                raise AssertionError(f"the client of {operation.name} never connected")
-            time.sleep(0.01)
-        time.sleep(delay)
+    before: list[EventKey] = []
+    took = 0.0
+
+    def kill() -> None:
+        nonlocal role, context, before, took
         before = observer.events()  # every event stored before the kill must survive it
         if role == "lease-holder":
             role = deployment.lease_holder()
             context += f" ({role})"
         deployment.kill(role)
         took = deployment.restart(role) if restart else 0.0
-        acknowledged = first.result(timeout=120)
+
+    acknowledged = act_with_fault(operation, deployment, delay, kill)
     assert took < RESTART_BOUND, f"{role} took {took:.1f} s to restart{context}"
-    attempts = 1
-    while not acknowledged and not operation.done() and attempts <= RETRIES:
-        # Their command failed; the user looks (`heroku config:get`, `heroku addons`,
-        # `git ls-remote`) and, not finding its effect, runs it again. An acknowledged write
-        # is never retried: it must be there.
-        attempts += 1
-        if operation.act():
-            break
+    attempts = retried(operation, acknowledged)
     began = time.monotonic()
     waited_for = settle(
         [

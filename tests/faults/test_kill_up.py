@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from .convergence import Observer, listed_containers
 from .operations import AddonCreate, ConfigSet, Push, Scale, Target, run_with_fault
 from .postgres_cluster import PostgresCluster
 from .roles import Deployment
+from .swarm_seen import SwarmDynosSeen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -42,14 +44,29 @@ class Platform:
 
 
 def started_platform(
-    tmp: Path, heroku_cli: Path, cluster: PostgresCluster, split: bool, deploy: bool = True
+    tmp: Path,
+    heroku_cli: Path,
+    cluster: PostgresCluster,
+    split: bool,
+    deploy: bool = True,
+    swarm: Any = None,
 ) -> tuple[Deployment, Observer, Target]:
     """A deployment on the cluster with one app, deployed once (web and worker types) unless
-    `deploy` is false."""
-    deployment = Deployment(tmp, heroku_cli, cluster.url, split=split)
+    `deploy` is false. `swarm`: a tests/swarm_cluster.py SwarmCluster to run the dynos on
+    (WAKA_RUNTIME=swarm), else the local Docker engine."""
+    env = {}
+    if swarm is not None:
+        env = {
+            "WAKA_RUNTIME": "swarm",
+            "WAKA_SWARM_MANAGER": swarm.docker_url,
+            "WAKA_SWARM_REGISTRY": swarm.registry,
+        }
+    deployment = Deployment(tmp, heroku_cli, cluster.url, split=split, env=env)
     deployment.start()
     key = deployment.server.extra_env.get("WAKA_CIPHER_KEY")
     observer = Observer(deployment.homes, cluster.url, "public", key)
+    if swarm is not None:
+        observer.swarm = SwarmDynosSeen(swarm, observer.platform_id)
     server = deployment.server
     app = unique_name("faults")
     server.heroku("apps:create", app)
@@ -67,6 +84,8 @@ def stop_platform(deployment: Deployment, observer: Observer) -> None:
     finally:
         observer.close()
         deployment.server.remove_dynos()
+        if observer.swarm is not None:
+            observer.swarm.remove_all()
         for home in deployment.homes:
             RedisProvider(home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1").stop_all()
 
@@ -157,12 +176,12 @@ def checks_see_what_they_look_for(platform: Platform) -> None:
     client = docker_client()
     assert client is not None
     containers = listed_containers(client, observer.platform_id)
-    assert observer.container_problems(containers) == []
+    assert observer.dyno_problems(containers) == []
     extra = {"waka.dyno": "web.99", "waka.app": app_id, "waka.type": "web"}
-    problems = observer.container_problems(
+    problems = observer.dyno_problems(
         [*containers, SimpleNamespace(labels=extra, status="running")]
     )
     assert any("!=" in p for p in problems), problems
     build = SimpleNamespace(labels={"waka.build": "b-1"}, status="running")
-    assert observer.container_problems([*containers, build])
+    assert observer.dyno_problems([*containers, build])
     assert observer.no_duplicate_builds_or_releases() == []
