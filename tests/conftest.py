@@ -28,6 +28,15 @@ from waka.domain.actors import Actor
 # The `swarm_cluster` fixture (a real multi-node Swarm) for any test that asks for it.
 pytest_plugins = ("tests.swarm_cluster",)
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on the test Swarm runs in one xdist worker (`--dist loadgroup`, as
+    scripts/test runs): the session's Swarm is made once, not once per worker."""
+    for item in items:
+        if "swarm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("swarm"))
+
+
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
 BACKENDS = ("sqlite", "postgres")
 

@@ -176,7 +176,9 @@ class SwarmDynos:
             task = newest.get(service["ID"])
             node = nodes.get(task.get("NodeID", "")) if task else None
             state = (task or {}).get("Status", {}).get("State", "new")
-            node_up = node is None or (node.get("Status") or {}).get("State") == "ready"
+            # Lost: Swarm marked the node down (missed heartbeats). Not "unknown", which every
+            # node is for a moment after the manager restarts.
+            node_up = node is None or (node.get("Status") or {}).get("State") != "down"
             running = state in ALIVE and node_up
             ip = _node_address(node) if node else None
             port = _published_port(task) if task and state == "running" else None
