@@ -12,6 +12,7 @@ measures are printed (pytest -s) and in the failure messages.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,14 +22,21 @@ import pytest
 from docker.types import EndpointSpec, RestartPolicy, ServiceMode
 
 from tests.swarm_cluster import (
+    LABEL,
+    OWNER_LABEL,
     SwarmCluster,
     SwarmClusterError,
+    remove_cluster,
     scale_service,
     swarm_cluster,
+    sweep_abandoned,
     wait_until,
 )
 
 __all__ = ["swarm_cluster"]  # the fixture, imported for this module
+
+# Under `pytest --dist loadgroup` every test of the group runs in one process: one cluster.
+pytestmark = pytest.mark.xdist_group("swarm_cluster")
 
 PORT = 8000  # python3 -m http.server's, in every task
 PUBLISHED = 18080  # on each node, in host mode
@@ -220,3 +228,28 @@ def test_a_real_swarm_spreads_moves_and_reuses_tasks(
     assert len(running_tasks(web)) == 3
 
     print("swarm cluster timings (s):", {key: round(value, 1) for key, value in timings.items()})
+
+
+def test_a_cluster_whose_process_is_gone_is_swept() -> None:
+    """What a killed test process left (its network names it) goes; a live one's stays."""
+    try:
+        host = docker.from_env()
+        host.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"Docker is not available ({exc})")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    names = {f"waka-swarm-t{os.urandom(3).hex()}": str(pid) for pid in (gone.pid, os.getpid())}
+    for name, pid in names.items():
+        host.networks.create(f"{name}-net", labels={LABEL: name, OWNER_LABEL: pid})
+        host.volumes.create(f"{name}-manager-docker", labels={LABEL: name})
+    try:
+        sweep_abandoned(host)
+        left = {n.attrs["Labels"][LABEL] for n in host.networks.list(filters={"label": LABEL})}
+        volumes = {v.name for v in host.volumes.list(filters={"label": LABEL})}
+        dead, alive = names
+        assert dead not in left and f"{dead}-manager-docker" not in volumes
+        assert alive in left and f"{alive}-manager-docker" in volumes
+    finally:
+        for name in names:
+            remove_cluster(host, name)
