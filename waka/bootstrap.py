@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from waka.adapters.runtime import Runtime
     from waka.adapters.slugs import SlugStore
     from waka.adapters.swarm_dynos import SwarmDynos
+    from waka.adapters.swarm_one_offs import SwarmOneOffDynos
     from waka.addons.provider import Provider
     from waka.addons.resources import AddonResources
     from waka.logplex.drains import DrainForwarder
@@ -195,11 +196,17 @@ class Platform:
                 "WAKA_RUNTIME=swarm needs WAKA_SWARM_REGISTRY: the registry (host:port) every "
                 "Swarm node pulls dyno images from"
             )
-        manager = (
-            docker.DockerClient(base_url=self.settings.swarm_manager, timeout=60)
-            if self.settings.swarm_manager
-            else docker.from_env(timeout=60)
-        )
+        try:
+            manager = (
+                docker.DockerClient(base_url=self.settings.swarm_manager, timeout=60)
+                if self.settings.swarm_manager
+                else docker.from_env(timeout=60)
+            )
+        except docker.errors.DockerException as error:  # asks the engine's version at once
+            raise SwarmUnavailable(
+                f"WAKA_RUNTIME=swarm, but no Docker engine answers at WAKA_SWARM_MANAGER "
+                f"({self.settings.swarm_manager or 'this host'}): {error}"
+            ) from error
         images = ReleaseImages(manager, self.settings.swarm_registry, local=docker_client())
         return SwarmDynos(manager, images, self.settings.platform_id)
 
@@ -308,15 +315,30 @@ class Platform:
         return DynoStates(self.store)
 
     def dynos_of(self, app_id: str) -> list[dict[str, Any]]:
-        """The app's dynos as the dyno manager (in whichever worker) last saw them."""
-        return self.dyno_states.of(app_id)
+        """The app's dynos as the dyno manager (in whichever worker) last saw them; on a
+        Swarm also its one-offs, with the node each runs on."""
+        dynos = self.dyno_states.of(app_id)
+        if self.settings.runtime == "swarm" and self.one_offs is not None:
+            dynos += self.one_offs.dynos_of(app_id)
+        return dynos
 
     @cached_property
-    def one_offs(self) -> OneOffDynos | None:
-        """One-off dynos (`heroku run`) on the local engine; None without Docker or the
-        stack image. The API process that starts one attaches its user to it."""
+    def one_offs(self) -> OneOffDynos | SwarmOneOffDynos | None:
+        """One-off dynos (`heroku run`) on the local engine, or as services on the Swarm with
+        WAKA_RUNTIME=swarm; None without Docker or the stack image. The API process that
+        starts one attaches its user to it."""
         from waka.adapters.one_off import docker_one_offs
 
+        if self.settings.runtime == "swarm":
+            from waka.adapters.swarm_one_offs import SwarmOneOffDynos
+
+            return SwarmOneOffDynos(
+                self.swarm_dynos,
+                self.addons_host,  # where the Swarm's nodes reach this host
+                self.settings.platform_id,
+                self.emit_log,
+                self.settings.instance_id,
+            )
         return docker_one_offs(self.settings.platform_id, self.emit_log, self.settings.instance_id)
 
     def emit_log(self, app_id: str, source: str, dyno: str, message: str) -> None:

@@ -127,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from waka.adapters.cipher_key import CipherKeyError
     from waka.adapters.private_home import PRIVATE_UMASK
+    from waka.adapters.swarm_dynos import SwarmUnavailable
 
     # The stores, keys and state files made here are waka's user's alone.
     args.operator_umask = os.umask(PRIVATE_UMASK)
     try:
         return _COMMANDS[args.command](args)
-    except CipherKeyError as error:
+    except (CipherKeyError, SwarmUnavailable) as error:
         print(f"waka: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -75,7 +75,13 @@ class SwarmDynos:
         self.platform_id = platform_id
         self._networks: dict[str, str] = {}  # app id -> overlay network id
         self._pruned = 0.0
-        swarm = client.info().get("Swarm") or {}
+        try:
+            swarm = client.info().get("Swarm") or {}
+        except Exception as error:  # no engine there, refused, or not Docker
+            raise SwarmUnavailable(
+                f"WAKA_RUNTIME=swarm, but the Docker engine at WAKA_SWARM_MANAGER does not "
+                f"answer: {error}"
+            ) from error
         self.advertised = str(swarm.get("NodeAddr") or "127.0.0.1")  # the manager's, to nodes
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise SwarmUnavailable(
