@@ -8,10 +8,12 @@ real HTTP through the router.
   serves again; the node comes back and takes new dynos.
 - A release replaces dynos on every node with no request failing (preboot).
 - Restarts, sizes, crashes with back-off and sleeping apps work as with local dynos.
+- Dynos on the nodes use their Heroku Postgres and Heroku Redis add-ons.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -23,9 +25,12 @@ import docker
 import httpx
 import pytest
 
+from tests.conftest import DEFAULT_TEST_DATABASE_URL
 from tests.swarm_cluster import SwarmCluster
 
 from .conftest import Api, WakaServer, app_repo, git_url, running_server, wait_for
+
+ADMIN_URL = os.environ.get("WAKA_TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -39,6 +44,7 @@ def swarm_server(
         "WAKA_SWARM_MANAGER": swarm_cluster.docker_url,
         "WAKA_SWARM_REGISTRY": swarm_cluster.registry,
         "WAKA_SLEEP_AFTER": "5",  # eco apps only
+        "WAKA_ADDONS_POSTGRES_URL": ADMIN_URL,
     }
     with running_server(tmp_path_factory.mktemp("waka-swarm"), heroku_cli, env=env) as server:
         yield server
@@ -257,3 +263,29 @@ def test_restart_size_crash_and_sleep_work_as_with_local_dynos(
     assert woke.status_code == 200, woke.text
     assert time.monotonic() - began < 30
     assert "Unidling" in logs(swarm_server, app)
+
+
+def test_dynos_on_the_nodes_use_their_addons(
+    swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    app = swarm_api.create_app("swarm-addons")
+    repo = app_repo("addons-web", tmp_path / app)
+    pushed = repo.push(git_url(swarm_server, app))
+    assert pushed.returncode == 0, pushed.output
+    swarm_server.heroku("addons:create", "heroku-postgresql:essential-0", "-a", app)
+    swarm_server.heroku("addons:create", "heroku-redis", "-a", app)
+
+    def answer(path: str) -> dict[str, Any] | None:
+        response = httpx.get(
+            f"http://127.0.0.1:{swarm_server.router_port}{path}",
+            headers={"Host": f"{app}.localhost"},
+            timeout=30,
+        )
+        return response.json() if response.status_code == 200 else None
+
+    notes = wait_for(lambda: answer("/db?note=swarm"), timeout=180, what="a row written")
+    assert notes["notes"][-1] == "swarm", notes
+    cached = wait_for(lambda: answer("/redis?key=k&value=v"), timeout=60, what="a key set")
+    assert cached["value"] == "v", cached
+    (dyno,) = wait_for(lambda: web_up(swarm_api, app, 1), timeout=60, what="web.1 up")
+    assert dyno["extended"]["instance"], dyno  # on a node of the Swarm
