@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -202,24 +202,33 @@ class DockerDynos:
         (`from_now`: only new output, for a dyno adopted after a restart of waka)."""
         since = int(time.time()) if from_now else None
 
-        def pump() -> None:
-            try:
-                container = self.client.containers.get(container_id)
-                partial = b""
-                stream = container.logs(
-                    stream=True, follow=True, stdout=True, stderr=True, since=since
-                )
-                for chunk in stream:
-                    partial += chunk
-                    *lines, partial = partial.split(b"\n")
-                    for line in lines:
-                        on_line(line.decode(errors="replace").rstrip("\r"))
-                if partial:
-                    on_line(partial.decode(errors="replace"))
-            except Exception as error:
-                log.debug("log stream of %s ended: %s", container_id, error)
+        def stream() -> Iterable[bytes]:
+            container = self.client.containers.get(container_id)
+            return container.logs(stream=True, follow=True, stdout=True, stderr=True, since=since)
 
-        threading.Thread(target=pump, name=f"dyno-log-{container_id[:8]}", daemon=True).start()
+        follow_lines(container_id, stream, on_line)
+
+
+def follow_lines(
+    dyno_id: str, stream: Callable[[], Iterable[bytes]], on_line: Callable[[str], None]
+) -> None:
+    """Hand each line of a dyno's output stream to `on_line`, from a thread of its own, until
+    the stream ends (the dyno stopped, or the engine went away)."""
+
+    def pump() -> None:
+        try:
+            partial = b""
+            for chunk in stream():
+                partial += chunk
+                *lines, partial = partial.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace").rstrip("\r"))
+            if partial:
+                on_line(partial.decode(errors="replace"))
+        except Exception as error:
+            log.debug("log stream of %s ended: %s", dyno_id, error)
+
+    threading.Thread(target=pump, name=f"dyno-log-{dyno_id[:8]}", daemon=True).start()
 
 
 def port_open(address: tuple[str, int], timeout: float = 0.05) -> bool:

@@ -24,9 +24,8 @@ that is up.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from waka.adapters.dyno_containers import GID, UID
@@ -38,6 +37,7 @@ from waka.adapters.dynos import (
     dyno_command,
     dyno_env,
     dyno_labels,
+    follow_lines,
     observed_from_labels,
 )
 from waka.adapters.release_images import ReleaseImages
@@ -272,23 +272,12 @@ class SwarmDynos:
         """Stream the dyno's stdout and stderr through the manager, from whichever node."""
         since = int(time.time()) if from_now else 0
 
-        def pump() -> None:
-            try:
-                stream = self.client.api.service_logs(
-                    service_id, follow=True, stdout=True, stderr=True, since=since
-                )
-                partial = b""
-                for chunk in stream:
-                    partial += chunk
-                    *lines, partial = partial.split(b"\n")
-                    for line in lines:
-                        on_line(line.decode(errors="replace").rstrip("\r"))
-                if partial:
-                    on_line(partial.decode(errors="replace"))
-            except Exception as error:
-                log.debug("log stream of %s ended: %s", service_id, error)
+        def stream() -> Iterable[bytes]:
+            return self.client.api.service_logs(
+                service_id, follow=True, stdout=True, stderr=True, since=since
+            )
 
-        threading.Thread(target=pump, name=f"dyno-log-{service_id[:8]}", daemon=True).start()
+        follow_lines(service_id, stream, on_line)
 
 
 def labels_app(service: dict[str, Any]) -> str:
