@@ -60,9 +60,9 @@ def _version(task: dict[str, Any]) -> tuple[str, int]:
 def containers_problems(
     services: list[SimpleNamespace], containers: dict[str, list[dict[str, Any]]]
 ) -> list[str]:
-    """What the nodes' engines run (`containers`: node name → its running containers of the
-    platform, as the Docker API lists them) against the services: no container of a service
-    that is gone (a removed dyno still running on a node that was away), no dyno running
+    """What the nodes' engines hold (`containers`: node name → its containers of the platform,
+    as the Docker API lists them, stopped ones too) against the services: no container of a
+    service that is gone (a removed dyno still there on a node that was away), no dyno running
     twice."""
     live = {s.id for s in services}
     problems = []
@@ -74,12 +74,13 @@ def containers_problems(
                 continue
             service = labels.get("com.docker.swarm.service.id", "")
             name = labels.get("waka.dyno") or labels.get("waka.run", "")
+            state = container.get("State", "running")
             if service not in live:
                 problems.append(
-                    f"node {node} runs {name} of app {labels.get('waka.app', '')[:8]} for "
-                    f"service {service[:12] or '(none)'}, which is gone"
+                    f"node {node} has {name} of app {labels.get('waka.app', '')[:8]} ({state}) "
+                    f"for service {service[:12] or '(none)'}, which is gone"
                 )
-            elif "waka.dyno" in labels:
+            elif "waka.dyno" in labels and state == "running":
                 running[(labels.get("waka.app", ""), name)] += 1
     problems += [f"dyno {key} runs in {n} containers" for key, n in running.items() if n > 1]
     return problems
@@ -104,8 +105,8 @@ class SwarmDynosSeen:
         return services_seen(services, tasks, api.nodes())
 
     def node_containers(self) -> dict[str, list[dict[str, Any]]]:
-        """node name → the platform's running containers on that node's engine, for every node
-        Swarm marks Ready (a lost one cannot be asked)."""
+        """node name → the platform's containers on that node's engine (stopped ones too), for
+        every node Swarm marks Ready (a lost one cannot be asked)."""
         import docker
 
         found = {}
@@ -116,7 +117,8 @@ class SwarmDynosSeen:
                 self._clients[node.name] = docker.DockerClient(
                     base_url=node.docker_url, version="1.41", timeout=NODE_TIMEOUT
                 )
-            found[node.name] = self._clients[node.name].api.containers(filters=self._mine())
+            client = self._clients[node.name]
+            found[node.name] = client.api.containers(all=True, filters=self._mine())
         return found
 
     def container_problems(self) -> list[str]:

@@ -243,10 +243,10 @@ def swarm_checks_see_what_they_look_for(platform: Platform) -> None:
     assert any("one-off" in p for p in problems(one_off, tasks))
     # On a node's engine: a container of a service that is gone, a dyno in two containers.
     listed = seen.node_containers()
-    node, containers = next((n, c) for n, c in listed.items() if c)
-    gone = copy.deepcopy(containers[0])
+    node, running = next((n, c) for n, cs in listed.items() for c in cs if c["State"] == "running")
+    gone = copy.deepcopy(running)
     gone["Labels"]["com.docker.swarm.service.id"] = "gone"
     live = services_seen(services, tasks, nodes)
     assert any("gone" in p for p in containers_problems(live, {**listed, node: [gone]}))
-    twice = {**listed, f"{node}-again": [containers[0]]}
+    twice = {**listed, f"{node}-again": [running]}
     assert any("containers" in p for p in containers_problems(live, twice))
