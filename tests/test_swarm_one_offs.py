@@ -10,7 +10,16 @@ import sys
 
 import pytest
 
-from waka.adapters.swarm_one_offs import GO, RELAY, RELAY_ENV, TOKEN_ENV, CallbackListener
+from waka.adapters import swarm_one_offs
+from waka.adapters.one_off import OneOffSpec
+from waka.adapters.swarm_one_offs import (
+    GO,
+    RELAY,
+    RELAY_ENV,
+    TOKEN_ENV,
+    CallbackListener,
+    SwarmOneOff,
+)
 
 
 @pytest.fixture
@@ -108,3 +117,90 @@ def test_a_wrong_token_is_turned_away(listener: CallbackListener) -> None:
     sock = attached(listener, (token, arrival))
     assert read_all(sock) == b"ran\n"
     assert process.wait(10) == 0
+
+
+class FakeSwarm:
+    """What a SwarmOneOff asks of its owner: its task's state, and stopping or removing it."""
+
+    def __init__(self, states: list[tuple[str, str]]) -> None:
+        self.states = states
+        self.callback_address = "10.0.0.1:4242"
+        self.removed: list[str] = []
+        self.lines: list[str] = []
+        self.dynos = self
+
+    def task_state(self, service_id: str) -> tuple[str, str]:
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    def log_line(self, app_id: str, source: str, dyno: str, message: str) -> None:
+        self.lines.append(f"{source}[{dyno}]: {message}")
+
+    def stop(self, service_id: str, timeout: int = 10) -> int | None:
+        self.removed.append(service_id)
+        return 137
+
+    def remove(self, service_id: str) -> None:
+        self.removed.append(service_id)
+
+
+def one_off(swarm: FakeSwarm, listener: CallbackListener) -> tuple[SwarmOneOff, str]:
+    from pathlib import Path
+
+    spec = OneOffSpec(
+        app_id="a",
+        app_name="app",
+        name="run.1234",
+        command="bash",
+        env={},
+        memory_mb=512,
+        size="Standard-1X",
+        release=1,
+        slug_path=Path(),
+        attach=True,
+        tty=False,
+    )
+    token, arrival = listener.expect()
+    return SwarmOneOff(swarm, "svc", spec, arrival), token  # type: ignore[arg-type]
+
+
+def test_a_one_off_whose_task_fails_says_why(listener: CallbackListener) -> None:
+    swarm = FakeSwarm([("pending", ""), ("rejected", "No such image: registry/waka/slug:x")])
+    dyno, token = one_off(swarm, listener)
+    with pytest.raises(
+        RuntimeError,
+        match=r"run\.1234 ended before it could start "
+        r"\(rejected: No such image",
+    ):
+        dyno.attach()
+    dyno.discard()
+    assert swarm.removed == ["svc"]
+    # Its token is good no more: a late relay is turned away.
+    process = relay(listener, token, "pipe", "echo ran")
+    assert process.wait(15) == 1
+
+
+def test_a_one_off_that_never_calls_back_times_out_clearly(
+    listener: CallbackListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(swarm_one_offs, "CONNECT_TIMEOUT", 1.5)
+    swarm = FakeSwarm([("pending", "no suitable node (insufficient resources on 3 nodes)")])
+    dyno, _ = one_off(swarm, listener)
+    with pytest.raises(RuntimeError) as raised:
+        dyno.attach()
+    message = str(raised.value)
+    assert "did not call back within 2 s" in message, message
+    assert "pending: no suitable node" in message and "10.0.0.1:4242" in message, message
+
+
+def test_killed_once_with_its_status_logged(listener: CallbackListener) -> None:
+    swarm = FakeSwarm([("running", "")])
+    dyno, _ = one_off(swarm, listener)
+    dyno.kill()
+    assert dyno.finish() == 137
+    dyno.kill()
+    assert swarm.removed == ["svc"]
+    assert swarm.lines == [
+        "heroku[run.1234]: Stopping process with SIGKILL",
+        "heroku[run.1234]: Process exited with status 137",
+        "heroku[run.1234]: State changed from up to complete",
+    ]

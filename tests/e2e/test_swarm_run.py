@@ -204,8 +204,9 @@ def test_a_one_off_runs_on_a_swarm_node_shows_in_ps_and_ends_with_its_user(
             shown[0]["type"] == "run" and shown[0]["extended"]["instance"] == nodes[task["NodeID"]]
         )
         assert name in swarm_server.heroku("ps", "-a", app).stdout
-        # Nothing of the relay's secret in its command line or its environment's names shown.
-        assert "echo started; sleep 300" in labels["waka.command"]
+        assert labels["waka.command"] == "echo started; sleep 300"
+        env = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+        token = next(e.split("=", 1)[1] for e in env if e.startswith("WAKA_RELAY_TOKEN="))
         cli.send_signal(signal.SIGINT)  # the CLI closes its connection on Ctrl-C
         cli.communicate(timeout=CLI_TIMEOUT)
     finally:
@@ -221,6 +222,8 @@ def test_a_one_off_runs_on_a_swarm_node_shows_in_ps_and_ends_with_its_user(
         lambda: f"heroku[{name}]: Process exited with status 137" in log_lines(swarm_server, app),
         what="its end in the log",
     )
+    # The relay's one-time token is in no log.
+    assert token not in "\n".join(log_lines(swarm_server, app)) and token not in swarm_server.log()
 
 
 def test_run_detached_logs_to_the_app_s_log(
@@ -250,4 +253,60 @@ def test_run_detached_logs_to_the_app_s_log(
     assert lines.index(f"app[{dyno}]: to stderr") < lines.index(
         f"heroku[{dyno}]: Process exited with status 2"
     )
+    wait_for(lambda: one_off_services(swarm_cluster, app) == [], what="the service removed")
+
+
+def test_after_a_crash_waka_removes_attached_one_offs_and_follows_detached_ones(
+    swarm_server: WakaServer, swarm_cluster: SwarmCluster, app: str
+) -> None:
+    wait_for(lambda: one_off_services(swarm_cluster, app) == [], what="earlier one-offs removed")
+    started = swarm_server.heroku("run:detached", "-a", app, "--", "sleep 25; echo late from $DYNO")
+    match = re.search(r"--dyno (run\.\d{4})", started.stdout + started.stderr)
+    assert match, started
+    detached = match.group(1)
+    cli = subprocess.Popen(
+        [str(swarm_server.heroku_cli), "run", "--no-tty", "-a", app, "--", "sleep 300"],
+        cwd=swarm_server.cli_home,
+        env=swarm_server.heroku_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def both_running() -> list[str] | None:
+            services = one_off_services(swarm_cluster, app)
+            running = [
+                s["Spec"]["Labels"]["waka.attach"]
+                for s in services
+                if any(t["Status"]["State"] == "running" for t in tasks_of(swarm_cluster, s["ID"]))
+            ]
+            return running if sorted(running) == ["0", "1"] else None
+
+        wait_for(both_running, timeout=120, what="a detached and an attached one-off running")
+        swarm_server.crash()  # kill -9: nothing of it cleans up
+        swarm_server.start(same_ports=True)
+    finally:
+        cli.kill()
+        cli.wait()
+    # The attached one lost its user: removed. The detached one runs on, its output logged.
+    wait_for(
+        lambda: (
+            [s["Spec"]["Labels"]["waka.run"] for s in one_off_services(swarm_cluster, app)]
+            == [detached]
+        ),
+        what="the attached one-off removed, the detached one left",
+    )
+    wait_for(
+        lambda: (
+            f"heroku[{detached}]: State changed from up to complete"
+            in (lines := log_lines(swarm_server, app))
+            and lines
+        ),
+        timeout=90,
+        what=f"{detached} complete in the log",
+    )
+    lines = log_lines(swarm_server, app)
+    assert f"app[{detached}]: late from {detached}" in lines, lines
+    assert f"heroku[{detached}]: Process exited with status 0" in lines, lines
     wait_for(lambda: one_off_services(swarm_cluster, app) == [], what="the service removed")
