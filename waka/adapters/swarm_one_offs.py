@@ -21,6 +21,8 @@ connection exactly as to a local container's attach stream.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import secrets
@@ -148,7 +150,14 @@ class CallbackListener:
 
     def __init__(self, host: str, port: int = 0) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.create_server((host, port), family=family, backlog=64)
+        try:
+            self.sock = socket.create_server((host, port), family=family, backlog=64)
+        except OSError as error:
+            if error.errno != errno.EADDRNOTAVAIL:
+                raise
+            # The nodes reach this host at an address it does not have (NAT): every one.
+            any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            self.sock = socket.create_server((any_address, port), family=family, backlog=64)
         self.address = f"{host}:{self.sock.getsockname()[1]}"
         self._expected: dict[bytes, Arrival] = {}
         self._lock = threading.Lock()
@@ -195,6 +204,8 @@ class CallbackListener:
             conn.close()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
         self.sock.close()
 
 
@@ -305,11 +316,11 @@ class SwarmOneOff:
                         app_id, "heroku", self.name, f"Process exited with status {self._code}"
                     )
                     log_line(app_id, "heroku", self.name, "State changed from up to complete")
-                if self.arrival is not None and self.arrival.sock is not None:
-                    self.arrival.sock.close()
+                # Its connection is the rendezvous server's once attached: closed there.
             return self._code
 
     def discard(self) -> None:
+        """Remove it unrun (nobody attached, or it could not start)."""
         if self.arrival is not None:
             self.arrival.forget()
             if self.arrival.sock is not None:
