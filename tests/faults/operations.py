@@ -240,6 +240,31 @@ class AddonCreate:
 
 
 @dataclass
+class Destroy:
+    """heroku apps:destroy: the app gone, and every dyno it ran."""
+
+    target: Target
+    name: str = "destroy"
+    window: tuple[float, float] = (0.0, 2.0)
+
+    def act(self) -> bool:
+        app = self.target.app
+        done = self.target.server.heroku("apps:destroy", "-a", app, "--confirm", app, check=False)
+        return done.returncode == 0
+
+    def done(self) -> bool:
+        api = self.target.api()
+        try:
+            return api.client.get(f"/apps/{self.target.app}").status_code == 404
+        finally:
+            api.close()
+
+    def checks(self) -> list[Check]:
+        # Its dynos: `dynos_match_formation` wants none of an app that is gone.
+        return [lambda: [] if self.done() else [f"app {self.target.app} is still there"]]
+
+
+@dataclass
 class Fault:
     """What happened to one operation: when the kill fell, how it went."""
 

@@ -5,10 +5,11 @@ are Swarm services on a real multi-node Swarm (tests/swarm_cluster.py).
 - kill -9 of each role at a seeded random point of the operations where it does Swarm work: the
   worker holding the leases while it builds a push, turns the slug into an image, pushes it to
   the registry and replaces the dynos (the other worker must take over); a worker and the
-  router during a scale (services made and removed); the API during a config change.
+  router during a scale (services made and removed); the API during a config change; the
+  worker holding the leases while the app is destroyed (no service of it may be left).
 - A Swarm node lost (its container killed) at a random point of a scale and of a push, then
   revived: the dynos equal the formation on the remaining nodes, and again once it is back,
-  with no dyno twice (nor any container of a removed service left running on the node).
+  with no dyno twice (nor any container of a removed service left on the node).
 
 After each fault the checks of tests/faults/convergence.py, reading the Swarm: the services and
 their tasks on the manager (a dyno runs when its service's newest task runs on a Ready node)
@@ -34,6 +35,7 @@ from .convergence import settle
 from .operations import (
     SETTLE_TIMEOUT,
     ConfigSet,
+    Destroy,
     Fault,
     Operation,
     Push,
@@ -187,9 +189,13 @@ def test_faults_of_roles_and_nodes_on_a_swarm(
             platform.fault(operation, role, schedule, restart)
             settle([lambda: app_answers(platform.target)], timeout=60, what=f"{role}: the app")
     swarm_checks_see_what_they_look_for(platform)
+    # Last, the app destroyed while the worker leading the dyno manager is lost: no service of
+    # it may be left.
+    platform.fault(Destroy(platform.target), "lease-holder", schedule, restart=False)
+    assert platform.observer.swarm.services() == []
     codes = platform.deployment.stop()
     assert set(codes.values()) == {0}, f"{codes}\n{platform.deployment.log()[-4000:]}"
-    print(f"swarm faults: {len(CASES)} in {time.monotonic() - began:.0f} s")
+    print(f"swarm faults: {len(CASES) + 1} in {time.monotonic() - began:.0f} s")
 
 
 def swarm_checks_see_what_they_look_for(platform: Platform) -> None:
