@@ -555,3 +555,21 @@ def test_run_needs_code_and_access(run_api: Any) -> None:
         "Authorization": "Bearer wrong"})  # fmt: skip
     assert anonymous.status_code == 401
     assert one_offs.created == one_offs.detached == []
+
+
+def test_a_runtime_that_fails_is_a_503_that_quotes_nothing_of_the_dyno(
+    run_api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, one_offs, _ = run_api
+
+    def refuse(spec: OneOffSpec) -> None:
+        raise RuntimeError(f"manager refused the spec {spec.env}")  # as an engine might
+
+    one_offs.create = one_offs.run_detached = refuse
+    for body in ({"command": "ls", "attach": True}, {"command": "ls"}):
+        reply = client.post("/apps/shop/dynos", json=body)
+        assert reply.status_code == 503, reply.text
+        error = reply.json()
+        assert error["id"] == "unavailable" and "the dyno runtime failed" in error["message"]
+        assert "from-config" not in reply.text  # a config var's value
+    assert "manager refused the spec" in caplog.text and "from-config" not in caplog.text

@@ -315,10 +315,10 @@ class Platform:
         return DynoStates(self.store)
 
     def dynos_of(self, app_id: str) -> list[dict[str, Any]]:
-        """The app's dynos as the dyno manager (in whichever worker) last saw them; on a
-        Swarm also its one-offs, with the node each runs on."""
+        """The app's dynos as the dyno manager (in whichever worker) last saw them, and its
+        one-off dynos (on a Swarm with the node each runs on), as `heroku ps` shows them."""
         dynos = self.dyno_states.of(app_id)
-        if self.settings.runtime == "swarm" and self.one_offs is not None:
+        if self.one_offs is not None:
             dynos += self.one_offs.dynos_of(app_id)
         return dynos
 

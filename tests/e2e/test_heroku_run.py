@@ -208,7 +208,11 @@ def test_a_one_off_ends_with_its_user(server: WakaServer, api: Api, app: str) ->
         )
         time.sleep(2)  # the dyno manager ticks meanwhile: it must leave the one-off alone
         assert [c for c in one_off_containers(api, app) if " running " in c] == running
-        assert all(d["type"] != "run" for d in api.get(f"/apps/{app}/dynos"))
+        # `heroku ps` shows it among the app's dynos while it runs, as on Heroku.
+        shown = [d for d in api.get(f"/apps/{app}/dynos") if d["type"] == "run"]
+        assert [(d["state"], d["name"].startswith("run.")) for d in shown] == [("up", True)]
+        listed = server.heroku("ps", "-a", app).stdout
+        assert "run: one-off processes (1)" in listed and f"{shown[0]['name']} (" in listed
         cli.send_signal(signal.SIGINT)  # the CLI closes its connection on Ctrl-C
         cli.communicate(timeout=CLI_TIMEOUT)
     finally:

@@ -7,6 +7,7 @@ it starts at once and its output goes to the app's log as `app[run.NNNN]`.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import threading
@@ -30,6 +31,8 @@ from waka.projections.base import iso
 from waka.projections.config_vars import config_of
 from waka.projections.store import Row
 from waka.rendezvous.server import RendezvousServer
+
+log = logging.getLogger("waka.run")
 
 _ENV_NAME = re.compile(r"^\w+$")
 _TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
@@ -118,11 +121,28 @@ def routes(
             f"Starting process with command `{command}` by user {ctx.user['email']}",
         )
         attach_url = None
-        if attach:
-            assert rendezvous is not None
-            attach_url = rendezvous.attach_url(rendezvous.sessions.add(one_offs.create(spec)))
-        else:
-            one_offs.run_detached(spec)
+        try:
+            if attach:
+                assert rendezvous is not None
+                attach_url = rendezvous.attach_url(rendezvous.sessions.add(one_offs.create(spec)))
+            else:
+                one_offs.run_detached(spec)
+        except ApiError:
+            raise
+        except Exception as error:  # the engine, the Swarm or its registry failed
+            # Not the engine's words to the user, and not the config vars' values in the log:
+            # an engine may quote the dyno's spec.
+            said = str(error)
+            for value in spec.env.values():
+                if len(value) >= 4:
+                    said = said.replace(value, "[redacted]")
+            log.warning("could not start %s of %s: %s", spec.name, app["name"], said)
+            raise ApiError(
+                503,
+                "unavailable",
+                f"Could not start {spec.name}: the dyno runtime failed ({type(error).__name__}). "
+                "Try again; waka's log says more.",
+            ) from None
         return Reply(_render(spec, kind, app, attach_url), 201)
 
     return [Route("/apps/{app}/dynos", endpoint(platform, create), methods=["POST"])]
