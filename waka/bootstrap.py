@@ -338,6 +338,7 @@ class Platform:
                 self.settings.platform_id,
                 self.emit_log,
                 self.settings.instance_id,
+                self.settings.run_callback_port,
             )
         return docker_one_offs(self.settings.platform_id, self.emit_log, self.settings.instance_id)
 

@@ -44,6 +44,9 @@ class Settings:
     # registry (host:port) every node pulls dyno images from.
     swarm_manager: str | None = None
     swarm_registry: str | None = None
+    # Where attached one-offs on the Swarm connect back to the API process (0: any free port;
+    # set one where a firewall stands between the nodes and the API's host).
+    run_callback_port: int = 0
     # Add-ons: the PostgreSQL server whose superuser makes Heroku Postgres databases (default:
     # the ledger's own server, when that is PostgreSQL), and the address dynos reach add-on
     # servers at (default: the Docker bridge's gateway for container dynos, else 127.0.0.1).
@@ -81,6 +84,7 @@ class Settings:
             runtime=env.get("WAKA_RUNTIME") or "auto",
             swarm_manager=env.get("WAKA_SWARM_MANAGER") or None,
             swarm_registry=env.get("WAKA_SWARM_REGISTRY") or None,
+            run_callback_port=int(env.get("WAKA_RUN_CALLBACK_PORT") or 0),
             addons_postgres_url=env.get("WAKA_ADDONS_POSTGRES_URL") or None,
             addons_host=env.get("WAKA_ADDONS_HOST") or None,
             addon_manifests=Path(env["WAKA_ADDON_MANIFESTS"])
