@@ -240,6 +240,26 @@ class AddonCreate:
 
 
 @dataclass
+class RunDetached:
+    """heroku run:detached: a one-off dyno that ends by itself and leaves nothing behind."""
+
+    target: Target
+    name: str = "run"
+    window: tuple[float, float] = (0.0, 3.0)
+
+    def act(self) -> bool:
+        app = self.target.app
+        done = self.target.server.heroku("run:detached", "-a", app, "sleep 1", check=False)
+        return done.returncode == 0
+
+    def done(self) -> bool:
+        return False  # a one-off more is no harm: the user just runs it again
+
+    def checks(self) -> list[Check]:
+        return []  # `dynos_match_formation`: no one-off left once it ended
+
+
+@dataclass
 class Destroy:
     """heroku apps:destroy: the app gone, and every dyno it ran."""
 

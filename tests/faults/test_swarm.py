@@ -5,8 +5,9 @@ are Swarm services on a real multi-node Swarm (tests/swarm_cluster.py).
 - kill -9 of each role at a seeded random point of the operations where it does Swarm work: the
   worker holding the leases while it builds a push, turns the slug into an image, pushes it to
   the registry and replaces the dynos (the other worker must take over); a worker and the
-  router during a scale (services made and removed); the API during a config change; the
-  worker holding the leases while the app is destroyed (no service of it may be left).
+  router during a scale (services made and removed); the API during a config change and a
+  `heroku run:detached` (its one-off service must end and be gone); the worker holding the
+  leases while the app is destroyed (no service of it may be left).
 - A Swarm node lost (its container killed) at a random point of a scale and of a push, then
   revived: the dynos equal the formation on the remaining nodes, and again once it is back,
   with no dyno twice (nor any container of a removed service left on the node).
@@ -39,6 +40,7 @@ from .operations import (
     Fault,
     Operation,
     Push,
+    RunDetached,
     Scale,
     Target,
     act_with_fault,
@@ -165,6 +167,7 @@ CASES = [
     ("api", "config", True),
     ("node", "larger-scale", True),
     ("node", "push", True),
+    ("api", "run", True),
 ]
 OPERATIONS = {
     # A kill may fall anywhere from the build to the dynos of the new release (on Swarm the
@@ -173,6 +176,7 @@ OPERATIONS = {
     "scale": lambda target, rng: Scale(target, rng),
     "larger-scale": larger_scale,
     "config": lambda target, rng: ConfigSet(target, rng),
+    "run": lambda target, rng: RunDetached(target),
 }
 
 
