@@ -186,17 +186,7 @@ class OneOffDynos:
             # when the attached client half-closes its side (the user's input ended), rather
             # than ending the whole attachment.
             stdin_open=spec.attach,
-            labels={
-                LABEL: spec.name,
-                "waka.platform": self.platform_id,
-                "waka.instance": self.instance,
-                "waka.app": spec.app_id,
-                "waka.app_name": spec.app_name,
-                "waka.command": spec.command,
-                "waka.release": str(spec.release),
-                "waka.size": spec.size,
-                "waka.attach": "1" if spec.attach else "0",
-            },
+            labels=one_off_labels(spec, self.platform_id, self.instance),
             init=True,  # reaps zombies and forwards signals, as Heroku's dyno init does
         )
         one_off = OneOff(container, spec, self.log_line)
@@ -250,7 +240,7 @@ class OneOffDynos:
             labels = container.labels
             if labels.get("waka.instance", "") != self.instance:
                 continue  # another API process's (copies of the API share the engine)
-            spec = _spec_from_labels(labels)
+            spec = spec_from_labels(labels)
             one_off = OneOff(container, spec, self.log_line)
             if labels.get("waka.attach") == "1" or container.status != "running":
                 one_off.discard()
@@ -290,7 +280,23 @@ def _positive(text: str | None, default: int) -> int:
     return int(text) if text and text.isdigit() and int(text) > 0 else default
 
 
-def _spec_from_labels(labels: dict[str, str]) -> OneOffSpec:
+def one_off_labels(spec: OneOffSpec, platform_id: str, instance: str) -> dict[str, str]:
+    """What a one-off's container (or Swarm service) says of it; never `waka.dyno`, so the
+    dyno manager leaves it alone. `spec_from_labels` reads them back after a restart."""
+    return {
+        LABEL: spec.name,
+        "waka.platform": platform_id,
+        "waka.instance": instance,
+        "waka.app": spec.app_id,
+        "waka.app_name": spec.app_name,
+        "waka.command": spec.command,
+        "waka.release": str(spec.release),
+        "waka.size": spec.size,
+        "waka.attach": "1" if spec.attach else "0",
+    }
+
+
+def spec_from_labels(labels: dict[str, str]) -> OneOffSpec:
     return OneOffSpec(
         app_id=labels.get("waka.app", ""),
         app_name=labels.get("waka.app_name", ""),

@@ -92,6 +92,35 @@ class SwarmDynos:
     # --- starting -----------------------------------------------------------------------------
 
     def start(self, spec: DynoSpec) -> str:
+        return self.create_service(
+            spec.app_id,
+            spec.name,
+            self.images.of(spec.slug_path),
+            dyno_command(spec),
+            dyno_env(spec),
+            dyno_labels(spec, self.platform_id),
+            spec.size,
+            spec.memory_mb,
+        )
+
+    def create_service(
+        self,
+        app_id: str,
+        dyno: str,
+        image: str,
+        command: list[str],
+        env: dict[str, str],
+        labels: dict[str, str],
+        size: str,
+        memory_mb: int,
+        *,
+        stop_signal: str = "SIGTERM",
+        publish: bool = True,
+    ) -> str:
+        """A dyno as a one-replica service on the app's overlay network, with the isolation
+        and limits of its size (formation and one-off dynos alike); `publish`: its $PORT on
+        its node, for the router."""
+        import docker.errors
         from docker.types import (
             ContainerSpec,
             EndpointSpec,
@@ -102,39 +131,44 @@ class SwarmDynos:
             TaskTemplate,
         )
 
-        image = self.images.of(spec.slug_path)
-        labels = dyno_labels(spec, self.platform_id)
         container = ContainerSpec(
             image,
-            dyno_command(spec),
-            env=dyno_env(spec),
+            command,
+            env=env,
             workdir="/app",
             user=f"{UID}:{GID}",
             labels=labels,
-            stop_signal="SIGTERM",
+            stop_signal=stop_signal,
             stop_grace_period=STOP_GRACE * 10**9,
             init=True,  # reaps zombies and forwards signals, as Heroku's dyno init does
             cap_drop=["ALL"],
         )
-        resources = Resources(mem_limit=spec.memory_mb * 2**20)
-        resources["Limits"]["Pids"] = rules.SIZE_PROCESSES.get(spec.size, 256)
-        template = TaskTemplate(
-            container,
-            resources=resources,
-            restart_policy=RestartPolicy(condition="none"),
-            networks=[NetworkAttachmentConfig(self._network(spec.app_id))],
-        )
-        service = self.client.api.create_service(
-            template,
-            name=f"waka-{spec.app_id[:8]}-{spec.name.replace('.', '-')}-{time.time_ns():x}"[:63],
-            labels=labels,
-            mode=ServiceMode("replicated", replicas=1),
-            endpoint_spec=EndpointSpec(
-                mode="dnsrr",
-                ports=[{"Protocol": "tcp", "TargetPort": PORT, "PublishMode": "host"}],
-            ),
-        )
-        return str(service["ID"])
+        resources = Resources(mem_limit=memory_mb * 2**20)
+        resources["Limits"]["Pids"] = rules.SIZE_PROCESSES.get(size, 256)
+        ports = [{"Protocol": "tcp", "TargetPort": PORT, "PublishMode": "host"}]
+        for attempt in (1, 2):
+            template = TaskTemplate(
+                container,
+                resources=resources,
+                restart_policy=RestartPolicy(condition="none"),
+                networks=[NetworkAttachmentConfig(self._network(app_id))],
+            )
+            try:
+                service = self.client.api.create_service(
+                    template,
+                    name=f"waka-{app_id[:8]}-{dyno.replace('.', '-')}-{time.time_ns():x}"[:63],
+                    labels=labels,
+                    mode=ServiceMode("replicated", replicas=1),
+                    endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports if publish else None),
+                )
+                return str(service["ID"])
+            except docker.errors.APIError as error:
+                # The app's network went meanwhile (pruned by the dyno manager, maybe in
+                # another process, once the app had no dyno left): made again, once.
+                self._networks.pop(app_id, None)
+                if attempt == 2 or "network" not in str(error) or "not found" not in str(error):
+                    raise
+        raise AssertionError("unreachable")
 
     def _network(self, app_id: str) -> str:
         """The app's overlay network, made if need be."""

@@ -33,11 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from waka.adapters.dyno_containers import GID, UID
 from waka.adapters.dynos import DynoSpec, dyno_command, dyno_env
-from waka.adapters.one_off import LABEL, LogFn, OneOffSpec
+from waka.adapters.one_off import LABEL, LogFn, OneOffSpec, one_off_labels, spec_from_labels
 from waka.adapters.swarm_dynos import ALIVE, SwarmDynos
-from waka.domain import rules
 
 log = logging.getLogger("waka.one_off")
 
@@ -394,72 +392,22 @@ class SwarmOneOffDynos:
     def _service(
         self, spec: OneOffSpec, command: list[str], extra_env: dict[str, str], stop_signal: str
     ) -> str:
-        import docker.errors
-        from docker.types import (
-            ContainerSpec,
-            EndpointSpec,
-            NetworkAttachmentConfig,
-            Resources,
-            RestartPolicy,
-            ServiceMode,
-            TaskTemplate,
-        )
-
-        image = self.dynos.images.of(spec.slug_path)
-        labels = {
-            LABEL: spec.name,
-            "waka.platform": self.platform_id,
-            "waka.instance": self.instance,
-            "waka.app": spec.app_id,
-            "waka.app_name": spec.app_name,
-            "waka.command": spec.command,
-            "waka.release": str(spec.release),
-            "waka.size": spec.size,
-            "waka.attach": "1" if spec.attach else "0",
-        }
-        container = ContainerSpec(
-            image,
+        service_id = self.dynos.create_service(
+            spec.app_id,
+            spec.name,
+            self.dynos.images.of(spec.slug_path),
             command,
-            env={**dyno_env(_as_dyno(spec)), **extra_env},
-            workdir="/app",
-            user=f"{UID}:{GID}",
-            labels=labels,
+            {**dyno_env(_as_dyno(spec)), **extra_env},
+            one_off_labels(spec, self.platform_id, self.instance),
+            spec.size,
+            spec.memory_mb,
             stop_signal=stop_signal,
-            stop_grace_period=10 * 10**9,
-            init=True,  # reaps zombies and forwards signals, as Heroku's dyno init does
-            cap_drop=["ALL"],
+            publish=False,
         )
-        resources = Resources(mem_limit=spec.memory_mb * 2**20)
-        resources["Limits"]["Pids"] = rules.SIZE_PROCESSES.get(spec.size, 256)
-        for attempt in (1, 2):
-            # On the app's overlay network, as its formation dynos (an app reaches no other's).
-            # The dyno manager removes that network while the app has no formation dyno (a
-            # one-off's keeps it), so it is looked up afresh, and once more if it just went.
-            self.dynos._networks.pop(spec.app_id, None)
-            template = TaskTemplate(
-                container,
-                resources=resources,
-                restart_policy=RestartPolicy(condition="none"),
-                networks=[NetworkAttachmentConfig(self.dynos._network(spec.app_id))],
-            )
-            try:
-                service = self.client.api.create_service(
-                    template,
-                    name=f"waka-{spec.app_id[:8]}-{spec.name.replace('.', '-')}-{time.time_ns():x}"[
-                        :63
-                    ],
-                    labels=labels,
-                    mode=ServiceMode("replicated", replicas=1),
-                    endpoint_spec=EndpointSpec(mode="dnsrr"),  # no virtual IP: no IPVS needed
-                )
-                break
-            except docker.errors.APIError as error:
-                if attempt == 2 or "network" not in str(error) or "not found" not in str(error):
-                    raise
         self.log_line(
             spec.app_id, "heroku", spec.name, f"Starting process with command `{spec.command}`"
         )
-        return str(service["ID"])
+        return service_id
 
     # --- observing ----------------------------------------------------------------------------
 
@@ -532,7 +480,7 @@ class SwarmOneOffDynos:
             labels = service["Spec"].get("Labels") or {}
             if labels.get("waka.instance", "") != self.instance:
                 continue  # another API process's
-            one_off = SwarmOneOff(self, service["ID"], _spec_from_labels(labels))
+            one_off = SwarmOneOff(self, service["ID"], spec_from_labels(labels))
             state, _ = self.task_state(service["ID"])
             if labels.get("waka.attach") == "1" or state not in ALIVE:
                 one_off.discard()
@@ -599,22 +547,4 @@ def _as_dyno(spec: OneOffSpec) -> DynoSpec:
         memory_mb=spec.memory_mb,
         size=spec.size,
         slug_path=spec.slug_path,
-    )
-
-
-def _spec_from_labels(labels: dict[str, str]) -> OneOffSpec:
-    from pathlib import Path
-
-    return OneOffSpec(
-        app_id=labels.get("waka.app", ""),
-        app_name=labels.get("waka.app_name", ""),
-        name=labels.get(LABEL, ""),
-        command=labels.get("waka.command", ""),
-        env={},
-        memory_mb=0,
-        size=labels.get("waka.size", ""),
-        release=int(labels.get("waka.release") or 0),
-        slug_path=Path(),
-        attach=labels.get("waka.attach") == "1",
-        tty=False,
     )
