@@ -68,12 +68,7 @@ def main() -> None:
     cluster = SwarmCluster.start(workers=args.workers)
     print(f"cluster of {args.workers + 1} nodes up in {time.monotonic() - started:.1f} s")
     tmp = Path(tempfile.mkdtemp(prefix="swarm-bench-"))
-    env = {
-        "WAKA_RUNTIME": "swarm",
-        "WAKA_SWARM_MANAGER": cluster.docker_url,
-        "WAKA_SWARM_REGISTRY": cluster.registry,
-    }
-    server = start_server(tmp, heroku_cli, env=env)
+    server = start_server(tmp, heroku_cli, env=cluster.waka_env())
     api = httpx.Client(
         base_url=f"http://127.0.0.1:{server.port}",
         headers={
@@ -103,8 +98,10 @@ def main() -> None:
         t0 = time.monotonic()
         api.patch(f"/apps/{app}/config-vars", json={"BENCH": str(t0)}).raise_for_status()
         until(
-            lambda: len(found := web_up(api, app)) == 10
-            and all(d["release"]["version"] > current for d in found)
+            lambda: (
+                len(found := web_up(api, app)) == 10
+                and all(d["release"]["version"] > current for d in found)
+            )
         )
         print(f"release replacing 10 dynos on {len(nodes)} nodes: {time.monotonic() - t0:.1f} s")
 
@@ -133,8 +130,10 @@ def main() -> None:
         t0 = time.monotonic()
         cluster.kill(victim)
         until(
-            lambda: len(found := web_up(api, app)) == 10
-            and all(d["extended"]["instance"] != victim for d in found)
+            lambda: (
+                len(found := web_up(api, app)) == 10
+                and all(d["extended"]["instance"] != victim for d in found)
+            )
         )
         until(lambda: served_by_all(router, app, 10))
         lost = time.monotonic() - t0

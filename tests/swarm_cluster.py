@@ -723,6 +723,14 @@ class SwarmCluster:
         assert self.registry_process is not None
         return self.registry_process.netloc
 
+    def waka_env(self) -> dict[str, str]:
+        """The settings that run waka's dynos on this Swarm."""
+        return {
+            "WAKA_RUNTIME": "swarm",
+            "WAKA_SWARM_MANAGER": self.docker_url,
+            "WAKA_SWARM_REGISTRY": self.registry,
+        }
+
     @property
     def stack_image(self) -> str:
         """The stack image's name in the registry: every node can pull it."""

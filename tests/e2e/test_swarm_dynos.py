@@ -40,9 +40,7 @@ def swarm_server(
     swarm_cluster: SwarmCluster, heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WakaServer]:
     env = {
-        "WAKA_RUNTIME": "swarm",
-        "WAKA_SWARM_MANAGER": swarm_cluster.docker_url,
-        "WAKA_SWARM_REGISTRY": swarm_cluster.registry,
+        **swarm_cluster.waka_env(),
         "WAKA_SLEEP_AFTER": "5",  # eco apps only
         "WAKA_ADDONS_POSTGRES_URL": ADMIN_URL,
     }

@@ -31,12 +31,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 def swarm_server(
     swarm_cluster: SwarmCluster, heroku_cli: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WakaServer]:
-    env = {
-        "WAKA_RUNTIME": "swarm",
-        "WAKA_SWARM_MANAGER": swarm_cluster.docker_url,
-        "WAKA_SWARM_REGISTRY": swarm_cluster.registry,
-    }
-    with running_server(tmp_path_factory.mktemp("waka-swarm-run"), heroku_cli, env=env) as server:
+    tmp = tmp_path_factory.mktemp("waka-swarm-run")
+    with running_server(tmp, heroku_cli, env=swarm_cluster.waka_env()) as server:
         yield server
 
 

@@ -54,13 +54,7 @@ def started_platform(
     """A deployment on the cluster with one app, deployed once (web and worker types) unless
     `deploy` is false. `swarm`: a tests/swarm_cluster.py SwarmCluster to run the dynos on
     (WAKA_RUNTIME=swarm), else the local Docker engine."""
-    env = {}
-    if swarm is not None:
-        env = {
-            "WAKA_RUNTIME": "swarm",
-            "WAKA_SWARM_MANAGER": swarm.docker_url,
-            "WAKA_SWARM_REGISTRY": swarm.registry,
-        }
+    env = swarm.waka_env() if swarm is not None else {}
     deployment = Deployment(tmp, heroku_cli, cluster.url, split=split, env=env)
     deployment.start()
     key = deployment.server.extra_env.get("WAKA_CIPHER_KEY")
