@@ -177,17 +177,24 @@ class Terminal:
             os.close(self.master)
 
 
-def test_run_bash_interactively_in_a_terminal(server: WakaServer, app: str) -> None:
+def bash_in_a_terminal(server: WakaServer, app: str) -> None:
+    """`heroku run bash` on a pseudo-terminal: the dyno has a TTY of the user's size, runs
+    what is typed and exits with its status (any runtime's one-offs)."""
     terminal = Terminal(server, "run", "-x", "-a", app, "bash")
     try:
         terminal.expect("up, run.")  # the CLI has its handshake; now it is in raw mode
-        terminal.type("echo $((6 * 7)) on $DYNO; stty size\r")
+        terminal.type("echo $((6 * 7)) on $DYNO; stty size; tty\r")
         terminal.expect("42 on run.")
         terminal.expect("30 100")  # the user's terminal size, passed on to the dyno's TTY
+        terminal.expect("/dev/pts/")
         terminal.type("exit 4\r")
     finally:
         code = terminal.close()
     assert code == 4, terminal.seen
+
+
+def test_run_bash_interactively_in_a_terminal(server: WakaServer, app: str) -> None:
+    bash_in_a_terminal(server, app)
 
 
 def test_a_one_off_ends_with_its_user(server: WakaServer, api: Api, app: str) -> None:

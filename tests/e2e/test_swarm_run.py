@@ -22,7 +22,7 @@ import pytest
 from tests.swarm_cluster import SwarmCluster
 
 from .conftest import CLI_TIMEOUT, Api, WakaServer, app_repo, git_url, running_server, wait_for
-from .test_heroku_run import SIX_VERSION, Terminal, one_off_containers
+from .test_heroku_run import SIX_VERSION, bash_in_a_terminal, one_off_containers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -132,17 +132,7 @@ def test_input_reaches_the_process(swarm_server: WakaServer, app: str) -> None:
 
 
 def test_run_bash_interactively_in_a_terminal(swarm_server: WakaServer, app: str) -> None:
-    terminal = Terminal(swarm_server, "run", "-x", "-a", app, "bash")
-    try:
-        terminal.expect("up, run.")  # the CLI has its handshake; now it is in raw mode
-        terminal.type("echo $((6 * 7)) on $DYNO; stty size; tty\r")
-        terminal.expect("42 on run.")
-        terminal.expect("30 100")  # the user's terminal size, passed on to the dyno's TTY
-        terminal.expect("/dev/pts/")
-        terminal.type("exit 4\r")
-    finally:
-        code = terminal.close()
-    assert code == 4, terminal.seen
+    bash_in_a_terminal(swarm_server, app)
 
 
 def test_a_one_off_runs_on_a_swarm_node_shows_in_ps_and_ends_with_its_user(
