@@ -51,16 +51,10 @@ class ReleaseImages:
             self._pushed.add(name)
         return name
 
-    def ensure_stack(self) -> str:
-        """The stack image in the registry, under `self.stack`."""
-        with self._lock:
-            self._ensure_stack_locked()
-        return self.stack
-
     # --- making ---------------------------------------------------------------------------
 
     def _make(self, name: str, slug_path: Path) -> None:
-        self._ensure_stack_locked()
+        self._ensure_stack()
         repository, tag = name.rsplit(":", 1)
         container = self.client.containers.create(self.stack, ["true"])
         try:
@@ -76,7 +70,8 @@ class ReleaseImages:
             container.remove(force=True)
         log.info("made %s", name)
 
-    def _ensure_stack_locked(self) -> None:
+    def _ensure_stack(self) -> None:
+        """The stack image in the registry, under `self.stack` (with the lock held)."""
         if self.stack not in self._pushed:
             if not self._has(self.stack):
                 self._pull_or_copy_stack()
@@ -98,7 +93,7 @@ class ReleaseImages:
         if self.local is None or not _exists(self.local, STACK_IMAGE):
             raise RegistryError(
                 f"no stack image to run dynos from: neither the registry ({self.registry}) nor "
-                f"this host's Docker engine has {STACK_IMAGE} (scripts/up makes it)"
+                f"this host's Docker engine has {STACK_IMAGE} (`waka stack build` makes it)"
             )
         # Streamed from one engine to the other (the stack is about 1 GB).
         self.client.images.load(self.local.images.get(STACK_IMAGE).save(named=True))
