@@ -29,12 +29,29 @@ from waka.domain.actors import Actor
 pytest_plugins = ("tests.swarm_cluster",)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test on the test Swarm runs in one xdist worker (`--dist loadgroup`, as
     scripts/test runs): the session's Swarm is made once, not once per worker."""
     for item in items:
         if "swarm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("swarm"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup`, xdist names a test's group in its node id: a test on the Swarm
+    without it would make a second Swarm in another worker (two at once overload the machine)."""
+    if not session.config.getoption("loadgroup", default=False):  # set in xdist workers
+        return
+    strays = [
+        item.nodeid
+        for item in session.items
+        if "swarm_cluster" in getattr(item, "fixturenames", ())
+        and not item.nodeid.endswith("@swarm")
+    ]
+    if strays:
+        raise pytest.UsageError(f"tests on the Swarm outside its xdist group: {strays}")
 
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"

@@ -31,9 +31,10 @@ Usage::
         cluster.kill("<name>-worker1")      # a lost host
         cluster.revive("<name>-worker1")    # back, Ready again
 
-or the session-scoped pytest fixture `swarm_cluster` (import it into a conftest or test module).
-It makes one cluster per process: under pytest-xdist, mark the tests that use it
-`pytest.mark.xdist_group("swarm_cluster")` and run with `--dist loadgroup` so they share one.
+or the session-scoped pytest fixture `swarm_cluster` (tests/conftest.py registers it). It makes
+one cluster per process: under pytest-xdist, tests/conftest.py puts every test that uses it in
+one `xdist_group` and `--dist loadgroup` runs them in one worker, so they share one; the fixture
+fails a test that xdist placed outside that group (two Swarms at once overload the machine).
 `cluster.push(image, repository, tag)` puts another image of the host engine in the registry.
 `scale_service(service, n)` scales without replacing tasks (docker-py's Service.scale does not).
 
@@ -812,6 +813,29 @@ class SwarmCluster:
         wait_until(f"dockerd on {name}", self.node_client(name).ping, timeout=timeout)
         return self.wait_for_node(name, "ready", timeout=timeout)
 
+    def containers_report(self, log_lines: int = 20) -> str:
+        """Each node container's state as the host engine sees it, with the last lines of
+        dockerd's log for any that is not running: what a failed test shows, so a node that
+        died (or a manager that stopped answering) says why."""
+        lines = []
+        for name in self.all_names():
+            try:
+                container = self.host.containers.get(name)
+            except docker.errors.DockerException as exc:
+                lines.append(f"{name}: {exc}")
+                continue
+            state = container.attrs["State"]
+            lines.append(
+                f"{name}: {state['Status']} (exit {state['ExitCode']}, "
+                f"OOM-killed {state['OOMKilled']}, started {state['StartedAt']}, "
+                f"finished {state['FinishedAt']})"
+            )
+            if state["Status"] != "running" or name == self.manager_name:
+                with contextlib.suppress(docker.errors.DockerException):
+                    log = container.logs(tail=log_lines).decode(errors="replace")
+                    lines += [f"  | {line[:300]}" for line in log.splitlines()]
+        return "\n".join(lines)
+
     # -- end -------------------------------------------------------------------------------------
 
     def push(self, image: str, repository: str, tag: str = "latest") -> str:
@@ -863,6 +887,19 @@ def scale_service(service: Any, replicas: int) -> None:
     )
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test on the test Swarm reports its node containers' state and logs."""
+    outcome = yield
+    report = outcome.get_result()
+    cluster = getattr(item, "funcargs", {}).get("swarm_cluster")
+    if report.failed and isinstance(cluster, SwarmCluster):
+        try:
+            report.sections.append(("swarm nodes", cluster.containers_report()))
+        except Exception as exc:  # the report must not hide the failure
+            report.sections.append(("swarm nodes", f"no report: {exc!r}"))
+
+
 @pytest.fixture(scope="session")
 def swarm_cluster() -> Iterator[SwarmCluster]:
     """A Swarm of a manager and 2 workers for the test session (one per xdist worker process).
@@ -878,6 +915,10 @@ def swarm_cluster() -> Iterator[SwarmCluster]:
         if in_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+    mine = {"label": f"{OWNER_LABEL}={os.getpid()}"}
+    if made := [n.name for n in host.networks.list(filters=mine)]:
+        # A fixture imported into a test module is another fixture: a second Swarm at once.
+        pytest.fail(f"this process has a Swarm already ({made}): one per session", pytrace=False)
     cluster = SwarmCluster.start(workers=2, host=host)
     try:
         yield cluster

@@ -28,15 +28,9 @@ from tests.swarm_cluster import (
     SwarmClusterError,
     remove_cluster,
     scale_service,
-    swarm_cluster,
     sweep_abandoned,
     wait_until,
 )
-
-__all__ = ["swarm_cluster"]  # the fixture, imported for this module
-
-# Under `pytest --dist loadgroup` every test of the group runs in one process: one cluster.
-pytestmark = pytest.mark.xdist_group("swarm_cluster")
 
 PORT = 8000  # python3 -m http.server's, in every task
 PUBLISHED = 18080  # on each node, in host mode
