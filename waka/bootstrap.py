@@ -236,6 +236,7 @@ class Platform:
         """One provider per add-on service; an unconfigured one fails provisioning with why."""
         import shutil
 
+        from waka.adapters.addon_states import SharedAddonStates
         from waka.adapters.postgres_addons import PostgresProvider
         from waka.adapters.redis_addons import RedisProvider
         from waka.addons.catalogue import HEROKU_POSTGRESQL, HEROKU_REDIS
@@ -258,6 +259,10 @@ class Platform:
                 bind_hosts=tuple(dict.fromkeys(("127.0.0.1", self.addons_host))),
                 public_host=self.addons_host,
                 redis_server=redis_server,
+                # Several workers: whichever leads reaches a server another one made.
+                shared=SharedAddonStates(self.blobs, self.store.sealer, HEROKU_REDIS.name)
+                if self.blobs is not None
+                else None,
             )
         else:
             providers[HEROKU_REDIS.name] = Unavailable(

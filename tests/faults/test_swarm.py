@@ -11,11 +11,14 @@ are Swarm services on a real multi-node Swarm (tests/swarm_cluster.py).
 - A Swarm node lost (its container killed) at a random point of a scale and of a push, then
   revived: the dynos equal the formation on the remaining nodes, and again once it is back,
   with no dyno twice (nor any container of a removed service left on the node).
+- Add-on creation with a worker killed (Heroku Redis) and with the lease-holder killed and
+  left dead (Heroku Postgres); PostgreSQL crashing (`pg_ctl restart -m immediate`) at a random
+  point of a push whose dynos are Swarm services: every role carries on.
 
 After each fault the checks of tests/faults/convergence.py, reading the Swarm: the services and
 their tasks on the manager (a dyno runs when its service's newest task runs on a Ready node)
 and the containers of each node's own engine. The random points come from WAKA_FAULT_SEED.
-Add-on creation is left to the other fault tests: add-ons do not touch the dyno runtime."""
+`waka up` on the Swarm is tests/faults/test_swarm_up.py."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from tests.swarm_cluster import SwarmCluster
 from .convergence import settle
 from .operations import (
     SETTLE_TIMEOUT,
+    AddonCreate,
     ConfigSet,
     Destroy,
     Fault,
@@ -159,14 +163,50 @@ def larger_scale(target: Target, rng: random.Random) -> Scale:
     return Scale(target, rng, quantities={"web": web, "worker": 1})
 
 
-# (role or "node", operation, whether a killed role comes back at once); see test_kill_roles.py
+def crash_postgres(platform: Platform, operation: Operation, rng: random.Random) -> Fault:
+    """PostgreSQL crashes (`pg_ctl restart -m immediate`: no checkpoint, recovery from WAL)
+    at a random point of the operation; the user retries if their command failed; the platform
+    converges with every role still running."""
+    delay = rng.uniform(*operation.window)
+    context = f" (operation {operation.name}, PostgreSQL crashed at {delay:.2f} s)"
+    before: list = []
+
+    def crash() -> None:
+        before.extend(platform.observer.events())
+        platform.cluster.restart("immediate")
+
+    acknowledged = act_with_fault(operation, platform.deployment, delay, crash)
+    attempts = retried(operation, acknowledged)
+    began = time.monotonic()
+    waited_for = converged(platform, operation, before, context)
+    dead = [n for n, r in platform.deployment.roles.items() if r.process.poll() is not None]
+    assert not dead, f"roles that died with PostgreSQL: {dead}{context}"
+    fault = Fault(
+        operation.name,
+        "postgres",
+        round(delay, 2),
+        acknowledged,
+        attempts,
+        0.0,
+        round(time.monotonic() - began, 2),
+        waited_for[:4],
+    )
+    print(f"fault: {fault}")
+    return fault
+
+
+# (role, "node" or "postgres"; operation; whether a killed role comes back at once): see
+# test_kill_roles.py
 CASES = [
     ("lease-holder", "push", False),
     ("worker", "scale", True),
     ("router", "scale", True),
     ("api", "config", True),
+    ("worker", "addon-redis", True),
+    ("lease-holder", "addon-postgres", False),
     ("node", "larger-scale", True),
     ("node", "push", True),
+    ("postgres", "push", True),
     ("api", "run", True),
 ]
 OPERATIONS = {
@@ -177,6 +217,8 @@ OPERATIONS = {
     "larger-scale": larger_scale,
     "config": lambda target, rng: ConfigSet(target, rng),
     "run": lambda target, rng: RunDetached(target),
+    "addon-redis": lambda target, rng: AddonCreate(target, "heroku-redis"),
+    "addon-postgres": lambda target, rng: AddonCreate(target, "heroku-postgresql"),
 }
 
 
@@ -189,6 +231,8 @@ def test_faults_of_roles_and_nodes_on_a_swarm(
         operation = OPERATIONS[name](platform.target, schedule)
         if role == "node":
             lose_a_node(platform, swarm_cluster, operation, schedule)
+        elif role == "postgres":
+            crash_postgres(platform, operation, schedule)
         else:
             platform.fault(operation, role, schedule, restart)
             settle([lambda: app_answers(platform.target)], timeout=60, what=f"{role}: the app")

@@ -12,6 +12,13 @@ MIGRATE: an app can neither lift its memory limit nor make the server, which run
 user, write files elsewhere or connect to other hosts. `waka`, whose password only this
 provider knows, checks, inspects and stops the server. ACL rules need Redis 6.2 or later.
 
+With a shared store of provider states (`waka/adapters/addon_states.py`, on PostgreSQL) each
+add-on's state is also kept there, with the address other workers reach the server at: the
+worker that made it may be dead, or on another host, when another worker checks, changes or
+removes it. Such a worker acts on the server where it runs (as `waka`, over TCP), and takes it
+over (the same port and passwords, files of its own) only when it is gone and its address is
+one of this host's.
+
 Each server also speaks TLS on the next port (a self-signed certificate of its own), as Heroku
 Redis did behind stunnel: the CLI's `redis:cli` connects there with TLS for every plan but the
 "hobby" ones, so the Data API can report the add-on's real plan. Servers made before this
@@ -34,10 +41,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from waka.adapters.addon_states import AddonStates
 from waka.addons.catalogue import HEROKU_REDIS, Plan
 from waka.addons.provider import ProviderError
 
@@ -50,12 +58,20 @@ _WILDCARDS = ("0.0.0.0", "::", "*")
 _TENANT_RULES = "~* &* +@all -@admin -migrate +config|get +client|list"
 
 
+@dataclass(frozen=True)
+class _Elsewhere:
+    """A server another worker runs (it answers as this add-on's `waka` at state.host)."""
+
+    state: _State
+
+
 @dataclass
 class _State:
     port: int
     password: str  # the app's, in REDIS_URL
     admin_password: str  # the provider's own
     tls_port: int | None = None  # port + 1, where the same server speaks TLS
+    host: str = "127.0.0.1"  # where the provider reaches it: loopback, where it runs
 
 
 class RedisProvider:
@@ -68,8 +84,10 @@ class RedisProvider:
         public_host: str,
         redis_server: str = "redis-server",
         start_timeout: float = 15.0,
+        shared: AddonStates | None = None,
     ) -> None:
         self.root = root
+        self.shared = shared
         self.bind_hosts = bind_hosts
         self.public_host = public_host
         self.redis_server = redis_server
@@ -80,12 +98,16 @@ class RedisProvider:
         _limits(plan)  # a plan without limits fails before anything is made
         with self._lock():
             home = self._home(addon_id)
-            state = _load_state(home)
+            state = self._state_here(addon_id, home)
+            if isinstance(state, _Elsewhere):
+                self._apply_limits(state.state, plan)
+                return {"URL": self._url(state.state)}
             if state is None:
                 port = self._free_port()
                 state = _State(port, secrets.token_hex(24), secrets.token_hex(24), port + 1)
                 home.mkdir(mode=0o700, parents=True, exist_ok=True)
                 _save_state(home, state)
+                self._share(addon_id, state)  # before it starts: a crash leaves no stray server
             self._write_conf(home, state, plan)
             if self._alive(home, state):
                 self._wait_ready(home, state)
@@ -97,15 +119,22 @@ class RedisProvider:
     def deprovision(self, addon_id: str) -> None:
         with self._lock():
             home = self._home(addon_id)
-            if not home.exists():
-                return
-            self._stop(home, _load_state(home), save=False)
-            shutil.rmtree(home)
+            if home.exists():
+                self._stop(home, _load_state(home), save=False)
+                shutil.rmtree(home)
+            elif (shared := self._shared_state(addon_id)) is not None:
+                self._stop_elsewhere(shared)  # made by a worker that is gone, or elsewhere
+            if self.shared is not None:
+                self.shared.delete(addon_id)
 
     def ensure_running(self, addon_id: str, plan: Plan, config: dict[str, str]) -> None:
         with self._lock():
             home = self._home(addon_id)
-            state = _load_state(home) or self._recover_state(home, config)
+            found = self._state_here(addon_id, home)
+            if isinstance(found, _Elsewhere):
+                self._apply_limits(found.state, plan)
+                return
+            state = found or self._recover_state(home, config)
             if self._alive(home, state):
                 # The plan may have changed: its limits, on the running server and its conf.
                 self._write_conf(home, state, plan)
@@ -118,16 +147,16 @@ class RedisProvider:
 
     def tls_port(self, addon_id: str) -> int | None:
         """Where this add-on's server speaks TLS (None: made before servers had a TLS port)."""
-        state = _load_state(self._home(addon_id))
+        state = _load_state(self._home(addon_id)) or self._shared_state(addon_id)
         return state.tls_port if state is not None else None
 
     def exists(self, addon_id: str) -> bool:
-        return self._home(addon_id).is_dir()
+        return self._home(addon_id).is_dir() or self._shared_state(addon_id) is not None
 
     def reset(self, addon_id: str) -> None:
         """Every key gone (FLUSHALL), the same server, port and password."""
         with self._lock():
-            state = _load_state(self._home(addon_id))
+            state = _load_state(self._home(addon_id)) or self._shared_state(addon_id)
             if state is None:
                 raise ProviderError(f"add-on {addon_id} has no Redis here", retryable=False)
             try:
@@ -154,7 +183,7 @@ class RedisProvider:
 
     def info(self, addon_id: str, plan: Plan | None = None) -> list[tuple[str, str]]:
         """A few facts for redis:info; Status "stopped" when the server does not answer."""
-        state = _load_state(self._home(addon_id))
+        state = _load_state(self._home(addon_id)) or self._shared_state(addon_id)
         if state is None:
             return [("Status", "missing")]
         try:
@@ -179,6 +208,52 @@ class RedisProvider:
             ("Clients", f"{clients}/{limit}"),
             ("Persistence", "AOF" if fields.get("aof_enabled") == "1" else "RDB"),
         ]
+
+    # --- the state other workers share ---------------------------------------------------------
+
+    def _share(self, addon_id: str, state: _State) -> None:
+        if self.shared is not None:
+            self.shared.put(addon_id, asdict(replace(state, host=self.public_host)))
+
+    def _shared_state(self, addon_id: str) -> _State | None:
+        if self.shared is None:
+            return None
+        self._home(addon_id)  # the id is checked as for a directory
+        found = self.shared.get(addon_id)
+        try:
+            return None if found is None else _State(**found)
+        except TypeError as exc:
+            raise ProviderError(f"add-on {addon_id}'s shared state: {exc}", False) from exc
+
+    def _state_here(self, addon_id: str, home: Path) -> _State | _Elsewhere | None:
+        """This worker's state of the add-on; else, from the shared store, the server where
+        another worker runs it (_Elsewhere), or that state taken over here (its server is gone
+        and its address is this host's); None if there is none anywhere."""
+        state = _load_state(home)
+        if state is not None:
+            return state
+        shared = self._shared_state(addon_id)
+        if shared is None:
+            return None
+        if _ping(shared):
+            return _Elsewhere(shared)
+        if not _is_local_address(shared.host):
+            raise ProviderError(
+                f"Redis of add-on {addon_id} runs at {shared.host}:{shared.port}, which does "
+                "not answer (its worker's host is away?)"
+            )
+        log.warning("Redis of add-on %s is gone from its worker; starting it here", addon_id)
+        state = replace(shared, host="127.0.0.1")
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _save_state(home, state)
+        return state
+
+    def _stop_elsewhere(self, state: _State) -> None:
+        """SHUTDOWN NOSAVE as `waka`, over TCP, of a server another worker started."""
+        with contextlib.suppress(OSError, _ReplyError), _admin_session(state) as client:
+            client.command("SHUTDOWN", "NOSAVE")
+        if not _gone(self.root, state, None, timeout=10):
+            raise ProviderError(f"Redis at {state.host}:{state.port} does not stop")
 
     # --- the server's process ----------------------------------------------------------------
 
@@ -320,8 +395,9 @@ class RedisProvider:
                     return state
         if not _port_free(wanted):
             return state
-        state = _State(state.port, state.password, state.admin_password, wanted)
+        state = replace(state, tls_port=wanted)
         _save_state(home, state)
+        self._share(home.name, state)
         return state
 
     def _free_port(self) -> int:
@@ -353,6 +429,7 @@ class RedisProvider:
         state = _State(port, password, secrets.token_hex(24))
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         _save_state(home, state)
+        self._share(home.name, state)
         return state
 
     def _url(self, state: _State) -> str:
@@ -509,8 +586,8 @@ class _ReplyError(Exception):
 
 
 class _Client:
-    def __init__(self, port: int, timeout: float = 2.0) -> None:
-        self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 2.0) -> None:
+        self._sock = socket.create_connection((host, port), timeout=timeout)
         self._file = self._sock.makefile("rb")
 
     def command(self, *args: str) -> object:
@@ -546,7 +623,7 @@ class _Client:
 
 @contextlib.contextmanager
 def _admin_session(state: _State) -> Iterator[_Client]:
-    client = _Client(state.port)
+    client = _Client(state.host, state.port)
     try:
         client.command("AUTH", "waka", state.admin_password)
         yield client
