@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from waka.adapters.addon_states import AddonStates
 from waka.adapters.postgres_addons import PostgresProvider
 from waka.adapters.redis_addons import RedisProvider
 from waka.addons.catalogue import HEROKU_POSTGRESQL, HEROKU_REDIS, Plan
@@ -240,10 +241,16 @@ def make_redis(redis_server: str, tmp_path: Path) -> Iterator[Callable[..., Redi
     made: list[RedisProvider] = []
 
     def make(
-        bind_hosts: tuple[str, ...] = ("127.0.0.1",), binary: str = redis_server
+        bind_hosts: tuple[str, ...] = ("127.0.0.1",),
+        binary: str = redis_server,
+        shared: AddonStates | None = None,
     ) -> RedisProvider:
         provider = RedisProvider(
-            tmp_path / f"redis-{len(made)}", bind_hosts, "127.0.0.1", redis_server=binary
+            tmp_path / f"redis-{len(made)}",
+            bind_hosts,
+            "127.0.0.1",
+            redis_server=binary,
+            shared=shared,
         )
         made.append(provider)
         return provider
@@ -468,9 +475,10 @@ def test_ensure_running_applies_a_changed_plans_memory_limit(redis: RedisProvide
     redis.ensure_running(addon_id, bigger, {"URL": url})
     maxmemory = redis_cli(url, "CONFIG", "GET", "maxmemory").stdout.split()
     assert maxmemory[-1] == str(bigger.limits["memory_mb"] * 1024 * 1024)
-    assert f"maxmemory {bigger.limits['memory_mb']}mb" in (
-        redis.root / addon_id / "redis.conf"
-    ).read_text()
+    assert (
+        f"maxmemory {bigger.limits['memory_mb']}mb"
+        in (redis.root / addon_id / "redis.conf").read_text()
+    )
 
 
 def test_reset_empties_the_database_and_keeps_the_url(pg: RecordingPostgresProvider) -> None:

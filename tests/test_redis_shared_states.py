@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.test_addon_providers import (
     REDIS_PLAN,
+    make_redis,
     new_id,
     pid_alive,
     pid_of,
-    process_alive,
     redis_cli,
     redis_server,
 )
@@ -30,7 +30,7 @@ from waka.addons.catalogue import HEROKU_REDIS
 from waka.addons.provider import ProviderError
 from waka.projections.sealing import Sealer
 
-__all__ = ["redis_server"]  # the fixture, for this module's own
+__all__ = ["make_redis", "redis_server"]  # fixtures, for this module's own
 
 KEY = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # 32 bytes of zeros, base64
 
@@ -42,23 +42,10 @@ def shared(tmp_path: Path) -> SharedAddonStates:
 
 @pytest.fixture
 def workers(
-    redis_server: str, shared: SharedAddonStates, tmp_path: Path
-) -> Iterator[Callable[[], RedisProvider]]:
-    made: list[RedisProvider] = []
-
-    def make() -> RedisProvider:
-        root = tmp_path / f"worker{len(made)}" / "addons" / "redis"
-        provider = RedisProvider(
-            root, ("127.0.0.1",), "127.0.0.1", redis_server=redis_server, shared=shared
-        )
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        provider.stop_all()
-        for home in provider.root.glob("*/"):
-            assert not process_alive(home), f"a redis-server is still running in {home}"
+    make_redis: Callable[..., RedisProvider], shared: SharedAddonStates
+) -> Callable[[], RedisProvider]:
+    """Providers of workers with homes of their own, sharing `shared`."""
+    return lambda: make_redis(shared=shared)
 
 
 def test_the_shared_state_is_sealed(

@@ -17,7 +17,7 @@ import pytest
 from .operations import AddonCreate, ConfigSet, Push, Scale, Target
 from .postgres_cluster import PostgresCluster
 from .roles import waka_has_command
-from .test_kill_up import Platform, started_platform, stop_platform
+from .test_kill_up import Platform, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -29,11 +29,8 @@ def platform(
     if not waka_has_command("worker"):
         pytest.skip("this waka has no separate roles (`waka api`, `waka router`, `waka worker`)")
     tmp = tmp_path_factory.mktemp("faults-roles")
-    deployment, observer, target = started_platform(tmp, heroku_cli, own_postgres, split=True)
-    try:
-        yield Platform(deployment, observer, target, own_postgres)
-    finally:
-        stop_platform(deployment, observer)
+    with running_platform(tmp, heroku_cli, own_postgres, split=True) as platform:
+        yield platform
 
 
 def app_answers(target: Target) -> list[str]:

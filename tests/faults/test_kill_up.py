@@ -9,6 +9,7 @@ from WAKA_FAULT_SEED (printed; set it to replay)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,17 +44,21 @@ class Platform:
         )
 
 
-def started_platform(
+@contextlib.contextmanager
+def running_platform(
     tmp: Path,
     heroku_cli: Path,
     cluster: PostgresCluster,
     split: bool,
     deploy: bool = True,
     swarm: Any = None,
-) -> tuple[Deployment, Observer, Target]:
+) -> Iterator[Platform]:
     """A deployment on the cluster with one app, deployed once (web and worker types) unless
-    `deploy` is false. `swarm`: a tests/swarm_cluster.py SwarmCluster to run the dynos on
-    (WAKA_RUNTIME=swarm), else the local Docker engine."""
+    `deploy` is false; every process, dyno and add-on server of it gone afterwards. `swarm`: a
+    tests/swarm_cluster.py SwarmCluster to run the dynos on (WAKA_RUNTIME=swarm), else the
+    local Docker engine."""
+    from waka.adapters.redis_addons import RedisProvider
+
     env = swarm.waka_env() if swarm is not None else {}
     deployment = Deployment(tmp, heroku_cli, cluster.url, split=split, env=env)
     deployment.start()
@@ -61,27 +66,24 @@ def started_platform(
     observer = Observer(deployment.homes, cluster.url, "public", key)
     if swarm is not None:
         observer.swarm = SwarmDynosSeen(swarm, observer.platform_id)
-    server = deployment.server
-    app = unique_name("faults")
-    server.heroku("apps:create", app)
-    repo = app_repo("shell-app", tmp / "app")
-    if deploy:
-        deployed(repo.push(git_url(server, app)), 2)
-    return deployment, observer, Target(deployment, app, repo)
-
-
-def stop_platform(deployment: Deployment, observer: Observer) -> None:
-    from waka.adapters.redis_addons import RedisProvider
-
     try:
-        deployment.kill_all()
+        server = deployment.server
+        app = unique_name("faults")
+        server.heroku("apps:create", app)
+        repo = app_repo("shell-app", tmp / "app")
+        if deploy:
+            deployed(repo.push(git_url(server, app)), 2)
+        yield Platform(deployment, observer, Target(deployment, app, repo), cluster)
     finally:
-        observer.close()
-        deployment.server.remove_dynos()
-        if observer.swarm is not None:
-            observer.swarm.remove_all()
-        for home in deployment.homes:
-            RedisProvider(home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1").stop_all()
+        try:
+            deployment.kill_all()
+        finally:
+            observer.close()
+            deployment.server.remove_dynos()
+            if observer.swarm is not None:
+                observer.swarm.remove_all()
+            for home in deployment.homes:
+                RedisProvider(home / "addons" / "redis", ("127.0.0.1",), "127.0.0.1").stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +91,8 @@ def platform(
     heroku_cli: Path, own_postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     tmp = tmp_path_factory.mktemp("faults-up")
-    deployment, observer, target = started_platform(tmp, heroku_cli, own_postgres, split=False)
-    try:
-        yield Platform(deployment, observer, target, own_postgres)
-    finally:
-        stop_platform(deployment, observer)
+    with running_platform(tmp, heroku_cli, own_postgres, split=False) as platform:
+        yield platform
 
 
 def operations(target: Target, rng: random.Random) -> list:

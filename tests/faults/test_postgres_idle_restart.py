@@ -13,7 +13,7 @@ import pytest
 
 from .postgres_cluster import PostgresCluster
 from .roles import waka_has_command
-from .test_kill_up import Platform, started_platform, stop_platform
+from .test_kill_up import Platform, running_platform
 
 pytestmark = [pytest.mark.e2e]
 
@@ -25,13 +25,8 @@ def platform(
     if not waka_has_command("api"):
         pytest.skip("this waka has no separate roles (`waka api`, `waka router`, `waka worker`)")
     tmp = tmp_path_factory.mktemp("faults-idle")
-    deployment, observer, target = started_platform(
-        tmp, heroku_cli, own_postgres, split=True, deploy=False
-    )
-    try:
-        yield Platform(deployment, observer, target, own_postgres)
-    finally:
-        stop_platform(deployment, observer)
+    with running_platform(tmp, heroku_cli, own_postgres, split=True, deploy=False) as platform:
+        yield platform
 
 
 def test_the_first_requests_after_an_idle_restart_succeed(platform: Platform) -> None:

@@ -20,7 +20,7 @@ import pytest
 from .convergence import retrying, settle
 from .operations import Push, platform_checks
 from .postgres_cluster import PostgresCluster
-from .test_kill_up import Platform, started_platform, stop_platform
+from .test_kill_up import Platform, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -33,11 +33,8 @@ def platform(
     heroku_cli: Path, own_postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     tmp = tmp_path_factory.mktemp("faults-pg")
-    deployment, observer, target = started_platform(tmp, heroku_cli, own_postgres, split=False)
-    try:
-        yield Platform(deployment, observer, target, own_postgres)
-    finally:
-        stop_platform(deployment, observer)
+    with running_platform(tmp, heroku_cli, own_postgres, split=False) as platform:
+        yield platform
 
 
 class Writer(threading.Thread):

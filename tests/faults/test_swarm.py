@@ -55,7 +55,7 @@ from .postgres_cluster import PostgresCluster
 from .roles import waka_has_command
 from .swarm_seen import containers_problems, services_seen
 from .test_kill_roles import app_answers
-from .test_kill_up import Platform, started_platform, stop_platform
+from .test_kill_up import Platform, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -76,13 +76,10 @@ def platform(
         pytest.skip("this waka has no separate roles (`waka api`, `waka router`, `waka worker`)")
     tmp = tmp_path_factory.mktemp("faults-swarm")
     # Not deployed yet: the first fault's push is the app's first deploy (a push costs most).
-    deployment, observer, target = started_platform(
+    with running_platform(
         tmp, heroku_cli, own_postgres, split=True, deploy=False, swarm=swarm_cluster
-    )
-    try:
-        yield Platform(deployment, observer, target, own_postgres)
-    finally:
-        stop_platform(deployment, observer)
+    ) as platform:
+        yield platform
 
 
 def converged(platform: Platform, operation: Operation, before: list, context: str) -> list[str]:

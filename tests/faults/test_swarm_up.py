@@ -15,7 +15,7 @@ import pytest
 from tests.swarm_cluster import SwarmCluster
 
 from .postgres_cluster import PostgresCluster
-from .test_kill_up import Platform, operations, started_platform, stop_platform
+from .test_kill_up import Platform, operations, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -29,13 +29,10 @@ def platform(
 ) -> Iterator[Platform]:
     tmp = tmp_path_factory.mktemp("faults-swarm-up")
     # Not deployed yet: the first fault's push is the app's first deploy.
-    deployment, observer, target = started_platform(
+    with running_platform(
         tmp, heroku_cli, own_postgres, split=False, deploy=False, swarm=swarm_cluster
-    )
-    try:
-        yield Platform(deployment, observer, target, own_postgres)
-    finally:
-        stop_platform(deployment, observer)
+    ) as platform:
+        yield platform
 
 
 def test_kill_up_on_a_swarm_at_random_points_of_each_operation(
