@@ -115,6 +115,9 @@ NODE_DOCKERD_ARGS = (
     "--storage-driver=overlay2",
     "--bip=192.168.250.1/24",
     "--default-address-pool=base=192.168.192.0/19,size=24",
+    # What README's "Keeping apps apart" asks of a Swarm host: with Docker's userland proxy,
+    # a dyno reached another app's dyno on its own node through the proxy's port.
+    "--userland-proxy=false",
 )
 OVERLAY_POOL = "10.64.0.0/10"
 HEARTBEAT_NS = 1_000_000_000
@@ -606,6 +609,7 @@ class SwarmCluster:
         clients = {name: self.node_client(name) for name in self.all_names()}
         for name, client in clients.items():
             wait_until(f"dockerd on {name}", client.ping, timeout=120)
+            self._keep_apps_apart(name)
         timings["engines"] = time.monotonic() - began
         manager = clients[self.manager_name]
         manager.swarm.init(
@@ -811,7 +815,24 @@ class SwarmCluster:
         kept in its volume, its address is fixed). Returns it once Swarm marks it Ready."""
         self.host.containers.get(name).start()
         wait_until(f"dockerd on {name}", self.node_client(name).ping, timeout=timeout)
+        self._keep_apps_apart(name)  # a new network namespace: its rules are gone
         return self.wait_for_node(name, "ready", timeout=timeout)
+
+    def _keep_apps_apart(self, name: str) -> None:
+        """README's "Keeping apps apart" rules on the node: a port a dyno publishes answers
+        the routers only (they run on this host: the cluster network's gateway)."""
+        published = ["DOCKER-USER", "-o", "docker_gwbridge", "-m", "conntrack", "--ctstate", "DNAT"]
+        node = self.host.containers.get(name)
+        # -I puts each rule first: the routers' ACCEPT, made last, comes before the DROP.
+        for rule in ([*published, "-j", "DROP"], [*published, "-s", self.gateway, "-j", "ACCEPT"]):
+
+            def applied(rule: list[str] = rule) -> bool:
+                if node.exec_run(["iptables", "-C", *rule]).exit_code == 0:
+                    return True
+                node.exec_run(["iptables", "-I", *rule])  # DOCKER-USER is dockerd's to make
+                return False
+
+            wait_until(f"the firewall rules on {name}", applied, timeout=30)
 
     def containers_report(self, log_lines: int = 20) -> str:
         """Each node container's state as the host engine sees it, with the last lines of

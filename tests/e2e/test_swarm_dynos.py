@@ -9,11 +9,14 @@ real HTTP through the router.
 - A release replaces dynos on every node with no request failing (preboot).
 - Restarts, sizes, crashes with back-off and sleeping apps work as with local dynos.
 - Dynos on the nodes use their Heroku Postgres and Heroku Redis add-ons.
+- A dyno cannot reach another app's dynos, on its node or another, at their published ports
+  (the nodes set up as README's "Keeping apps apart" asks); the router still can.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -287,3 +290,36 @@ def test_dynos_on_the_nodes_use_their_addons(
     assert cached["value"] == "v", cached
     (dyno,) = wait_for(lambda: web_up(swarm_api, app, 1), timeout=60, what="web.1 up")
     assert dyno["extended"]["instance"], dyno  # on a node of the Swarm
+
+
+# A one-off dyno's probe of each address: `exec 3<>/dev/tcp/...` is bash's own TCP connect.
+PROBE = (
+    "for t in {targets}; do"
+    ' if timeout 4 bash -c "exec 3<>/dev/tcp/${{t%:*}}/${{t#*:}}" 2>/dev/null;'
+    ' then echo "reached $t"; else echo "blocked $t"; fi; done'
+)
+
+
+def test_a_dyno_cannot_reach_another_apps_dynos(
+    swarm_cluster: SwarmCluster, swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    app = deploy(swarm_server, swarm_api, tmp_path, "swarm-prober")
+    other = deploy(swarm_server, swarm_api, tmp_path, "swarm-target")
+    swarm_server.heroku("ps:scale", "web=6", "--app", other)
+    up = wait_for(lambda: web_up(swarm_api, other, 6), timeout=120, what="6 web dynos up")
+    targets = sorted({f"{d['extended']['ip']}:{d['extended']['port']}" for d in up})
+    # On every node: wherever the probing dyno runs, one is on its node and others are not.
+    nodes = {d["extended"]["instance"] for d in up}
+    assert nodes == {n.name for n in swarm_cluster.nodes()}, nodes
+    # The router's host reaches each of them where it is published...
+    for target in targets:
+        host, port = target.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=5).close()
+    # ...and a dyno of another app, on one of those nodes, reaches none of them.
+    ran = swarm_server.heroku(
+        "run", "--no-tty", "-a", app, "--", PROBE.format(targets=" ".join(targets))
+    )
+    lines = sorted(ran.stdout.split("\n")[:-1])
+    assert lines == sorted(f"blocked {t}" for t in targets), (ran, nodes)
+    assert set(dynos_seen(swarm_server, other, 30)) <= {f"web.{i}" for i in range(1, 7)}
+    swarm_server.heroku("ps:scale", "web=1", "--app", other)
