@@ -31,7 +31,7 @@ class BuildLogs:
         return self.root / f"{build_id}.log"
 
     def open(self, build_id: str) -> BuildLog:
-        return BuildLog(self.path(build_id).open("ab", buffering=0))
+        return BuildLog(_LocalOutput(self.path(build_id)))  # type: ignore[arg-type]
 
     def follow(
         self,
@@ -40,21 +40,55 @@ class BuildLogs:
         poll: float = 0.2,
         timeout: float | None = None,
     ) -> Iterator[bytes]:
-        """Yield the log as it grows, until the build is done and everything is read."""
+        """Yield the log as it grows, until the build is done and everything is read: the
+        builder writes its last lines ("Released v2") after the ledger says the build is
+        done, so "done" waits for the writer's end mark (or END_GRACE of a log that stopped
+        growing: a writer killed mid-build, a log from before end marks)."""
         path = self.path(build_id)
+        end = _end_mark(path)
         deadline = None if timeout is None else time.monotonic() + timeout
         position = 0
         while True:
             done = is_done()  # asked before reading, so no line written before "done" is lost
+            ended = end.exists()  # before reading too: every line before the mark is read
             if path.exists():
                 with path.open("rb") as log:
                     log.seek(position)
                     while chunk := log.read(1 << 16):
                         position += len(chunk)
                         yield chunk
-            if done or (deadline is not None and time.monotonic() > deadline):
+            if done and (ended or _still_for(path, END_GRACE)):
                 return
-            time.sleep(poll)
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            time.sleep(poll if not done else min(poll, 0.05))
+
+
+class _LocalOutput:
+    """A build's log file; closing it marks its end (`<id>.end`) for followers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.open("ab", buffering=0)
+
+    def write(self, data: bytes) -> int:
+        return self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+        _end_mark(self.path).touch()
+
+
+def _end_mark(path: Path) -> Path:
+    return path.with_suffix(".end")
+
+
+def _still_for(path: Path, seconds: float) -> bool:
+    """Whether the file (or its absence) has not changed for `seconds`."""
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return True
 
 
 class BuildLog:
