@@ -33,8 +33,9 @@ Usage::
 
 or the session-scoped pytest fixture `swarm_cluster` (tests/conftest.py registers it). It makes
 one cluster per process: under pytest-xdist, tests/conftest.py puts every test that uses it in
-one `xdist_group` and `--dist loadgroup` runs them in one worker, so they share one; the fixture
-fails a test that xdist placed outside that group (two Swarms at once overload the machine).
+one `xdist_group` and `--dist loadgroup` runs them in one worker, so they share one; collection
+fails if xdist placed such a test outside that group, and the fixture fails in a process that
+has a Swarm already (two Swarms at once overload the machine).
 `cluster.push(image, repository, tag)` puts another image of the host engine in the registry.
 `scale_service(service, n)` scales without replacing tasks (docker-py's Service.scale does not).
 

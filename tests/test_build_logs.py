@@ -47,6 +47,17 @@ def test_the_last_lines_written_after_done_are_followed(tmp_path: Path) -> None:
     began = time.monotonic()
     replay = b"".join(logs.follow(build_id, lambda: True)).decode().splitlines()
     assert replay[-1] == "       Released v2" and time.monotonic() - began < 1
+    # Run again after a crash, the build appends: its follower waits for the new end.
+    again = logs.open(build_id)
+    again.step("Building again")
+    followed.clear()
+    reader = threading.Thread(target=follow)
+    reader.start()
+    time.sleep(0.3)
+    again.detail("Released v3")
+    again.close()
+    reader.join(timeout=10)
+    assert b"".join(followed).decode().splitlines()[-1] == "       Released v3"
 
 
 def test_a_log_whose_writer_died_ends_once_it_stops_growing(

@@ -70,6 +70,8 @@ class _LocalOutput:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file = path.open("ab", buffering=0)
+        # A build run again after a crash appends: the earlier run's mark is not this end.
+        _end_mark(path).unlink(missing_ok=True)
 
     def write(self, data: bytes) -> int:
         return self.file.write(data)
