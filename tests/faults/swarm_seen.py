@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -57,33 +58,60 @@ def _version(task: dict[str, Any]) -> tuple[str, int]:
     return (task.get("CreatedAt", ""), int((task.get("Version") or {}).get("Index", 0)))
 
 
+# States of a container that holds nothing but its files (no process, no port).
+ENDED = ("created", "exited", "dead")
+
+
 def containers_problems(
     services: list[SimpleNamespace], containers: dict[str, list[dict[str, Any]]]
 ) -> list[str]:
     """What the nodes' engines hold (`containers`: node name → its containers of the platform,
     as the Docker API lists them, stopped ones too) against the services: no container of a
-    service that is gone (a removed dyno still there on a node that was away), no dyno running
-    twice."""
+    service that is gone still running (a removed dyno on a node that was away), no dyno
+    running twice. An ended container of a gone service is Docker's leftover, not a dyno (see
+    `leftovers`)."""
     live = {s.id for s in services}
     problems = []
     running: Counter[tuple[str, str]] = Counter()
+    for node, container, labels, name, service in _platform_containers(containers):
+        state = container.get("State", "running")
+        if service not in live and state not in ENDED:
+            problems.append(
+                f"node {node} has {name} of app {labels.get('waka.app', '')[:8]} ({state}) "
+                f"for service {service[:12] or '(none)'}, which is gone"
+            )
+        elif service in live and "waka.dyno" in labels and state == "running":
+            running[(labels.get("waka.app", ""), name)] += 1
+    problems += [f"dyno {key} runs in {n} containers" for key, n in running.items() if n > 1]
+    return problems
+
+
+def leftovers(
+    services: list[SimpleNamespace], containers: dict[str, list[dict[str, Any]]]
+) -> list[str]:
+    """Ended containers of gone services. Docker's Swarm agent removes a task's networks
+    before its container, and when two tasks on one network are removed at once on a node
+    (as after a node comes back), one removal fails with "unknown network" and leaves its
+    container (moby/swarmkit#2273, open). They run nothing; README says how to prune them."""
+    live = {s.id for s in services}
+    return [
+        f"{node}: {name} ({container.get('State')}) of service {service[:12]}"
+        for node, container, _, name, service in _platform_containers(containers)
+        if service not in live and container.get("State", "running") in ENDED
+    ]
+
+
+def _platform_containers(
+    containers: dict[str, list[dict[str, Any]]],
+) -> Iterator[tuple[str, dict[str, Any], dict[str, str], str, str]]:
+    """(node, container, labels, dyno name, service id) of each dyno or one-off container."""
     for node, listed in sorted(containers.items()):
         for container in listed:
             labels = container.get("Labels") or {}
             if "waka.dyno" not in labels and "waka.run" not in labels:
                 continue
-            service = labels.get("com.docker.swarm.service.id", "")
             name = labels.get("waka.dyno") or labels.get("waka.run", "")
-            state = container.get("State", "running")
-            if service not in live:
-                problems.append(
-                    f"node {node} has {name} of app {labels.get('waka.app', '')[:8]} ({state}) "
-                    f"for service {service[:12] or '(none)'}, which is gone"
-                )
-            elif "waka.dyno" in labels and state == "running":
-                running[(labels.get("waka.app", ""), name)] += 1
-    problems += [f"dyno {key} runs in {n} containers" for key, n in running.items() if n > 1]
-    return problems
+            yield node, container, labels, name, labels.get("com.docker.swarm.service.id", "")
 
 
 class SwarmDynosSeen:
@@ -123,6 +151,9 @@ class SwarmDynosSeen:
 
     def container_problems(self) -> list[str]:
         return containers_problems(self.services(), self.node_containers())
+
+    def leftovers(self) -> list[str]:
+        return leftovers(self.services(), self.node_containers())
 
     def remove_all(self) -> None:
         """Every service and network of the platform (a test's dynos, when it is done)."""

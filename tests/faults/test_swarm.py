@@ -241,6 +241,7 @@ def test_faults_of_roles_and_nodes_on_a_swarm(
     codes = platform.deployment.stop()
     assert set(codes.values()) == {0}, f"{codes}\n{platform.deployment.log()[-4000:]}"
     print(f"swarm faults: {len(CASES) + 1} in {time.monotonic() - began:.0f} s")
+    print("ended containers Docker left (moby/swarmkit#2273):", platform.observer.swarm.leftovers())
 
 
 def swarm_checks_see_what_they_look_for(platform: Platform) -> None:
