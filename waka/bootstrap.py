@@ -388,7 +388,7 @@ class Platform:
             reactors.add(self.builder)  # every worker builds; each build under its lease
             reactors.add(self.dyno_manager, lease="dyno-manager")
             reactors.add(self.addon_manager, lease="addon-manager")
-            reactors.add(ApiLog(self.ledger, self.logplex), lease="api-log")
+            reactors.add(ApiLog(self.ledger, self.logplex, self.store), lease="api-log")
             reactors.add(self.drains)  # every worker: Redis hands each line to one of them
             webhooks = WebhookReactor(self.ledger, self.store)
             self.dyno_manager.dyno_events = webhooks.dyno_changed  # observed, not ledger

@@ -5,9 +5,11 @@
     app[api]: Scaled to web@2:Standard-1X by user@example.com
 
 A reactor (waka.reactors.lifecycle) following the ledger's notification log, one process at a
-time (leased). Logs are ephemeral, so it starts at the newest notification and never replays
-old events; it keeps its position in memory only: a worker taking over starts at the newest
-too, so lines of events saved during a takeover (seconds) are not logged.
+time (leased). Its position is in the store (`waka_api_log_position`), moved after each batch
+is logged, so a worker taking over, or a platform started again, goes on where the last leader
+stopped: a lead lost between logging a batch and moving the position logs that batch again
+(at least once, as a log may). Logs are ephemeral: a platform's first start begins at the
+newest event, and one that was stopped long logs at most the last BACKLOG events it missed.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from eventsourcing.application import Application
 from waka.domain.addon import Addon
 from waka.domain.app import App
 from waka.logplex.logplex import Logplex
-from waka.notification_log import follow, newest
+from waka.notification_log import BATCH, newest, read_batch
+from waka.projections.store import ReadStore
 from waka.reactors.lifecycle import topics_of
+
+BACKLOG = 1500  # notifications: Logplex keeps an app's last 1,500 lines anyway
+POSITION = """CREATE TABLE IF NOT EXISTS waka_api_log_position (
+    name TEXT PRIMARY KEY, position BIGINT NOT NULL)"""
 
 
 def describe(event: Any, ledger: Application) -> Iterator[str]:
@@ -62,31 +69,71 @@ class ApiLog:
     name = "api-log"
     topics = topics_of(App, Addon)
 
-    def __init__(self, ledger: Application, logplex: Logplex, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        ledger: Application,
+        logplex: Logplex,
+        store: ReadStore | None = None,
+        interval: float = 0.5,
+    ) -> None:
         self.ledger = ledger
         self.logplex = logplex
+        self.store = store  # None: the position is this process's only (tests)
         self.interval = interval
-        self.position = newest(ledger)
         self._lock = threading.Lock()
+        if store is not None:
+            with store.transaction() as cur:
+                cur.execute(POSITION)
+                # A platform's first start logs from now on, not its whole past.
+                cur.execute(
+                    "INSERT INTO waka_api_log_position (name, position) VALUES ('api-log', ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (newest(ledger),),
+                )
+        self.position = self._stored()
 
     def tick(self) -> None:
         self.poll()
 
     def took_over(self) -> None:
-        """Leading from now on: what the last leader logged is not logged again."""
+        """Leading from now on: on from where the last leader stopped."""
         with self._lock:
-            self.position = newest(self.ledger)
+            self.position = self._stored()
+
+    def _stored(self) -> int:
+        """The stored position, at most BACKLOG behind the newest notification."""
+        latest = newest(self.ledger)
+        if self.store is None:
+            return latest
+        rows = self.store.query("SELECT position FROM waka_api_log_position WHERE name = 'api-log'")
+        stored = rows[0]["position"] if rows else latest
+        return max(stored, latest - BACKLOG)
 
     def poll(self) -> int:
         """Log every event since the last poll; return how many events were read."""
         read = 0
         with self._lock:
-            for notice in follow(self.ledger, self.position, self.topics):
-                if notice.event is not None:
-                    self._log(notice.event)
-                self.position = notice.id
-                read += 1
-        return read
+            while True:
+                batch = read_batch(self.ledger, self.position, self.topics)
+                for notice in batch:
+                    if notice.event is not None:
+                        self._log(notice.event)
+                if batch:
+                    self.position = batch[-1].id
+                    read += len(batch)
+                    self._store_position()
+                if len(batch) < BATCH:
+                    return read
+
+    def _store_position(self) -> None:
+        if self.store is None:
+            return
+        with self.store.transaction() as cur:
+            cur.execute(
+                "UPDATE waka_api_log_position SET position = ? WHERE name = 'api-log'"
+                " AND position < ?",
+                (self.position, self.position),
+            )
 
     def _log(self, event: Any) -> None:
         if isinstance(event, Addon.Event):
