@@ -414,3 +414,53 @@ def test_api_log_reactor_is_woken_by_the_ledger(platform: Platform, actor: Actor
         reactors.stop()
         platform.notifications.stop()
     assert api_lines(logplex, str(app.id))[-1] == f"Release v2 created by {actor['email']}"
+
+
+def test_api_log_goes_on_where_the_last_leader_stopped(platform: Platform, actor: Actor) -> None:
+    """The position is in the store: a worker taking over (or a platform started again) logs
+    the events the last leader did not, and none it did."""
+    ledger = platform.ledger
+    app = ledger.create_app(actor, "shop")
+    app_id = str(app.id)
+    by = f"by {actor['email']}"
+    first = ApiLog(ledger, Logplex(), platform.store)
+    assert first.poll() == 0  # a platform's first start: from the newest event on
+    ledger.set_config(actor, app.id, {"FOO": "1"})
+    first.poll()
+    assert api_lines(first.logplex, app_id)[-1] == f"Release v2 created {by}"
+    # The leader dies; two changes are saved before another worker takes the lead.
+    ledger.set_config(actor, app.id, {"BAR": "2"})
+    ledger.set_config(actor, app.id, {"BAZ": "3"})
+    taker = ApiLog(ledger, Logplex(), platform.store)
+    taker.took_over()
+    taker.poll()
+    assert api_lines(taker.logplex, app_id) == [
+        f"Set BAR config vars {by}",
+        f"Release v3 created {by}",
+        f"Set BAZ config vars {by}",
+        f"Release v4 created {by}",
+    ]
+    # The old leader, back, takes the lead again later: nothing twice.
+    first.took_over()
+    assert first.poll() == 0
+
+
+def test_api_log_logs_at_most_a_backlog_after_a_long_stop(
+    platform: Platform, actor: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from waka.reactors import api_log as module
+
+    ledger = platform.ledger
+    app = ledger.create_app(actor, "shop")
+    ApiLog(ledger, Logplex(), platform.store)  # the platform's first start
+    for n in range(6):  # two notifications each: the config change and its release
+        ledger.set_config(actor, app.id, {"N": str(n)})
+    monkeypatch.setattr(module, "BACKLOG", 4)
+    again = ApiLog(ledger, Logplex(), platform.store)
+    again.poll()
+    assert api_lines(again.logplex, str(app.id)) == [
+        f"Set N config vars by {actor['email']}",
+        f"Release v6 created by {actor['email']}",
+        f"Set N config vars by {actor['email']}",
+        f"Release v7 created by {actor['email']}",
+    ]
