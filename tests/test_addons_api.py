@@ -382,9 +382,11 @@ def test_waka_up_says_what_each_add_on_runs_on_without_passwords(make_platform, 
         Settings(home=tmp_path / "a", runtime="process", addons_postgres_url=secret)
     )
     lines = addon_summary(with_server)
-    assert "add-on heroku-postgresql: postgresql://127.0.0.1:5432/postgres; dynos reach it at" + (
-        " 127.0.0.1"
-    ) in lines
+    assert (
+        "add-on heroku-postgresql: postgresql://127.0.0.1:5432/postgres; dynos reach it at"
+        + (" 127.0.0.1")
+        in lines
+    )
     assert not any("hunter2" in line or "admin" in line for line in lines)
     embedded = make_platform(Settings(home=tmp_path / "b", runtime="process"))
     assert any(

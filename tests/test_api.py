@@ -86,7 +86,9 @@ def test_config_vars_and_releases(api: Api) -> None:
 
     releases = api.get("/apps/shop/releases").json()
     assert [(r["version"], r["description"]) for r in releases] == [
-        (1, "Initial release"), (2, "Set FOO, BAR config vars"), (3, "Remove FOO config vars"),
+        (1, "Initial release"),
+        (2, "Set FOO, BAR config vars"),
+        (3, "Remove FOO config vars"),
     ]
     assert [r["current"] for r in releases] == [False, False, True]
     assert releases[0]["user"]["email"] == "owner@example.com"
@@ -103,7 +105,9 @@ def test_config_vars_and_releases(api: Api) -> None:
     assert api.get("/apps/shop/config-vars").json() == {}
 
     assert error_of(api.post("/apps/shop/releases", json={"release": "v99"}))[:2] == (
-        404, "not_found")
+        404,
+        "not_found",
+    )
     assert error_of(api.get("/apps/shop/releases/v99"))[0] == 404
 
 
@@ -111,13 +115,18 @@ def test_formation(api: Api) -> None:
     app_id = api.post("/apps", json={"name": "shop"}).json()["id"]
     # Only a slug's process types can be scaled: deploy one with web.
     user = api.get("/account").json()
-    deploy(api.platform.ledger, {"id": user["id"], "email": user["email"]}, UUID(app_id),
-           {"web": "python app.py"})
+    deploy(
+        api.platform.ledger,
+        {"id": user["id"], "email": user["email"]},
+        UUID(app_id),
+        {"web": "python app.py"},
+    )
     api.platform.projector.catch_up()
     batch = api.patch("/apps/shop/formation", json={"updates": [{"type": "web", "quantity": "2"}]})
     assert batch.status_code == 200
     assert [(f["type"], f["quantity"], f["size"]) for f in batch.json()] == [
-        ("web", 2, "Standard-1X")]
+        ("web", 2, "Standard-1X")
+    ]
     one = api.patch("/apps/shop/formation/web", json={"quantity": "+1", "size": "standard-2x"})
     assert (one.json()["quantity"], one.json()["size"]) == (3, "Standard-2X")
     assert api.get("/apps/shop/formation/web").json()["quantity"] == 3
@@ -169,8 +178,14 @@ def test_auth(api: Api) -> None:
         ("patch", "/apps/nope/config-vars", {"A": "1"}, 404, "not_found", "Couldn't find that app"),
         # Never deployed: no process types to scale (bad quantities and sizes of a deployed
         # app are in test_formation_and_config_rules.py).
-        ("patch", "/apps/shop/formation", {"updates": [{"type": "web", "quantity": 1}]}, 404,
-         "not_found", "Couldn't find that process type (web)."),
+        (
+            "patch",
+            "/apps/shop/formation",
+            {"updates": [{"type": "web", "quantity": 1}]},
+            404,
+            "not_found",
+            "Couldn't find that process type (web).",
+        ),
         ("patch", "/apps/shop/formation", {"updates": "web"}, 422, "invalid_params", "updates"),
         ("post", "/apps/shop/releases", {}, 422, "invalid_params", "roll back"),
         ("get", "/apps/shop/nothing-here", None, 404, "not_found", "endpoint was not found"),
@@ -192,8 +207,9 @@ def test_bad_input_gets_clear_errors(api: Api, method, path, body, status, error
 
 def test_malformed_and_oversized_bodies(api: Api) -> None:
     api.post("/apps", json={"name": "shop"})
-    bad = api.patch("/apps/shop/config-vars", content=b'{"A": ',
-                    headers={"Content-Type": "application/json"})
+    bad = api.patch(
+        "/apps/shop/config-vars", content=b'{"A": ', headers={"Content-Type": "application/json"}
+    )
     assert error_of(bad)[:2] == (400, "bad_request")
     assert "not valid JSON" in bad.json()["message"]
     huge = api.patch("/apps/shop/config-vars", content=b'{"A": "' + b"x" * (2 << 20) + b'"}')
@@ -230,8 +246,9 @@ def test_range_pagination(api: Api) -> None:
     for value in range(12):
         api.patch("/apps/app-a/config-vars", json={"N": str(value)})
     sdk = {"Accept": "application/vnd.heroku+json; version=3.sdk"}
-    newest = api.get("/apps/app-a/releases",
-                     headers={**sdk, "Range": "version ..; max=10, order=desc"})
+    newest = api.get(
+        "/apps/app-a/releases", headers={**sdk, "Range": "version ..; max=10, order=desc"}
+    )
     assert newest.status_code == 206
     assert [r["version"] for r in newest.json()] == list(range(13, 3, -1))
     one = api.get("/apps/app-a/releases", headers={"Range": "version ..; order=desc,max=1"})
@@ -240,8 +257,9 @@ def test_range_pagination(api: Api) -> None:
     assert [r["version"] for r in older.json()] == [3, 2, 1]
 
     for header in ("bogus", "colour ..", "name ..; max=0", "name ..; order=up", "version ]x.."):
-        response = api.get("/apps/app-a/releases" if "version" in header else "/apps",
-                           headers={"Range": header})
+        response = api.get(
+            "/apps/app-a/releases" if "version" in header else "/apps", headers={"Range": header}
+        )
         assert error_of(response)[:2] == (400, "bad_request"), header
 
 

@@ -243,4 +243,3 @@ def addon_summary(platform: Any) -> list[str]:
             where = "a redis-server process per add-on"
         lines.append(f"add-on {name}: {where}; dynos reach it at {platform.addons_host}")
     return lines
-

@@ -89,8 +89,6 @@ def router_json(server: WakaServer, app: str, path: str) -> tuple[int, dict]:
         return response.status_code, {"text": response.text}
 
 
-
-
 def data_cli(server: WakaServer, *args: str, check: bool = True, input: str | None = None):
     """The CLI's pg:*/redis:* commands ask the Data API at HEROKU_DATA_HOST (a host name; the
     port is HEROKU_HOST's): point it at waka."""
@@ -116,9 +114,22 @@ def redis_maxmemory(url: str) -> int:
     """CONFIG GET maxmemory as the app's user (allowed; CONFIG SET is not)."""
     parsed = urlparse(url)
     done = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(parsed.port), "--no-auth-warning",
-         "-a", parsed.password or "", "CONFIG", "GET", "maxmemory"],
-        capture_output=True, text=True, timeout=10,
+        [
+            "redis-cli",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(parsed.port),
+            "--no-auth-warning",
+            "-a",
+            parsed.password or "",
+            "CONFIG",
+            "GET",
+            "maxmemory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     return int(done.stdout.split()[-1])
 
@@ -272,8 +283,10 @@ def test_addons_with_the_heroku_cli_and_real_servers(server, api, tmp_path):
     )
     assert "SHOP_DB_URL" not in config(server, other)
     wait_for(
-        lambda: not (server.home / "repos" / f"{app_id}.git").exists()
-        and not (server.home / "cache" / app_id).exists(),
+        lambda: (
+            not (server.home / "repos" / f"{app_id}.git").exists()
+            and not (server.home / "cache" / app_id).exists()
+        ),
         what="the destroyed app's repository and build cache removed",
     )
     server.heroku("apps:destroy", other, "--confirm", other)

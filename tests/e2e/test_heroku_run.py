@@ -28,8 +28,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 SIX_VERSION = "1.17.0"  # tests/fixtures/apps/python-web/requirements.txt
 
 
-
-
 @pytest.fixture(scope="module")
 def app(server: WakaServer, api: Api, tmp_path_factory: pytest.TempPathFactory) -> str:
     """python-web, pushed and released (its slug has six and a .profile.d)."""

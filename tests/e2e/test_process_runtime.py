@@ -16,8 +16,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_apps_build_and_run_as_host_processes(heroku_cli, tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("process"), heroku_cli,
-                          env={"WAKA_RUNTIME": "process"})
+    server = start_server(
+        tmp_path_factory.mktemp("process"), heroku_cli, env={"WAKA_RUNTIME": "process"}
+    )
     api = Api(server)
     try:
         assert "dynos run as processes on this host" in server.log()
@@ -37,21 +38,30 @@ def test_apps_build_and_run_as_host_processes(heroku_cli, tmp_path_factory):
 
         # A dyno killed from outside comes back (its process group: bash and the app).
         home = str(server.home / "dynos")
-        pids = subprocess.run(["pgrep", "-f", "python3 app.py"], capture_output=True,
-                              text=True).stdout.split()
+        pids = subprocess.run(
+            ["pgrep", "-f", "python3 app.py"], capture_output=True, text=True
+        ).stdout.split()
         mine = [p for p in pids if os.readlink(f"/proc/{p}/cwd").startswith(home)]
         assert len(mine) == 2, mine
         os.kill(int(mine[0]), signal.SIGKILL)
         logs = wait_for(
-            lambda: (out := server.heroku("logs", "-a", app).stdout)
-            and "State changed from up to crashed" in out and len(up_dynos(api, app)) == 2
-            and out, what="the killed dyno back up")
+            lambda: (
+                (out := server.heroku("logs", "-a", app).stdout)
+                and "State changed from up to crashed" in out
+                and len(up_dynos(api, app)) == 2
+                and out
+            ),
+            what="the killed dyno back up",
+        )
         assert "Process exited with status" in logs
     finally:
         api.close()
         server.stop_cleanly()
-    leftover = subprocess.run(["pgrep", "-f", "python3 app.py"], capture_output=True,
-                              text=True).stdout.split()
-    assert not [p for p in leftover
-                if os.path.exists(f"/proc/{p}/cwd")
-                and os.readlink(f"/proc/{p}/cwd").startswith(home)], "dynos outlived waka"
+    leftover = subprocess.run(
+        ["pgrep", "-f", "python3 app.py"], capture_output=True, text=True
+    ).stdout.split()
+    assert not [
+        p
+        for p in leftover
+        if os.path.exists(f"/proc/{p}/cwd") and os.readlink(f"/proc/{p}/cwd").startswith(home)
+    ], "dynos outlived waka"

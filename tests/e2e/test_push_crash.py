@@ -117,9 +117,7 @@ def test_a_crash_mid_build_leaves_the_port_free_and_the_push_completes_after_res
     api.close()
 
 
-def test_a_re_push_after_a_crash_follows_the_build_under_way(
-    make_waka, tmp_path: Path
-) -> None:
+def test_a_re_push_after_a_crash_follows_the_build_under_way(make_waka, tmp_path: Path) -> None:
     server: WakaServer = make_waka()
     app, repo, build_id, push = start_slow_push(server, tmp_path, seconds=10)
     server.crash()

@@ -22,15 +22,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
 
 def through_router(server: WakaServer, app: str, path: str = "/") -> httpx.Response:
-    return httpx.get(f"http://127.0.0.1:{server.router_port}{path}",
-                     headers={"Host": f"{app}.localhost"}, timeout=30)
-
-
+    return httpx.get(
+        f"http://127.0.0.1:{server.router_port}{path}",
+        headers={"Host": f"{app}.localhost"},
+        timeout=30,
+    )
 
 
 def up_dynos(api: Api, app: str, process_type: str = "web") -> list[dict]:
-    return [d for d in api.get(f"/apps/{app}/dynos")
-            if d["type"] == process_type and d["state"] == "up"]
+    return [
+        d for d in api.get(f"/apps/{app}/dynos") if d["type"] == process_type and d["state"] == "up"
+    ]
 
 
 def deploy(server: WakaServer, api: Api, tmp_path: Path, fixture: str = "python-web"):
@@ -53,29 +55,46 @@ def test_pushed_app_serves_through_the_router_and_scales(server, api, tmp_path):
     wait_for(lambda: len(up_dynos(api, app)) == 3, what="three web dynos up")
     ps = server.heroku("ps", "-a", app).stdout
     assert ps.count(": up ") == 3, ps
-    served_by = Counter(through_router(server, app).text.split(" on ")[-1].strip()
-                        for _ in range(45))
+    served_by = Counter(
+        through_router(server, app).text.split(" on ")[-1].strip() for _ in range(45)
+    )
     assert set(served_by) == {"web.1", "web.2", "web.3"}, served_by
 
     # A dyno killed from outside comes back.
     victim = next(d for d in api.get(f"/apps/{app}/dynos") if d["name"] == "web.2")
     container = subprocess.run(
-        ["docker", "ps", "-q", "--filter", "label=waka.dyno=web.2",
-         "--filter", f"label=waka.app={api.get(f'/apps/{app}')['id']}"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            "label=waka.dyno=web.2",
+            "--filter",
+            f"label=waka.app={api.get(f'/apps/{app}')['id']}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert len(container) == 1
     subprocess.run(["docker", "kill", container[0]], check=True, capture_output=True)
-    wait_for(lambda: any(d["name"] == "web.2" and d["state"] == "up" and d["id"] != victim["id"]
-                         for d in api.get(f"/apps/{app}/dynos")), what="web.2 back up")
+    wait_for(
+        lambda: any(
+            d["name"] == "web.2" and d["state"] == "up" and d["id"] != victim["id"]
+            for d in api.get(f"/apps/{app}/dynos")
+        ),
+        what="web.2 back up",
+    )
     log = server.heroku("logs", "-n", "1500", "-a", app).stdout
     assert "heroku[web.2]: State changed from up to crashed" in log, log[-2000:]
     assert "heroku[web.2]: State changed from starting to up" in log
     assert "heroku[router]: at=info method=GET" in log and "dyno=web.3" in log
 
     server.heroku("ps:scale", "web=1", "-a", app)
-    wait_for(lambda: [d["name"] for d in api.get(f"/apps/{app}/dynos")] == ["web.1"],
-             what="scaled down to web.1")
+    wait_for(
+        lambda: [d["name"] for d in api.get(f"/apps/{app}/dynos")] == ["web.1"],
+        what="scaled down to web.1",
+    )
 
 
 def test_router_error_codes(server, api, tmp_path):
@@ -83,15 +102,19 @@ def test_router_error_codes(server, api, tmp_path):
     assert through_router(server, "no-such-app-here").status_code == 404
 
     server.heroku("maintenance:on", "-a", app)
-    maintenance = wait_for(lambda: (r := through_router(server, app)).status_code == 503 and r,
-                           what="H80 maintenance page")
+    maintenance = wait_for(
+        lambda: (r := through_router(server, app)).status_code == 503 and r,
+        what="H80 maintenance page",
+    )
     assert "maintenance" in maintenance.text.lower()
     server.heroku("maintenance:off", "-a", app)
     wait_for(lambda: through_router(server, app).status_code == 200, what="back from maintenance")
 
     server.heroku("ps:scale", "web=0", "-a", app)
-    no_web = wait_for(lambda: (r := through_router(server, app)).status_code == 503 and r,
-                      what="H14 with no web dynos")
+    no_web = wait_for(
+        lambda: (r := through_router(server, app)).status_code == 503 and r,
+        what="H14 with no web dynos",
+    )
     assert "application error" in no_web.text.lower()
 
 
@@ -101,19 +124,33 @@ def test_app_that_crashes_at_boot_gives_h10(server, api, tmp_path):
     source.mkdir()
     (source / "Procfile").write_text("web: echo 'booting and failing'; exit 1\n")
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=source, check=True)
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"],
-                   cwd=source, check=True)
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit",
-                    "-qm", "crash"], cwd=source, check=True)
-    pushed = subprocess.run(["git", "push", git_url(server, app), "main"], cwd=source,
-                            capture_output=True, text=True, env={"GIT_TERMINAL_PROMPT": "0",
-                                                                 "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"],
+        cwd=source,
+        check=True,
+    )
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "crash"],
+        cwd=source,
+        check=True,
+    )
+    pushed = subprocess.run(
+        ["git", "push", git_url(server, app), "main"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        env={"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin"},
+    )
     assert pushed.returncode == 0, pushed.stderr
+
     def h10() -> str | None:
         response = through_router(server, app)
         logs = server.heroku("logs", "-a", app).stdout
-        return response.status_code == 503 and "heroku[router]: at=error code=H10" in logs and (
-            logs if "application error" in response.text.lower() else None)
+        return (
+            response.status_code == 503
+            and "heroku[router]: at=error code=H10" in logs
+            and (logs if "application error" in response.text.lower() else None)
+        )
 
     logs = wait_for(h10, timeout=60, what="H10 from the router")
     assert 'desc="App crashed"' in logs
@@ -132,8 +169,9 @@ def test_redeploy_under_load_fails_no_request(server, api, tmp_path):
     def load() -> None:
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
-                response = client.get(f"http://127.0.0.1:{server.router_port}/",
-                                      headers={"Host": f"{app}.localhost"})
+                response = client.get(
+                    f"http://127.0.0.1:{server.router_port}/", headers={"Host": f"{app}.localhost"}
+                )
                 if response.status_code != 200:
                     failures.append(f"{response.status_code} {response.text[:80]}")
                 served[response.status_code] += 1
@@ -146,8 +184,14 @@ def test_redeploy_under_load_fails_no_request(server, api, tmp_path):
         (repo.path / "app.py").write_text((repo.path / "app.py").read_text() + "\n# v2\n")
         repo.commit_all("redeploy")
         assert repo.push(git_url(server, app)).returncode == 0
-        wait_for(lambda: {d["release"]["version"] for d in up_dynos(api, app)} == {before + 1}
-                 and len(up_dynos(api, app)) == 2, timeout=90, what="new release's dynos up")
+        wait_for(
+            lambda: (
+                {d["release"]["version"] for d in up_dynos(api, app)} == {before + 1}
+                and len(up_dynos(api, app)) == 2
+            ),
+            timeout=90,
+            what="new release's dynos up",
+        )
         time.sleep(1.5)  # old dynos get SIGTERM after the new ones are routed
     finally:
         stop.set()
@@ -165,8 +209,9 @@ def test_custom_domain_routes_to_the_app(server, api, tmp_path):
     assert hostname in server.heroku("domains", "-a", app).stdout
 
     def via_domain() -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{server.router_port}/",
-                         headers={"Host": hostname}, timeout=30)
+        return httpx.get(
+            f"http://127.0.0.1:{server.router_port}/", headers={"Host": hostname}, timeout=30
+        )
 
     served = wait_for(lambda: (r := via_domain()).status_code == 200 and r, what="domain routed")
     assert served.text.startswith("Hello from python-web")
@@ -180,15 +225,20 @@ def test_custom_domain_routes_to_the_app(server, api, tmp_path):
 
 
 def test_eco_app_sleeps_and_wakes_on_a_request(heroku_cli, tmp_path_factory):
-    sleepy = start_server(tmp_path_factory.mktemp("sleepy"), heroku_cli,
-                          env={"WAKA_SLEEP_AFTER": "3"})
+    sleepy = start_server(
+        tmp_path_factory.mktemp("sleepy"), heroku_cli, env={"WAKA_SLEEP_AFTER": "3"}
+    )
     api = Api(sleepy)
     try:
         app, _repo = deploy(sleepy, api, tmp_path_factory.mktemp("sleepy-app"))
         scaled = sleepy.heroku("ps:scale", "web=1:eco", "-a", app)
         assert "web at 1:Eco" in scaled.stderr
-        wait_for(lambda: [(d["size"], d["state"]) for d in api.get(f"/apps/{app}/dynos")]
-                 == [("Eco", "up")], what="an eco web dyno")
+        wait_for(
+            lambda: (
+                [(d["size"], d["state"]) for d in api.get(f"/apps/{app}/dynos")] == [("Eco", "up")]
+            ),
+            what="an eco web dyno",
+        )
         wait_for(lambda: api.get(f"/apps/{app}/dynos") == [], timeout=30, what="asleep")
         started = time.monotonic()
         woke = through_router(sleepy, app)  # held by the router while the app wakes
@@ -204,8 +254,11 @@ def test_logs_tail_shows_a_requests_router_line_within_a_second(server, api, tmp
     app, _repo = deploy(server, api, tmp_path)
     tail = subprocess.Popen(
         [str(server.heroku_cli), "logs", "--tail", "-a", app],
-        env=server.heroku_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        env=server.heroku_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     seen: list[tuple[float, str]] = []
 
@@ -217,15 +270,22 @@ def test_logs_tail_shows_a_requests_router_line_within_a_second(server, api, tmp
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any("app[api]" in line or "heroku[" in line for _, line in seen),
-                 timeout=30, what="the tail to start")
+        wait_for(
+            lambda: any("app[api]" in line or "heroku[" in line for _, line in seen),
+            timeout=30,
+            what="the tail to start",
+        )
         marker = f"/tail-check-{time.monotonic_ns()}"
         sent = time.monotonic()
         assert through_router(server, app, marker).status_code == 200
         arrived = wait_for(
-            lambda: next((at for at, line in seen
-                          if "heroku[router]: at=info" in line and marker in line), None),
-            timeout=10, what="the router line in the tail")
+            lambda: next(
+                (at for at, line in seen if "heroku[router]: at=info" in line and marker in line),
+                None,
+            ),
+            timeout=10,
+            what="the router line in the tail",
+        )
         assert arrived - sent < 1.0, f"router line took {arrived - sent:.2f} s"
     finally:
         tail.terminate()
@@ -275,28 +335,54 @@ def test_config_change_restart_and_destroy_converge(server, api, tmp_path):
 
     set_output = server.heroku("config:set", "GREETING=hi", "-a", app)
     version = int(set_output.stderr.rsplit("v", 1)[-1].split()[0])
-    wait_for(lambda: [d["release"]["version"] for d in up_dynos(api, app)] == [version],
-             what="the dyno replaced on the config change's release")
+    wait_for(
+        lambda: [d["release"]["version"] for d in up_dynos(api, app)] == [version],
+        what="the dyno replaced on the config change's release",
+    )
     second = {d["id"] for d in up_dynos(api, app)}
     assert second.isdisjoint(first)
     env = subprocess.run(
-        ["docker", "exec", *subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label=waka.app={app_id}",
-             "--filter", f"label=waka.release={version}"],
-            capture_output=True, text=True, check=True).stdout.split()[:1],
-         "printenv", "GREETING"], capture_output=True, text=True)
+        [
+            "docker",
+            "exec",
+            *subprocess.run(
+                [
+                    "docker",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    f"label=waka.app={app_id}",
+                    "--filter",
+                    f"label=waka.release={version}",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[:1],
+            "printenv",
+            "GREETING",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert env.stdout.strip() == "hi", env
 
     server.heroku("ps:restart", "web", "-a", app)
-    wait_for(lambda: (ids := {d["id"] for d in up_dynos(api, app)}) and ids.isdisjoint(second),
-             what="web restarted")
+    wait_for(
+        lambda: (ids := {d["id"] for d in up_dynos(api, app)}) and ids.isdisjoint(second),
+        what="web restarted",
+    )
     assert "Restart web" in " ".join(line.action for line in server.audit("--app", app))
 
     server.heroku("apps:destroy", "-a", app, "--confirm", app)
 
     def containers() -> list[str]:
-        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=waka.app={app_id}"],
-                              capture_output=True, text=True, check=True).stdout.split()
+        return subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=waka.app={app_id}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
 
     wait_for(lambda: containers() == [], timeout=30, what="every dyno of the destroyed app gone")
     assert through_router(server, app).status_code == 404

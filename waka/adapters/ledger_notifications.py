@@ -67,8 +67,14 @@ class LedgerNotifications:
     """Calls every subscriber with the topics of each save: this process's at once, other
     processes' as the store tells (PostgreSQL) or as polling finds them (SQLite)."""
 
-    def __init__(self, ledger: Any, *, database_url: str | None = None, schema: str = "public",
-                 poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        ledger: Any,
+        *,
+        database_url: str | None = None,
+        schema: str = "public",
+        poll_interval: float = 0.5,
+    ) -> None:
         self.ledger = ledger
         self.database_url = database_url
         self.schema = schema
@@ -147,8 +153,11 @@ class LedgerNotifications:
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(
-                    self.database_url, autocommit=True, keepalives_idle=5,
-                    keepalives_interval=2, keepalives_count=3,
+                    self.database_url,
+                    autocommit=True,
+                    keepalives_idle=5,
+                    keepalives_interval=2,
+                    keepalives_count=3,
                 ) as conn:
                     self._conn = conn
                     conn.execute(f'LISTEN "{channel}"')
@@ -165,4 +174,3 @@ class LedgerNotifications:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 self._conn = None
-

@@ -54,9 +54,7 @@ class DrainsProjection(Projection):
 
 
 def _opened(store: ReadStore, rows: list[Row]) -> list[Row]:
-    return [
-        {**row, "url": store.sealer.open(row["url"])} if row["sealed"] else row for row in rows
-    ]
+    return [{**row, "url": store.sealer.open(row["url"])} if row["sealed"] else row for row in rows]
 
 
 def drains_of(store: ReadStore, app_id: str) -> list[Row]:
