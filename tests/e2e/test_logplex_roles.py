@@ -147,3 +147,35 @@ def test_a_line_reaches_the_tail_served_by_another_api_copy(
     assert "app[api]: Release v3 created by owner@example.com" in shown
     assert any("heroku[router]: at=info" in x and path in x for x in shown.splitlines())
     assert marker in via_a.heroku("logs", "-a", app).stdout  # and A serves the same
+
+
+def test_the_api_log_logs_what_was_saved_while_no_worker_led_it(
+    roles: tuple[Role, Role, Role, Role], heroku_cli: Path, tmp_path: Path
+) -> None:
+    """The worker leading the API log is killed (-9); a config change is made before a worker
+    leads it again: the new leader logs it (its position is in the store, not the dead one's
+    memory), and nothing it logged before twice."""
+    a, _, _, worker = roles
+    via_a = heroku_cli_for(a, heroku_cli, tmp_path / "cli-a")
+    app = Api(via_a).create_app("api-log-lead")
+    via_a.heroku("config:set", "BEFORE=1", "-a", app)
+    wait_for(
+        lambda: "Set BEFORE config vars" in via_a.heroku("logs", "-a", app).stdout,
+        timeout=30,
+        what="the first change logged",
+    )
+    worker.crash()
+    via_a.heroku("config:set", "WHILE_NO_WORKER=1", "-a", app)
+    worker.start()  # a worker again: it takes the API log's lead
+
+    def logged() -> str | None:
+        out = via_a.heroku("logs", "-a", app).stdout
+        return out if "Set WHILE_NO_WORKER config vars" in out else None
+
+    shown = wait_for(
+        logged,
+        timeout=30,
+        what=f"the change made while no worker led the API log (worker: {worker.log()[-2000:]})",
+    )
+    assert "app[api]: Release v3 created by owner@example.com" in shown, shown
+    assert shown.count("Set BEFORE config vars") == 1, shown
