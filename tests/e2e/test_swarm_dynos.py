@@ -9,6 +9,8 @@ real HTTP through the router.
 - A release replaces dynos on every node with no request failing (preboot).
 - Restarts, sizes, crashes with back-off and sleeping apps work as with local dynos.
 - Dynos on the nodes use their Heroku Postgres and Heroku Redis add-ons.
+- A public sample app (Flaskr, tests/e2e/sample_apps.py) is pushed, used through the router
+  and runs its own tests in a one-off dyno on a node.
 - A dyno cannot reach another app's dynos, on its node or another, at their published ports
   (the nodes set up as README's "Keeping apps apart" asks); the router still can.
 """
@@ -32,6 +34,7 @@ from tests.conftest import DEFAULT_TEST_DATABASE_URL
 from tests.swarm_cluster import SwarmCluster
 
 from .conftest import Api, WakaServer, app_repo, git_url, running_server, wait_for
+from .sample_apps import assert_its_own_tests_pass, blog_through_the_router, flaskr_repo
 
 ADMIN_URL = os.environ.get("WAKA_TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
 
@@ -298,6 +301,18 @@ PROBE = (
     ' if timeout 4 bash -c "exec 3<>/dev/tcp/${{t%:*}}/${{t#*:}}" 2>/dev/null;'
     ' then echo "reached $t"; else echo "blocked $t"; fi; done'
 )
+
+
+def test_a_public_sample_app_runs_on_the_swarm(
+    swarm_cluster: SwarmCluster, swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    app = swarm_api.create_app("swarm-flaskr")
+    pushed = flaskr_repo(tmp_path / "flaskr").push(git_url(swarm_server, app))
+    assert pushed.returncode == 0, pushed.output
+    (dyno,) = wait_for(lambda: web_up(swarm_api, app, 1), timeout=120, what="Flaskr's dyno up")
+    assert dyno["extended"]["instance"] in {n.name for n in swarm_cluster.nodes()}, dyno
+    blog_through_the_router(swarm_server.router_port, app)
+    assert_its_own_tests_pass(swarm_server, app)
 
 
 def test_a_dyno_cannot_reach_another_apps_dynos(
