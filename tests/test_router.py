@@ -516,6 +516,50 @@ def test_a_dyno_too_slow_to_accept_is_h19_and_skipped() -> None:
                 filler.close()
 
 
+def test_a_dyno_that_failed_a_connect_goes_last_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As nginx's fail_timeout: a dyno whose host is lost (connects hang) costs one request
+    the connect timeout, not every other one, until the dyno manager drops it; once DOWN_FOR
+    has passed it is tried again in turn."""
+    from waka.router import proxy
+
+    monkeypatch.setattr(proxy, "DOWN_FOR", 1.5)
+    with socket.socket() as full:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)
+        fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(full.getsockname())
+            fillers.append(filler)
+        stuck = Backend(LOOPBACK, full.getsockname()[1], "web.1")
+
+        async def main() -> None:
+            async with dyno(echo_dyno("live")) as live, router(connect_timeout=0.3) as r:
+                r.table.set_app(app((stuck, live.backend("web.2"))))
+
+                async def slow_ones(requests: int) -> int:
+                    slow = 0
+                    for _ in range(requests):
+                        began = time.monotonic()
+                        assert (await get(r.port)).json()["name"] == "live"
+                        slow += time.monotonic() - began >= 0.3
+                    return slow
+
+                assert await slow_ones(20) == 1  # at random, web.1 comes first soon
+                await asyncio.sleep(1.6)
+                assert await slow_ones(20) == 1  # tried again, and skipped again
+
+        try:
+            run(main())
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 # --- streaming and connections -----------------------------------------------------------------
 
 

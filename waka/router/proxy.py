@@ -79,6 +79,7 @@ KEEPALIVE_TIMEOUT = 75.0  # idle client connections are closed
 HEAD_TIMEOUT = 30.0
 ACME_CHALLENGE = b"/.well-known/acme-challenge/"
 SWEEP_EVERY = 5.0  # how often idle connections are looked for
+DOWN_FOR = 10.0  # seconds a dyno that refused or timed out a connect is tried last
 # Log lines are handed to `log` together, this often (see Router._emit).
 LOG_EVERY = 0.02
 
@@ -186,6 +187,9 @@ class Router:
         self.challenges: Any = None
         self._waker = Waker(wake, wake_timeout) if wake is not None else None
         self._pool = Pool()
+        # Dyno address -> until when it goes last: it failed a connect (its host lost, and no
+        # dyno manager to say so yet, or ever while a Swarm has no manager).
+        self._down: dict[tuple[str, int], float] = {}
         self._servers: list[asyncio.Server] = []
         self._clients: set[Conn] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -345,6 +349,8 @@ class Router:
                     elif now - idle > self.keepalive_timeout:
                         client.close()
                 self._pool.prune(now)
+                for key in [k for k, until in self._down.items() if until <= now]:
+                    del self._down[key]  # a dyno gone for good is not remembered
 
     # --- callbacks: the common request ----------------------------------------------------------
 
@@ -873,9 +879,12 @@ class Router:
         backends = x.route.backends
         count = len(backends)
         first = int(random.random() * count) if count > 1 else 0
+        order = [backends[(first + i) % count] for i in range(count)]
+        if self._down:  # dynos that failed a connect lately go last (nginx's fail_timeout)
+            now = monotonic()
+            order.sort(key=lambda b: self._down.get((b.host, b.port), 0.0) > now)
         failure = H21
-        for i in range(count):
-            backend = backends[(first + i) % count]
+        for backend in order:
             key = (backend.host, backend.port)
             x.dyno = backend.dyno
             conn = self._pool.get(key)
@@ -883,9 +892,13 @@ class Router:
                 x.connect = 0.0
                 return conn, True, key
             try:
-                return await self._connect_to(x, key), False, key
+                conn = await self._connect_to(x, key)
             except Failed as error:
                 failure = error.code
+                self._down[key] = monotonic() + DOWN_FOR
+                continue
+            self._down.pop(key, None)
+            return conn, False, key
         raise Failed(failure)
 
     async def _connect_to(self, x: _Exchange, key: tuple[str, int]) -> Conn:
