@@ -6,6 +6,8 @@ real HTTP through the router.
   each on the app's own overlay network, and the router serves from all of them.
 - A node is lost (its container killed): its dynos run again on the others and the router
   serves again; the node comes back and takes new dynos.
+- The Swarm's manager is lost: the dynos on the other nodes go on serving through the router,
+  waka takes changes meanwhile and applies them once the manager is back.
 - A release replaces dynos on every node with no request failing (preboot).
 - Restarts, sizes, crashes with back-off and sleeping apps work as with local dynos.
 - Dynos on the nodes use their Heroku Postgres and Heroku Redis add-ons.
@@ -159,6 +161,65 @@ def test_a_lost_node_s_dynos_serve_again_on_the_others(
     back = wait_for(lambda: web_up(swarm_api, app, 8), timeout=120, what="8 web dynos up")
     assert victim in {d["extended"]["instance"] for d in back}
     swarm_server.heroku("ps:scale", "web=1", "--app", app)
+
+
+def test_losing_the_manager_leaves_the_other_nodes_serving(
+    swarm_cluster: SwarmCluster, swarm_server: WakaServer, swarm_api: Api, tmp_path: Path
+) -> None:
+    """With its only manager lost, a Swarm can start and stop nothing, but its workers keep
+    their tasks: the router serves from the dynos on them (skipping the manager's, whose
+    connections fail), waka stays up and takes a scale, which runs once the manager is back."""
+    app = deploy(swarm_server, swarm_api, tmp_path, "swarm-manager")
+    swarm_server.heroku("ps:scale", "web=4", "--app", app)
+    up = wait_for(lambda: web_up(swarm_api, app, 4), timeout=120, what="4 web dynos up")
+    manager = swarm_cluster.manager_name
+    elsewhere = {d["name"] for d in up if d["extended"]["instance"] != manager}
+    assert elsewhere, f"every dyno on the manager: {up}"
+    swarm_cluster.kill(manager)
+    try:
+        served: Counter[str] = Counter()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            response = through_router(swarm_server, app)
+            assert response.status_code == 200, response.text
+            served[response.json()["dyno"]] += 1
+        assert set(served) == elsewhere, (served, up)
+        scaled = swarm_server.heroku("ps:scale", "web=2", "--app", app)
+        assert "web at 2:" in scaled.stderr, scaled
+        assert swarm_server.process is not None and swarm_server.process.poll() is None
+    finally:
+        swarm_cluster.revive(manager, timeout=120)
+    back = time.monotonic()
+    wait_for(lambda: web_up(swarm_api, app, 2), timeout=120, what="the scale, once it is back")
+
+    def serving() -> bool:
+        # The manager's dynos died with it, and a manager that just came back may still call
+        # them running until their node reports: the router serves once the dyno manager saw.
+        try:
+            return set(dynos_seen(swarm_server, app, 20)) == {"web.1", "web.2"}
+        except AssertionError:
+            return False
+
+    try:
+        wait_for(serving, timeout=90, what="web.1 and web.2 serving")
+    except AssertionError as error:
+        api = swarm_cluster.manager().api
+        tasks = [
+            (
+                t["ServiceID"][:8],
+                t["NodeID"][:8],
+                t["Status"]["State"],
+                t["Status"].get("PortStatus"),
+            )
+            for t in api.tasks()
+        ]
+        raise AssertionError(
+            f"{error}; dynos {dynos(swarm_api, app)}; tasks {tasks}; nodes "
+            f"{[(n['ID'][:8], n['Description']['Hostname'], n['Status']) for n in api.nodes()]}"
+            f"; the app's log:\n{logs(swarm_server, app)[-3000:]}"
+        ) from None
+    print(f"the manager back: the scale made meanwhile served in {time.monotonic() - back:.1f} s")
+    swarm_server.heroku("ps:scale", "web=0", "--app", app)
 
 
 def test_a_release_replaces_dynos_on_every_node_with_no_request_failing(

@@ -13,8 +13,11 @@ that is up.
 - Network: an overlay network per app (`waka-app-<platform>-<app>`): an app's dynos share one,
   and no app's dyno is on another app's. Endpoint mode `dnsrr`: no virtual IP, for which Swarm
   needs the kernel's IPVS (absent on some hosts).
-- Reaching a dyno: its port 5000 is published in `host` mode, on a port the node picks; the
-  router and the dyno manager reach it at the node's address and that port. (Swarm's ingress
+- Reaching a dyno: its port 5000 is published in `host` mode, on a port of PUBLISHED_PORTS
+  that waka picks (free among this platform's services; Swarm's scheduler puts no two tasks
+  publishing one port on a node); the router and the dyno manager reach it at the node's
+  address and that port, read from the service's spec. Not from the task's status: a manager
+  that restarted reports the tasks that ran on meanwhile without their ports. (Swarm's ingress
   routing mesh would hide which dyno answers, and needs IPVS too.)
 - Limits of the size: memory and processes, as for local dynos; user 1000 with no
   capabilities. Not available to Swarm services through the Docker API used here: CPU shares
@@ -24,6 +27,7 @@ that is up.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,6 +50,9 @@ from waka.domain import rules
 log = logging.getLogger("waka.dynos")
 
 STOP_GRACE = 10  # seconds between SIGTERM and SIGKILL, as on Heroku
+# Where dynos publish their port on their node: below Linux's ephemeral ports (32768-60999),
+# so no outgoing connection of the node holds one.
+PUBLISHED_PORTS = range(20000, 30000)
 NETWORK_ROLE = "app-network"
 # Task states in which a dyno is on its way up or up; any other is an end (exited, failed,
 # rejected by the node, shut down, orphaned with its node).
@@ -145,8 +152,11 @@ class SwarmDynos:
         )
         resources = Resources(mem_limit=memory_mb * 2**20)
         resources["Limits"]["Pids"] = rules.SIZE_PROCESSES.get(size, 256)
-        ports = [{"Protocol": "tcp", "TargetPort": PORT, "PublishMode": "host"}]
         for attempt in (1, 2):
+            ports: list[dict[str, Any]] | None = None
+            if publish:
+                port = {"Protocol": "tcp", "TargetPort": PORT, "PublishMode": "host"}
+                ports = [{**port, "PublishedPort": self._free_port()}]
             template = TaskTemplate(
                 container,
                 resources=resources,
@@ -159,7 +169,7 @@ class SwarmDynos:
                     name=f"waka-{app_id[:8]}-{dyno.replace('.', '-')}-{time.time_ns():x}"[:63],
                     labels=labels,
                     mode=ServiceMode("replicated", replicas=1),
-                    endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports if publish else None),
+                    endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports),
                 )
                 return str(service["ID"])
             except docker.errors.APIError as error:
@@ -169,6 +179,22 @@ class SwarmDynos:
                 if attempt == 2 or "network" not in str(error) or "not found" not in str(error):
                     raise
         raise AssertionError("unreachable")
+
+    def _free_port(self) -> int:
+        """A port of PUBLISHED_PORTS no service of this platform publishes. At random: two
+        dyno managers (one leading, one that just lost the lead) rarely pick the same, and a
+        port some other process holds on a node fails that dyno's start once, not every time."""
+        mine = {"label": [f"waka.platform={self.platform_id}"]}
+        taken = {
+            port
+            for service in self.client.api.services(filters=mine)
+            for port in _spec_ports(service)
+        }
+        free = [p for p in PUBLISHED_PORTS if p not in taken]
+        if not free:
+            first, last = PUBLISHED_PORTS.start, PUBLISHED_PORTS.stop - 1
+            raise RuntimeError(f"every port of {first}-{last} is published by a dyno")
+        return random.choice(free)
 
     def _network(self, app_id: str) -> str:
         """The app's overlay network, made if need be."""
@@ -221,7 +247,7 @@ class SwarmDynos:
             node_up = node is None or (node.get("Status") or {}).get("State") != "down"
             running = state in ALIVE and node_up
             ip = _node_address(node) if node else None
-            port = _published_port(task) if task and state == "running" else None
+            port = _port(service, task) if task and state == "running" else None
             status = (task or {}).get("Status") or {}
             if not running and not node_up:
                 log.info("dyno %s was on lost node %s", labels.get(LABEL), _hostname(node))
@@ -322,9 +348,24 @@ def _version(task: dict[str, Any]) -> tuple[str, int]:
     return (task.get("CreatedAt", ""), int((task.get("Version") or {}).get("Index", 0)))
 
 
-def _published_port(task: dict[str, Any]) -> int | None:
+def _port(service: dict[str, Any], task: dict[str, Any]) -> int | None:
+    """The node port of the dyno: the service's own; for a service an older waka made (the
+    node picked its port), what the task's status says."""
+    spec = _spec_ports(service)
+    if spec:
+        return spec[0]
     ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
     return next((int(p["PublishedPort"]) for p in ports if p.get("TargetPort") == PORT), None)
+
+
+def _spec_ports(service: dict[str, Any]) -> list[int]:
+    """The node ports a service publishes its dyno's $PORT on (one, or none: a one-off)."""
+    ports = ((service.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
+    return [
+        int(p["PublishedPort"])
+        for p in ports
+        if p.get("TargetPort") == PORT and p.get("PublishedPort")
+    ]
 
 
 def _node_address(node: dict[str, Any]) -> str | None:
