@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -484,19 +484,29 @@ def test_a_refusing_dyno_is_skipped_and_all_refusing_is_h21() -> None:
     run(main())
 
 
-def test_a_dyno_too_slow_to_accept_is_h19_and_skipped() -> None:
-    """A listening socket whose accept queue is full (nobody accepts) lets connects hang."""
+@contextlib.contextmanager
+def stuck_dyno(name: str = "web.1") -> Iterator[Backend]:
+    """A dyno whose connects hang: a listening socket whose accept queue is full (nobody
+    accepts), as a dyno on a lost host would look."""
     with socket.socket() as full:
         full.bind((LOOPBACK, 0))
         full.listen(0)
         fillers = []
-        for _ in range(3):
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(full.getsockname())
-            fillers.append(filler)
-        stuck = Backend(LOOPBACK, full.getsockname()[1], "web.1")
+        try:
+            for _ in range(3):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(full.getsockname())
+            yield Backend(LOOPBACK, full.getsockname()[1], name)
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_a_dyno_too_slow_to_accept_is_h19_and_skipped() -> None:
+    with stuck_dyno() as stuck:
 
         async def main() -> None:
             async with dyno(echo_dyno("live")) as live, router(connect_timeout=0.2) as r:
@@ -509,11 +519,7 @@ def test_a_dyno_too_slow_to_accept_is_h19_and_skipped() -> None:
                 for _ in range(4):
                     assert (await get(r.port)).json()["name"] == "live"
 
-        try:
-            run(main())
-        finally:
-            for filler in fillers:
-                filler.close()
+        run(main())
 
 
 def test_a_dyno_that_failed_a_connect_goes_last_for_a_while(
@@ -524,21 +530,11 @@ def test_a_dyno_that_failed_a_connect_goes_last_for_a_while(
     has passed it is tried again in turn."""
     from waka.router import proxy
 
-    monkeypatch.setattr(proxy, "DOWN_FOR", 1.5)
-    with socket.socket() as full:
-        full.bind((LOOPBACK, 0))
-        full.listen(0)
-        fillers = []
-        for _ in range(3):
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(full.getsockname())
-            fillers.append(filler)
-        stuck = Backend(LOOPBACK, full.getsockname()[1], "web.1")
+    monkeypatch.setattr(proxy, "DOWN_FOR", 3.0)  # longer than a round of 20 requests
+    with stuck_dyno() as stuck:
 
         async def main() -> None:
-            async with dyno(echo_dyno("live")) as live, router(connect_timeout=0.3) as r:
+            async with dyno(echo_dyno("live")) as live, router(connect_timeout=1.0) as r:
                 r.table.set_app(app((stuck, live.backend("web.2"))))
 
                 async def slow_ones(requests: int) -> int:
@@ -546,18 +542,14 @@ def test_a_dyno_that_failed_a_connect_goes_last_for_a_while(
                     for _ in range(requests):
                         began = time.monotonic()
                         assert (await get(r.port)).json()["name"] == "live"
-                        slow += time.monotonic() - began >= 0.3
+                        slow += time.monotonic() - began >= 1.0
                     return slow
 
                 assert await slow_ones(20) == 1  # at random, web.1 comes first soon
-                await asyncio.sleep(1.6)
+                await asyncio.sleep(3.1)
                 assert await slow_ones(20) == 1  # tried again, and skipped again
 
-        try:
-            run(main())
-        finally:
-            for filler in fillers:
-                filler.close()
+        run(main())
 
 
 # --- streaming and connections -----------------------------------------------------------------
