@@ -121,6 +121,37 @@ def test_a_slug_made_by_one_is_extracted_by_the_other(
         other.slugs.get("../../etc/passwd")
 
 
+def test_each_homes_slug_cache_is_trimmed_least_used_first(
+    two: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    one, other = two
+    slugs = []
+    for n in range(3):
+        app_dir = tmp_path / f"app-{n}"
+        app_dir.mkdir()
+        (app_dir / "Procfile").write_text("web: bin/web\n")
+        (app_dir / "blob").write_bytes(os.urandom(200_000))  # incompressible: ~200 KB each
+        slugs.append(one.slugs.create(app_dir))
+    cache = other.slugs
+    assert isinstance(cache, SharedSlugStore)
+    now = time.time()
+    for age, slug in zip((3 * 3600, 2 * 3600, 60), slugs, strict=True):
+        path = cache.get(slug.id).path
+        os.utime(path, (now - age, now - age))  # used 3 h, 2 h and a minute ago
+    cache.cache_bytes = 450_000  # room for two
+    assert cache.trim(now) == [cache.root / f"{slugs[0].checksum[7:]}.tgz"]
+    # Too little room for even one, yet one used within the hour stays: a caller may be
+    # about to read it.
+    cache.cache_bytes = 0
+    assert [p.name for p in cache.trim(now)] == [f"{slugs[1].checksum[7:]}.tgz"]
+    assert [p.name for p in cache.root.glob("*.tgz")] == [f"{slugs[2].checksum[7:]}.tgz"]
+    # A slug trimmed is fetched again when needed.
+    again = cache.get(slugs[0].id)
+    assert again.path.exists() and again.checksum == slugs[0].checksum
+    cache.extract(slugs[1].id, tmp_path / "out")
+    assert (tmp_path / "out" / "Procfile").exists()
+
+
 def test_the_build_cache_follows_the_app_from_worker_to_worker(
     two: tuple[Platform, Platform],
 ) -> None:

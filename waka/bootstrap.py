@@ -117,7 +117,11 @@ class Platform:
         from waka.adapters.slugs import LocalSlugStore, SharedSlugStore
 
         if self.blobs is not None:  # the slugs this process uses are cached in its home
-            return SharedSlugStore(self.blobs, self.settings.home / "slugs")
+            return SharedSlugStore(
+                self.blobs,
+                self.settings.home / "slugs",
+                cache_bytes=self.settings.slug_cache_mb * 1024**2,
+            )
         return LocalSlugStore(self.settings.home / "slugs")
 
     @cached_property

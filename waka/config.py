@@ -56,6 +56,8 @@ class Settings:
     # Logplex's store when set (every process's lines, for every API process; the last 1,500 per
     # app outlive restarts), else each process's memory (one-process `waka up`).
     redis_url: str | None = None
+    # With shared storage, each home's cache of slugs is trimmed to this (least used first).
+    slug_cache_mb: int = 10240
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -91,6 +93,7 @@ class Settings:
             if env.get("WAKA_ADDON_MANIFESTS")
             else None,
             redis_url=env.get("WAKA_REDIS_URL") or None,
+            slug_cache_mb=int(env.get("WAKA_SLUG_CACHE_MB") or 10240),
         )
 
     @property

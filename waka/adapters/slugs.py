@@ -13,6 +13,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from waka.adapters.archives import safe_extract, write_tarball
 from waka.adapters.blobs import BlobStore, get_file, put_file
 
 DEFAULT_LIMIT_BYTES = 500 * 1024 * 1024
+DEFAULT_CACHE_BYTES = 10 * 1024**3  # each home's cache of shared slugs (WAKA_SLUG_CACHE_MB)
+KEEP_USED = 3600.0  # seconds: a cached slug used this recently is never removed
 APP_DIR = "app"
 SLUG_PREFIX = f"./{APP_DIR}"  # members are ./app/...
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "waka:slugs")  # fixed forever: ids depend on it
@@ -130,7 +133,11 @@ class SharedSlugStore(LocalSlugStore):
     """Slugs in a blob store every process of the platform shares (`slugs/<slug id>.tgz`;
     PostgreSQL), each process keeping those it made or used in a cache under its own home:
     `get(id).path` and `extract` work on a file, and a dyno started from a slug is started
-    from that file. A slug is fetched once per home; its content is checked against its id."""
+    from that file. A slug is fetched once per home; its content is checked against its id.
+
+    The cache is bounded: once it holds more than `cache_bytes`, the slugs least recently used
+    go, but never one used in the last KEEP_USED seconds (a caller may be about to read the
+    file `get` gave it). A slug that went is fetched again when next needed."""
 
     def __init__(
         self,
@@ -139,10 +146,12 @@ class SharedSlugStore(LocalSlugStore):
         *,
         prefix: str = "slugs/",
         limit_bytes: int = DEFAULT_LIMIT_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         super().__init__(cache_root, limit_bytes=limit_bytes)
         self.blobs = blobs
         self.prefix = prefix
+        self.cache_bytes = cache_bytes
 
     def create(self, app_dir: Path) -> Slug:
         slug = super().create(app_dir)
@@ -150,13 +159,45 @@ class SharedSlugStore(LocalSlugStore):
         stored = self.blobs.stat(key)
         if stored is None or f"SHA256:{stored.sha256}" != slug.checksum:
             put_file(self.blobs, key, slug.path)  # writers of one slug race harmlessly
+        self.trim()
         return slug
 
     def get(self, slug_id: str) -> Slug:
         try:
-            return super().get(slug_id)
-        except SlugNotFound:
+            slug = super().get(slug_id)
+            os.utime(slug.path)  # a use: last to go
+            return slug
+        except (SlugNotFound, FileNotFoundError):  # not cached here, or just trimmed
             pass
+        slug = self._fetch(slug_id)
+        self.trim()
+        return slug
+
+    def trim(self, now: float | None = None) -> list[Path]:
+        """Remove the least recently used slugs until the cache is within `cache_bytes`;
+        what went."""
+        now = time.time() if now is None else now
+        cached = []
+        for path in self.root.glob("*.tgz"):
+            with contextlib.suppress(FileNotFoundError):  # another process trims too
+                stat = path.stat()
+                cached.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in cached)
+        removed = []
+        for used, size, path in sorted(cached):
+            if total <= self.cache_bytes:
+                break
+            if now - used < KEEP_USED:
+                break  # every other is as recent
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            total -= size
+            removed.append(path)
+        if removed:
+            self._by_id = {i: p for i, p in self._by_id.items() if p not in removed}
+        return removed
+
+    def _fetch(self, slug_id: str) -> Slug:
         try:
             key = f"{self.prefix}{uuid.UUID(slug_id)}.tgz"
         except ValueError:
