@@ -433,6 +433,7 @@ def bootstrap(settings: Settings | None = None) -> Platform:
             store = SqliteReadStore(settings.home / "projections.sqlite", sealer=sealer)
         projector = Projector(ledger, store)
         projector.setup()
+        _setup_reactor_tables(ledger, store)
     projector.catch_up()
     make_private(settings.home)  # the stores' files just made
     return Platform(
@@ -442,6 +443,15 @@ def bootstrap(settings: Settings | None = None) -> Platform:
         projector=projector,
         partners=load_partners(settings),
     )
+
+
+def _setup_reactor_tables(ledger: Ledger, store: ReadStore) -> None:
+    """The tables of the reactors that keep their own state in the store, made here, under
+    the setup lock (their constructors make them too, for tests; by then they exist)."""
+    from waka.reactors import api_log, webhooks
+
+    api_log.setup(store, ledger)
+    webhooks.setup(store)
 
 
 @contextmanager

@@ -32,6 +32,18 @@ POSITION = """CREATE TABLE IF NOT EXISTS waka_api_log_position (
     name TEXT PRIMARY KEY, position BIGINT NOT NULL)"""
 
 
+def setup(store: ReadStore, ledger: Application) -> None:
+    """The position's table, and its row: a platform's first start logs from now on, not
+    its whole past."""
+    with store.transaction() as cur:
+        cur.execute(POSITION)
+        cur.execute(
+            "INSERT INTO waka_api_log_position (name, position) VALUES ('api-log', ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (newest(ledger),),
+        )
+
+
 def describe(event: Any, ledger: Application) -> Iterator[str]:
     """The `app[api]` lines for one ledger event (none for most)."""
     by = f"by {event.actor.get('email') or 'waka'}"
@@ -82,14 +94,7 @@ class ApiLog:
         self.interval = interval
         self._lock = threading.Lock()
         if store is not None:
-            with store.transaction() as cur:
-                cur.execute(POSITION)
-                # A platform's first start logs from now on, not its whole past.
-                cur.execute(
-                    "INSERT INTO waka_api_log_position (name, position) VALUES ('api-log', ?)"
-                    " ON CONFLICT (name) DO NOTHING",
-                    (newest(ledger),),
-                )
+            setup(store, ledger)
         self.position = self._stored()
 
     def tick(self) -> None:
