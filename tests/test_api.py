@@ -77,6 +77,29 @@ def test_generated_name(api: Api) -> None:
     assert 3 <= len(app["name"]) <= 30
 
 
+def test_a_config_change_sent_again_with_its_request_id_is_one_release(api: Api) -> None:
+    """The Heroku CLI sends a request again, with the same Request-Id (this request's id
+    first, then its earlier ones'), when the connection broke before the answer: the change
+    was made once, so it is not a second release. Another request, the same change, is."""
+    api.post("/apps", json={"name": "shop"})
+    sent = {
+        "Request-Id": "7f1c0c1e-3c55-4a6e-9a0e-0d2b6c1f5a10,0b1d7f3e-2f11-4c55-8b5e-1a2b3c4d5e6f"
+    }
+    for _ in range(2):
+        answer = api.patch("/apps/shop/config-vars", json={"FOO": "1"}, headers=sent)
+        assert answer.status_code == 200 and answer.json() == {"FOO": "1"}
+        assert answer.headers["Request-Id"] == "7f1c0c1e-3c55-4a6e-9a0e-0d2b6c1f5a10"
+    versions = [r["version"] for r in api.get("/apps/shop/releases").json()]
+    assert versions == [1, 2]
+    api.patch("/apps/shop/config-vars", json={"FOO": "1"})  # its own id: a release
+    other = {"Request-Id": "11111111-2222-4333-8444-555555555555"}
+    api.patch("/apps/shop/config-vars", json={"FOO": "1"}, headers=other)
+    api.patch("/apps/shop/config-vars", json={"FOO": "2"}, headers=other)  # another change
+    versions = [r["version"] for r in api.get("/apps/shop/releases").json()]
+    assert versions == [1, 2, 3, 4, 5]
+    assert api.get("/apps/shop/config-vars").json() == {"FOO": "2"}
+
+
 def test_config_vars_and_releases(api: Api) -> None:
     api.post("/apps", json={"name": "shop"})
     patched = api.patch("/apps/shop/config-vars", json={"FOO": "1", "BAR": "2"})

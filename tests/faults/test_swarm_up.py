@@ -39,7 +39,9 @@ def test_kill_up_on_a_swarm_at_random_points_of_each_operation(
     platform: Platform, schedule: random.Random
 ) -> None:
     for make in operations(platform.target, schedule):
-        platform.fault(make(), "up", schedule)
-    assert platform.observer.swarm is not None and platform.observer.swarm.services()
+        operation = make()
+        platform.fault(operation, "up", schedule)
+        if operation.name == "push":  # its dynos are Swarm services (a scale may drop them)
+            assert platform.observer.swarm is not None and platform.observer.swarm.services()
     codes = platform.deployment.stop()
     assert codes == {"up": 0}, platform.deployment.log()[-4000:]

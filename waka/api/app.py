@@ -59,6 +59,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         sent = dict(scope.get("headers") or []).get(b"request-id", b"").decode("latin-1")
+        # The Heroku CLI sends this request's id first, then the ids of its earlier ones.
+        sent = sent.split(",", 1)[0].strip()
         request_id = sent if _REQUEST_ID.match(sent) else str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
 

@@ -57,6 +57,12 @@ class Ctx:
     def actor(self) -> Actor:
         return {"id": self.user["id"], "email": self.user["email"]}
 
+    @property
+    def request_id(self) -> str:
+        """The client's id of this request (the CLI sends the same again when it retries one
+        whose connection broke), else one of ours."""
+        return str(self.request.state.request_id)
+
     def param(self, name: str) -> str:
         return str(self.request.path_params[name])
 

@@ -260,6 +260,11 @@ class App(Aggregate):
             )
         if not changes:
             return self.current_release
+        request = [actor.get("request_id"), actor.get("id"), changes]
+        if request[0] and request == getattr(self, "last_config_change", None):
+            # The same request again: a client retrying one whose answer it lost (the
+            # Heroku CLI does on a broken connection). It was applied; no second release.
+            return self.current_release
         merged = {k: v for k, v in self.config.items() if changes.get(k, v) is not None}
         merged.update({k: v for k, v in changes.items() if v is not None})
         rules.check_config_size(merged)
@@ -273,6 +278,7 @@ class App(Aggregate):
                 self.config.pop(key, None)
             else:
                 self.config[key] = value
+        self.last_config_change = [actor.get("request_id"), actor.get("id"), dict(changes)]
 
     def aggregate_version_of(self, release_version: int) -> int:
         if not 1 <= release_version <= len(self.release_positions):
