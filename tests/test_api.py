@@ -100,6 +100,19 @@ def test_a_config_change_sent_again_with_its_request_id_is_one_release(api: Api)
     assert api.get("/apps/shop/config-vars").json() == {"FOO": "2"}
 
 
+def test_a_rollback_sent_again_with_its_request_id_is_one_release(api: Api) -> None:
+    api.post("/apps", json={"name": "shop"})
+    api.patch("/apps/shop/config-vars", json={"FOO": "1"})
+    sent = {"Request-Id": "5d2c8a4e-1b3f-4c6d-9e8f-7a6b5c4d3e2f"}
+    for _ in range(2):
+        rolled = api.post("/apps/shop/releases", json={"release": 1}, headers=sent)
+        assert rolled.status_code == 201, rolled.text
+        assert (rolled.json()["version"], rolled.json()["description"]) == (3, "Rollback to v1")
+    assert [r["version"] for r in api.get("/apps/shop/releases").json()] == [1, 2, 3]
+    again = api.post("/apps/shop/releases", json={"release": 1})  # another request: another
+    assert again.json()["version"] == 4
+
+
 def test_config_vars_and_releases(api: Api) -> None:
     api.post("/apps", json={"name": "shop"})
     patched = api.patch("/apps/shop/config-vars", json={"FOO": "1", "BAR": "2"})

@@ -289,6 +289,9 @@ class App(Aggregate):
         """Make a new release with the slug and config vars of `target`, this app as it stood
         at release `target_version` (a replay of the ledger)."""
         self._check_live()
+        request = [actor.get("request_id"), actor.get("id"), target_version]
+        if request[0] and request == getattr(self, "last_rollback", None):
+            return self.current_release  # the same request again (see set_config)
         if self.is_failed_release(target_version):
             raise InvalidParams(
                 f"v{target_version} failed in its release phase; it cannot be rolled back to."
@@ -326,6 +329,7 @@ class App(Aggregate):
         self.slug_id = slug_id
         self.process_types = process_types
         self.config = config
+        self.last_rollback = [actor.get("request_id"), actor.get("id"), target_version]
 
     # --- add-ons --------------------------------------------------------------------------
 

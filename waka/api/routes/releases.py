@@ -52,9 +52,9 @@ def create_release(ctx: Ctx) -> Reply:
         target = find_release(ctx.platform.store, row["id"], str(body["release"]))
         if target is None:
             raise not_found("Couldn't find that release.")
-        app = ctx.command(
-            ctx.platform.ledger.rollback, ctx.actor, ctx.app_id(row), target["version"]
-        )
+        # The request's id goes with the rollback: the same request again is not a second one.
+        actor = {**ctx.actor, "request_id": ctx.request_id}
+        app = ctx.command(ctx.platform.ledger.rollback, actor, ctx.app_id(row), target["version"])
     elif "slug" in body:
         return _release_slug(ctx, row, body)
     else:
