@@ -376,6 +376,13 @@ def _serve_roles(args: argparse.Namespace, roles: frozenset[str]) -> int:
         binds += _binds(host, settings.router_port)
         if settings.router_tls_port:
             binds += _binds(host, settings.router_tls_port)
+    listeners = [(n, p) for n, p in _listeners(settings, roles, listen.rendezvous_port) if p]
+    ports = [p for _, p in listeners]
+    twice = next((p for p in ports if ports.count(p) > 1), None)
+    if twice:
+        names = " and ".join(n for n, p in listeners if p == twice)
+        print(f"waka: {names} are both port {twice}: each needs its own", file=sys.stderr)
+        return 1
     for bind in binds:
         problem = _unbindable(bind)
         if problem:
@@ -424,6 +431,21 @@ def _encryption_status(settings: Settings) -> str:
         "this ledger was made before encryption was the default and stays UNENCRYPTED "
         "(see the README: Backing up and rotating the key)"
     )
+
+
+def _listeners(
+    settings: Settings, roles: frozenset[str], rendezvous_port: int | None
+) -> list[tuple[str, int]]:
+    """This process's listeners and their ports (0: none, or any free one). Two on one port
+    would each pass the probe below alone, and the second would fail mid-start."""
+    listeners: list[tuple[str, int]] = []
+    if API in roles:
+        listeners += [("--api-port", settings.api_port), ("--api-tls-port", settings.api_tls_port)]
+        listeners.append(("--rendezvous-port", rendezvous_port or 0))
+    if ROUTER in roles:
+        listeners.append(("--router-port", settings.router_port))
+        listeners.append(("--router-tls-port", settings.router_tls_port))
+    return listeners
 
 
 def _unbindable(bind: str) -> str | None:

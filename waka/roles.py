@@ -182,7 +182,11 @@ async def _serve_api(platform: Platform, listen: Listen, stop: asyncio.Event) ->
             # which waka does not use). Every child (git http-backend and its hooks, builds,
             # Redis servers) would then hold the API's port: after a crash, waka could not
             # listen again while one of them lived.
-            sockets = super().create_sockets()
+            try:
+                sockets = super().create_sockets()
+            except OSError as error:  # taken since `waka` probed it: say so, no traceback
+                print(f"waka: cannot listen for the API: {error.strerror}", file=sys.stderr)
+                raise SystemExit(1) from None
             for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
                 sock.set_inheritable(False)
             return sockets

@@ -13,6 +13,7 @@ ledger in-process on the same stores (`ledger_app(...)`) for direct checks.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
@@ -189,15 +190,40 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=64)
+
+
 def free_port() -> int:
-    """A port free on both loopback families (`waka up` binds 127.0.0.1 and ::1)."""
+    """A port free on both loopback families (`waka up` binds 127.0.0.1 and ::1), and not
+    one of the last handed out here: the kernel may give a port just probed again, and one
+    server's API and router on one port made `waka up` fail while the router answered."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if _port_is_free(port):
+        if port not in _HANDED_OUT and _port_is_free(port):
+            _HANDED_OUT.append(port)
             return port
     raise RuntimeError("could not find a free port on loopback")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a listening TCP socket on `port` (Linux's /proc): what
+    answers on a port just probed free may be another test's server that took it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+    return False
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -263,6 +289,7 @@ class WakaServer:
                 self.tls_port = free_port()  # nor for 5443
                 self.router_tls_port = free_port()  # nor for 8443
             log = self.log_path.open("ab")
+            started_at = log.tell()
             log.write(f"--- waka up --api-port {self.port}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
@@ -304,6 +331,8 @@ class WakaServer:
                     f"`waka up --api-port {self.port}` did not answer within {START_TIMEOUT} s "
                     f"(exit code {code}). Its output:\n{self.log()}"
                 )
+            with self.log_path.open("r+b") as log:  # a port taken meanwhile: not waka's fault
+                log.truncate(started_at)
 
     def _wait_until_up(self) -> bool:
         assert self.process is not None
@@ -313,11 +342,15 @@ class WakaServer:
                 return False
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/account", timeout=2):
-                    return True
+                    pass
             except urllib.error.HTTPError:
-                return True  # 401 without a key: the API is up
+                pass  # 401 without a key: the API is up
             except OSError:
                 time.sleep(0.1)
+                continue
+            if listens(self.process.pid, self.port):
+                return True
+            time.sleep(0.1)  # another process answered: this one exits, or takes it later
         return False
 
     def stop(self) -> int:
