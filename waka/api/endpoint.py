@@ -63,6 +63,12 @@ class Ctx:
         whose connection broke), else one of ours."""
         return str(self.request.state.request_id)
 
+    @property
+    def actor_of_request(self) -> Actor:
+        """The actor with this request's id: a command that keeps it in its event knows this
+        request when it comes again, and does not apply it twice."""
+        return {**self.actor, "request_id": self.request_id}
+
     def param(self, name: str) -> str:
         return str(self.request.path_params[name])
 

@@ -45,6 +45,18 @@ def _deploy_description(slug: dict[str, Any]) -> str:
     return f"Deploy {commit[:8]}" if commit else "Deploy"
 
 
+def _request(actor: Actor, what: Any) -> list[Any]:
+    """What a write remembers of the request that made it: its id, who sent it, and what."""
+    return [actor.get("request_id"), actor.get("id"), what]
+
+
+def _sent_again(last: list[Any] | None, actor: Actor, what: Any) -> bool:
+    """Whether this is the request behind `last` sent again: a client retrying one whose
+    answer it lost (the Heroku CLI does, with the same Request-Id, when its connection
+    breaks). It was applied: the app answers as it stands, with no second release."""
+    return bool(actor.get("request_id")) and last == _request(actor, what)
+
+
 class App(Aggregate):
     @event("Created")
     def __init__(self, name: str, owner: Actor, region: str, stack: str, actor: Actor) -> None:
@@ -260,10 +272,7 @@ class App(Aggregate):
             )
         if not changes:
             return self.current_release
-        request = [actor.get("request_id"), actor.get("id"), changes]
-        if request[0] and request == getattr(self, "last_config_change", None):
-            # The same request again: a client retrying one whose answer it lost (the
-            # Heroku CLI does on a broken connection). It was applied; no second release.
+        if _sent_again(getattr(self, "last_config_change", None), actor, changes):
             return self.current_release
         merged = {k: v for k, v in self.config.items() if changes.get(k, v) is not None}
         merged.update({k: v for k, v in changes.items() if v is not None})
@@ -278,7 +287,7 @@ class App(Aggregate):
                 self.config.pop(key, None)
             else:
                 self.config[key] = value
-        self.last_config_change = [actor.get("request_id"), actor.get("id"), dict(changes)]
+        self.last_config_change = _request(actor, dict(changes))
 
     def aggregate_version_of(self, release_version: int) -> int:
         if not 1 <= release_version <= len(self.release_positions):
@@ -289,9 +298,8 @@ class App(Aggregate):
         """Make a new release with the slug and config vars of `target`, this app as it stood
         at release `target_version` (a replay of the ledger)."""
         self._check_live()
-        request = [actor.get("request_id"), actor.get("id"), target_version]
-        if request[0] and request == getattr(self, "last_rollback", None):
-            return self.current_release  # the same request again (see set_config)
+        if _sent_again(getattr(self, "last_rollback", None), actor, target_version):
+            return self.current_release
         if self.is_failed_release(target_version):
             raise InvalidParams(
                 f"v{target_version} failed in its release phase; it cannot be rolled back to."
@@ -329,7 +337,7 @@ class App(Aggregate):
         self.slug_id = slug_id
         self.process_types = process_types
         self.config = config
-        self.last_rollback = [actor.get("request_id"), actor.get("id"), target_version]
+        self.last_rollback = _request(actor, target_version)
 
     # --- add-ons --------------------------------------------------------------------------
 

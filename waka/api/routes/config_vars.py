@@ -17,8 +17,7 @@ def show_config(ctx: Ctx) -> Reply:
 
 def update_config(ctx: Ctx) -> Reply:
     row = ctx.app()
-    # The request's id goes with the change: the same request again is not a second release.
-    actor = {**ctx.actor, "request_id": ctx.request_id}
+    actor = ctx.actor_of_request  # the same request again is not a second release
     ctx.command(ctx.platform.ledger.set_config, actor, ctx.app_id(row), ctx.object_body())
     return Reply(config_of(ctx.platform.store, row["id"]))
 

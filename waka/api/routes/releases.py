@@ -52,8 +52,7 @@ def create_release(ctx: Ctx) -> Reply:
         target = find_release(ctx.platform.store, row["id"], str(body["release"]))
         if target is None:
             raise not_found("Couldn't find that release.")
-        # The request's id goes with the rollback: the same request again is not a second one.
-        actor = {**ctx.actor, "request_id": ctx.request_id}
+        actor = ctx.actor_of_request  # the same request again is not a second rollback
         app = ctx.command(ctx.platform.ledger.rollback, actor, ctx.app_id(row), target["version"])
     elif "slug" in body:
         return _release_slug(ctx, row, body)
