@@ -102,6 +102,9 @@ class ApiLog:
 
     def took_over(self) -> None:
         """Leading from now on: on from where the last leader stopped."""
+        if self.store is None:
+            return  # the position is this process's own: on from it (not from the newest,
+            # which would skip what was saved between taking the lease and this call)
         with self._lock:
             self.position = self._stored()
 
