@@ -9,6 +9,7 @@ for any proxy written this way.
 
     python bench/router_inprocess.py             # the time per request, best of 7 rounds
     python bench/router_inprocess.py --profile   # and where it goes (cProfile, by own time)
+    python bench/router_inprocess.py --heads python  # with the regexes, not the C scan
 """
 
 from __future__ import annotations
@@ -132,7 +133,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=100_000, help="requests per round")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--heads",
+        choices=("c", "python"),
+        default="c",
+        help="the commonest heads scanned in C (waka/router/_heads.c, when built) or by regex",
+    )
     args = parser.parse_args()
+    if args.heads == "python":
+        from waka.router import http
+
+        http.simple_request, http.simple_response = http.simple_request_re, http.simple_response_re
+    else:
+        import waka.router._heads  # noqa: F401  (fails clearly when it was not built)
     print(f"router callbacks: {run(args.n, REQUEST, RESPONSE, args.profile):.2f} µs per request")
     return 0
 

@@ -179,16 +179,51 @@ class Request:
     request_id: bytes = b""  # the client's X-Request-Id when sane, else b""
 
 
-def parse_request(head: bytes) -> Request:
+def simple_request_re(head: bytes) -> tuple[bytes, bytes, bool, bytes, int, int, int, int] | None:
+    """_SIMPLE_REQUEST's answer: (method, target, http10, host, where the field lines start,
+    the Connection line's start and end and its option: 1 keep-alive, 0 close; -1 for none)."""
     simple = _SIMPLE_REQUEST.fullmatch(head)
+    if simple is None:
+        return None
+    method, target, minor, host, line, option = simple.groups()
+    start = simple.end(3) + 2
+    if line is None:
+        return method, target, minor == b"0", host, start, -1, -1, -1
+    keep = int(option.lower() == b"keep-alive")
+    return method, target, minor == b"0", host, start, simple.start(5), simple.end(5), keep
+
+
+def simple_response_re(head: bytes) -> tuple[int, bool, int, int, int, int, int] | None:
+    """_SIMPLE_RESPONSE's answer: (where the field lines start, HTTP/1.1, status,
+    Content-Length or -1, the Connection line's start and end and its option as above)."""
+    simple = _SIMPLE_RESPONSE.fullmatch(head)
+    if simple is None:
+        return None
+    _, minor, code, length, line1, option1, _, option2, length2 = simple.groups()
+    number = length or length2
+    option = option1 or option2
+    if option is None:
+        return simple.end(1), minor == b"1", int(code), int(number or -1), -1, -1, -1
+    group = 5 if line1 is not None else 7  # the Connection line
+    keep = int(option.lower() == b"keep-alive")
+    at, end = simple.span(group)
+    return simple.end(1), minor == b"1", int(code), int(number or -1), at, end, keep
+
+
+try:  # the same answers from one scan in C (waka/router/_heads.c), when it was built
+    from waka.router._heads import simple_request, simple_response
+except ImportError:  # no C compiler at install time: the regexes
+    simple_request, simple_response = simple_request_re, simple_response_re
+
+
+def parse_request(head: bytes) -> Request:
+    simple = simple_request(head)
     if simple is not None:  # one Host, maybe a Connection after it, nothing else to act on
-        method, target, minor, host, line, option = simple.groups()
-        http10 = minor == b"0"
-        start = simple.end(3) + 2
-        if line is None:
+        method, target, http10, host, start, at, end, option = simple
+        if at < 0:
             return Request(method, target, http10, host, head[start:], keep_alive=not http10)
-        req = Request(method, target, http10, host, keep_alive=option.lower() == b"keep-alive")
-        req.fields = head[start : simple.start(5)] + head[simple.end(5) :]
+        req = Request(method, target, http10, host, keep_alive=option == 1)
+        req.fields = head[start:at] + head[end:]
         return req
     line = _REQUEST_HEAD.fullmatch(head)
     if line is None:
@@ -335,26 +370,20 @@ class Response:
 
 def parse_response(head: bytes, method: bytes) -> Response:
     """A dyno's response head; raises BadMessage (H17) when it cannot be relayed safely."""
-    simple = _SIMPLE_RESPONSE.fullmatch(head)
+    simple = simple_response(head)
     if simple is not None:  # at most a Content-Length and a Connection to act on
-        status_line, minor, code, length, line1, option1, _, option2, length2 = simple.groups()
-        status = int(code)
-        if minor == b"0":
-            status_line = b"HTTP/1.1" + status_line[8:]
-        resp = Response(status, status_line)
-        start = simple.end(1)
-        option = option1 or option2
-        if option is None:
-            resp.keep_alive = minor == b"1"
+        start, http11, status, length, at, end, option = simple
+        resp = Response(status, head[:start] if http11 else b"HTTP/1.1" + head[8:start])
+        if at < 0:
+            resp.keep_alive = http11
             resp.fields = head[start:]
-        else:
-            resp.keep_alive = option.lower() == b"keep-alive"
-            group = 5 if line1 is not None else 7  # the Connection line: not forwarded
-            resp.fields = head[start : simple.start(group)] + head[simple.end(group) :]
+        else:  # the Connection line is not forwarded
+            resp.keep_alive = option == 1
+            resp.fields = head[start:at] + head[end:]
         if method == b"HEAD" or status < 200 or status in (204, 304):
             resp.body = 0
-        elif length is not None or length2 is not None:
-            resp.body = int(length or length2)
+        elif length >= 0:
+            resp.body = length
         else:
             resp.keep_alive = False  # the body ends when the dyno closes the connection
         return resp
