@@ -115,6 +115,29 @@ def test_create_provisions_attaches_and_releases(api: Api, providers) -> None:
     assert credentials["credentials"][0]["user"] == "u"
 
 
+def test_an_addon_create_sent_again_with_its_request_id_is_one_addon(api: Api, providers) -> None:
+    """`heroku addons:create heroku-redis` without a name, sent again by the CLI after its
+    connection broke: the same add-on (one resource, one release), not a second one."""
+    api.post("/apps", json={"name": "shop"})
+    sent = {"Request-Id": "5e0b4f6d-2a7c-4b1d-a9f8-4c5d6e7f8091"}
+    body = {"plan": {"name": "heroku-redis:mini"}}
+    first = api.post("/apps/shop/addons", json=body, headers=sent)
+    again = api.post("/apps/shop/addons", json=body, headers=sent)
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"]
+    settle(api)
+    assert [a["id"] for a in api.get("/apps/shop/addons").json()] == [first.json()["id"]]
+    assert len(providers["heroku-redis"].resources) == 1
+    assert [r["version"] for r in api.get("/apps/shop/releases").json()] == [1, 2]
+    # The same id for another add-on is refused; another id makes another add-on.
+    other = {"plan": {"name": "heroku-postgresql:essential-0"}}
+    assert error_of(api.post("/apps/shop/addons", json=other, headers=sent))[0] == 409
+    fresh = {"Request-Id": "6f1c5a7e-3b8d-4c2e-b0a9-5d6e7f8091a2"}
+    assert api.post("/apps/shop/addons", json=body, headers=fresh).status_code == 202
+    settle(api)
+    assert len(api.get("/apps/shop/addons").json()) == 2
+
+
 def test_config_set_cannot_overwrite_and_rollback_warns(api: Api) -> None:
     api.post("/apps", json={"name": "shop"})
     api.patch("/apps/shop/config-vars", json={"A": "1"})  # v2

@@ -113,6 +113,29 @@ def test_a_rollback_sent_again_with_its_request_id_is_one_release(api: Api) -> N
     assert again.json()["version"] == 4
 
 
+def test_an_app_create_sent_again_with_its_request_id_is_one_app(api: Api) -> None:
+    """`heroku apps:create` without a name, its answer lost and sent again by the CLI: the
+    same app, not a second one with another generated name."""
+    sent = {"Request-Id": "2b7e1c3a-9d4f-4e8a-b6c5-1f2e3d4c5b6a"}
+    first = api.post("/apps", json={}, headers=sent)
+    again = api.post("/apps", json={}, headers=sent)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert [a["name"] for a in api.get("/apps").json()] == [first.json()["name"]]
+    other = api.post(
+        "/apps", json={}, headers={"Request-Id": "3c8f2d4b-0e5a-4f9b-a7d6-2a3b4c5d6e7f"}
+    )
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    # The same id for another request is refused, not taken for the first app.
+    reused = api.post("/apps", json={"name": "shop"}, headers=sent)
+    assert error_of(reused)[:2] == (409, "conflict"), reused.text
+    assert api.get("/apps/shop").status_code == 404
+    named = {"Request-Id": "4d9a3e5c-1f6b-4a0c-b8e7-3b4c5d6e7f80"}
+    assert api.post("/apps", json={"name": "shop"}, headers=named).status_code == 201
+    assert api.post("/apps", json={"name": "shop"}, headers=named).status_code == 201
+    assert error_of(api.post("/apps", json={"name": "shop"}))[:2] == (422, "invalid_params")
+
+
 def test_config_vars_and_releases(api: Api) -> None:
     api.post("/apps", json={"name": "shop"})
     patched = api.patch("/apps/shop/config-vars", json={"FOO": "1", "BAR": "2"})

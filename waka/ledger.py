@@ -27,7 +27,7 @@ from waka import ledger_cipher
 from waka.addons.catalogue import Plan, Service, find_service
 from waka.domain import access, rules
 from waka.domain.account import Account, hash_api_key
-from waka.domain.actors import OPERATOR, Actor
+from waka.domain.actors import OPERATOR, Actor, person
 from waka.domain.addon import PROVISIONING, Addon, attachment_id, attachment_names
 from waka.domain.app import App
 from waka.domain.authorization import Authorization, token_hint
@@ -331,11 +331,19 @@ class Ledger(Application[UUID]):
         """`team`: made in (and owned by) that team, by one of its admins or members."""
         region = rules.check_region(region or rules.DEFAULT_REGION)
         stack = rules.check_stack(stack or rules.DEFAULT_STACK)
+        made = self._made_by_request(App, actor)
+        if made is not None:  # this request again: answered with the app it made
+            asked = (name or made.name, region, stack)
+            if made.destroyed or asked != (made.name, made.region, made.stack):
+                raise Conflict("This Request-Id was used to create another app.")
+            return made
         if name is None:
             return self._create_with_generated_name(actor, region, stack, team)
         rules.check_app_name(name)
         if team is None:
-            app = App.create(name=name, owner=actor, region=region, stack=stack)
+            app = App.create(
+                name=name, owner=person(actor), region=region, stack=stack, actor=actor
+            )
         else:
             owning = self.get_team(team, actor)
             if owning.role_of(actor["id"]) not in (ADMIN, MEMBER):
@@ -359,6 +367,17 @@ class Ledger(Application[UUID]):
             except NameTaken:
                 continue
         raise Conflict("Could not find a free app name; please choose one.")
+
+    def _made_by_request(self, kind: type[T], actor: Actor) -> T | None:
+        """What this actor's request made already, if it is a request sent again (its id is
+        derived from the request's: `made_by_request`)."""
+        if not actor.get("request_id"):
+            return None
+        try:
+            made = self.repository.get(kind.create_id(actor))  # type: ignore[attr-defined]
+        except AggregateNotFoundError:
+            return None
+        return made if isinstance(made, kind) else None
 
     def _claim(self, kind: type[AppName], name: str, app_id: UUID, actor: Actor) -> AppName:
         """Claim `name` in an index (app names, domains) for this app."""
@@ -741,6 +760,12 @@ class Ledger(Application[UUID]):
         """Ask for an add-on; the add-on reactor makes its resource and attaches it."""
         service, chosen = resolve_plan(plan)
         app = self._live_app(app_id, actor)
+        made = self._made_by_request(Addon, actor)
+        if made is not None:  # this request again: answered with the add-on it made
+            asked = (name or made.name, service.name, chosen.name, str(app.id))
+            if not made.live or asked != (made.name, made.service, made.plan, made.app_id):
+                raise Conflict("This Request-Id was used to create another add-on.")
+            return made
         if attachment_name is not None:
             attachment_name = rules.check_attachment_name(attachment_name)
             if attachment_name in app.attachment_names():

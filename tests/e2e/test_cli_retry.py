@@ -2,18 +2,20 @@
 (@heroku/http-call retries on ECONNRESET, with the same Request-Id). An API process killed
 after saving a change and before answering does just that to it, as the fault suite found:
 `heroku config:set` then made two releases. Here a proxy between the CLI and `waka up` lets
-the first PATCH of the config vars through, waits for waka's answer, and resets the CLI's
-connection instead of passing it on; the CLI sends the PATCH again through the proxy, and
-waka sees its Request-Id again: one change, one release, and the CLI says it is done."""
+the first request of one kind through (a PATCH of the config vars, a POST making an app or
+an add-on), waits for waka's answer, and resets the CLI's connection instead of passing it
+on; the CLI sends the request again through the proxy, and waka sees its Request-Id again:
+one change, one release, one app, one add-on, and the CLI says it is done."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -23,14 +25,16 @@ pytestmark = [pytest.mark.e2e]
 
 
 class CuttingProxy:
-    """Forwards TCP to the API; the first connection that carries a config-vars PATCH is
-    reset once the API has answered it, its answer dropped."""
+    """Forwards TCP to the API; the first connection that carries a request of the kind
+    given (its method, and a pattern its path matches) is reset once the API has answered
+    it, its answer dropped."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, method: bytes, path: bytes) -> None:
         self.upstream_port = upstream_port
+        self.kind = re.compile(rb"%s %s(?:\?| )" % (method, path))
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.patches: list[bytes] = []  # the PATCH heads seen, in order
+        self.seen: list[bytes] = []  # the heads of that kind seen, in order
         self.cut = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -63,8 +67,8 @@ class CuttingProxy:
         threading.Thread(target=answers, daemon=True).start()
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                if data.startswith(b"PATCH ") and b"/config-vars" in data.split(b"\r\n", 1)[0]:
-                    self.patches.append(data.split(b"\r\n\r\n", 1)[0])
+                if self.kind.match(data):
+                    self.seen.append(data.split(b"\r\n\r\n", 1)[0])
                     if not self.cut:
                         self.cut = True
                         cutting.set()
@@ -80,10 +84,26 @@ class CuttingProxy:
 
 
 @pytest.fixture
-def proxy(server: WakaServer) -> Iterator[CuttingProxy]:
-    made = CuttingProxy(server.port)
-    yield made
-    made.close()
+def cutting(server: WakaServer) -> Iterator[Callable[[bytes, bytes], CuttingProxy]]:
+    made: list[CuttingProxy] = []
+
+    def make(method: bytes, path: bytes) -> CuttingProxy:
+        made.append(CuttingProxy(server.port, method, path))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.close()
+
+
+def through(proxy: CuttingProxy) -> dict[str, str]:
+    url = f"http://localhost:{proxy.port}"
+    return {"HEROKU_HOST": url, "HEROKU_PARTICLEBOARD_URL": url}
+
+
+def sent_twice_as_one_request(proxy: CuttingProxy) -> None:
+    assert len(proxy.seen) == 2, proxy.seen
+    assert request_id(proxy.seen[0]) == request_id(proxy.seen[1])
 
 
 def request_id(head: bytes) -> str:
@@ -92,23 +112,13 @@ def request_id(head: bytes) -> str:
     return found[1].decode()
 
 
-def test_config_set_sent_again_by_the_cli_is_one_release(
-    server: WakaServer, proxy: CuttingProxy
-) -> None:
+def test_config_set_sent_again_by_the_cli_is_one_release(server: WakaServer, cutting) -> None:
     app = unique_name("retried")
     server.heroku("apps:create", app)
-    url = f"http://localhost:{proxy.port}"
-    done = server.heroku(
-        "config:set",
-        "RETRIED=1",
-        "-a",
-        app,
-        env={"HEROKU_HOST": url, "HEROKU_PARTICLEBOARD_URL": url},
-    )
+    proxy = cutting(b"PATCH", rb"/apps/[^/ ]+/config-vars")
+    done = server.heroku("config:set", "RETRIED=1", "-a", app, env=through(proxy))
     assert "RETRIED" in done.stdout + done.stderr, done
-    # The CLI sent it twice, as the same request.
-    assert len(proxy.patches) == 2, proxy.patches
-    assert request_id(proxy.patches[0]) == request_id(proxy.patches[1])
+    sent_twice_as_one_request(proxy)
     described = [
         line
         for line in server.heroku("releases", "-a", app).stdout.splitlines()
@@ -116,4 +126,35 @@ def test_config_set_sent_again_by_the_cli_is_one_release(
     ]
     assert len(described) == 1, described
     assert server.heroku("config:get", "RETRIED", "-a", app).stdout.strip() == "1"
+    server.heroku("apps:destroy", app, "--confirm", app)
+
+
+def names(listed: str) -> set[str]:
+    return {a["name"] for a in json.loads(listed)}
+
+
+def test_apps_create_sent_again_by_the_cli_is_one_app(server: WakaServer, cutting) -> None:
+    """Without a name waka picks one: a retry taken for a new request made a second app."""
+    before = names(server.heroku("apps", "--json").stdout)
+    proxy = cutting(b"POST", rb"/apps")
+    done = server.heroku("apps:create", env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    made = names(server.heroku("apps", "--json").stdout) - before
+    assert len(made) == 1, made
+    (app,) = made
+    assert app in done.stdout + done.stderr, done
+    server.heroku("apps:destroy", app, "--confirm", app)
+
+
+def test_addons_create_sent_again_by_the_cli_is_one_addon(server: WakaServer, cutting) -> None:
+    app = unique_name("retried")
+    server.heroku("apps:create", app)
+    proxy = cutting(b"POST", rb"/apps/[^/ ]+/addons")
+    done = server.heroku("addons:create", "heroku-redis", "-a", app, env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    addons = json.loads(server.heroku("addons", "-a", app, "--json").stdout)
+    assert [a["addon_service"]["name"] for a in addons] == ["heroku-redis"], addons
+    assert addons[0]["name"] in done.stdout + done.stderr, done
+    releases = server.heroku("releases", "-a", app).stdout
+    assert len([line for line in releases.splitlines() if "Attach" in line]) == 1, releases
     server.heroku("apps:destroy", app, "--confirm", app)

@@ -1,5 +1,27 @@
 """Who did it: every ledger event carries an actor, so the audit log is a query over the ledger."""
 
-Actor = dict[str, str]  # {"id": account id, "email": ...}
+from __future__ import annotations
+
+from uuid import UUID, uuid4, uuid5
+
+Actor = dict[str, str]  # {"id": account id, "email": ...}; "request_id" when a request made it
 
 OPERATOR: Actor = {"id": "", "email": "operator"}  # the `waka` CLI run on the host itself
+
+_MADE_BY_REQUEST = UUID("6f1c1f0e-4a8e-5b8e-9a39-77c0f1a2d9b4")
+
+
+def person(actor: Actor) -> Actor:
+    """The actor as an account (an owner, a member), without what came with one request."""
+    return {"id": actor["id"], "email": actor["email"]}
+
+
+def made_by_request(kind: str, actor: Actor) -> UUID:
+    """The id of the `kind` of thing this actor's request makes: the same request sent again
+    (a client retrying one whose answer it lost, as the Heroku CLI does with the same
+    Request-Id when its connection breaks) names the same one, so it is not made twice. A new
+    id when the actor brings no request id."""
+    request = actor.get("request_id")
+    if not request:
+        return uuid4()
+    return uuid5(_MADE_BY_REQUEST, f"{kind}\n{actor['id']}\n{request}")

@@ -14,7 +14,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from waka.domain.actors import Actor
+from waka.domain.actors import Actor, made_by_request
 from waka.domain.errors import Conflict, InvalidParams, NotFound
 
 PROVISIONING = "provisioning"
@@ -54,6 +54,10 @@ class Addon(Aggregate):
         self.attachments: dict[str, dict[str, str]] = {}
         self.resets_requested = 0  # `pg:reset`s asked for; the manager does each once
         self.resets_done = 0
+
+    @staticmethod
+    def create_id(actor: Actor) -> UUID:
+        return made_by_request("addon", actor)
 
     # --- provisioning ---------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from eventsourcing.domain import Aggregate, event
 
 from waka.domain import access as policy
 from waka.domain import rules
-from waka.domain.actors import Actor
+from waka.domain.actors import Actor, made_by_request
 from waka.domain.errors import Conflict, InvalidParams, NotFound
 
 
@@ -87,6 +87,10 @@ class App(Aggregate):
         # Releases whose release phase runs: {"version", "slug_id", "process_types",
         # "description", "build_id"}; each takes its version when requested.
         self.pending_releases: list[dict[str, Any]] = []
+
+    @staticmethod
+    def create_id(actor: Actor) -> UUID:
+        return made_by_request("app", actor)
 
     @classmethod
     def create(

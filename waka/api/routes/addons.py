@@ -212,7 +212,7 @@ def create_addon(ctx: Ctx) -> Reply:
         plan = plan.get("name")
     addon = ctx.command(
         ctx.platform.ledger.create_addon,
-        ctx.actor,
+        ctx.actor_of_request,  # the same request again is not a second add-on
         ctx.app_id(app),
         plan,
         name,

@@ -52,7 +52,7 @@ def create_app(ctx: Ctx) -> Reply:
     body = ctx.object_body()
     created = ctx.command(
         ctx.platform.ledger.create_app,
-        ctx.actor,
+        ctx.actor_of_request,  # the same request again is not a second app
         _optional_str(body, "name"),
         _optional_str(body, "region"),
         _optional_str(body, "stack"),

@@ -187,7 +187,7 @@ def create_team_app(ctx: Ctx) -> Reply:
     row = find_team(ctx.platform.store, team)
     created = ctx.command(
         ctx.platform.ledger.create_app,
-        ctx.actor,
+        ctx.actor_of_request,  # the same request again is not a second app
         names["name"],
         names["region"],
         names["stack"],
