@@ -71,6 +71,26 @@ def test_unknown_plan_bad_names_and_taken_names_are_refused(platform, actor):
         platform.ledger.create_addon(actor, app.id, "heroku-redis", name="cache")
 
 
+def test_a_generated_name_that_is_taken_is_drawn_again(platform, actor, monkeypatch):
+    """The first name drawn is taken: another is drawn, and the app, loaded again after the
+    failed save, owns the one add-on made (with or without a request id)."""
+    from waka import ledger as ledger_module
+
+    app = platform.ledger.create_app(actor, "shop")
+    monkeypatch.setattr(ledger_module.secrets, "choice", lambda words: words[0])
+    draws = iter([0, 0, 1, 0, 1, 2])  # each create draws until a name is free
+    monkeypatch.setattr(ledger_module.secrets, "randbelow", lambda _: next(draws))
+    taken = platform.ledger.create_addon(actor, app.id, "heroku-redis")
+    again = platform.ledger.create_addon(actor, app.id, "heroku-redis")
+    assert again.name != taken.name and again.name.endswith("-10001")
+    retried = {**actor, "request_id": "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"}
+    made = platform.ledger.create_addon(retried, app.id, "heroku-redis")
+    assert made.name.endswith("-10002")
+    assert platform.ledger.create_addon(retried, app.id, "heroku-redis").id == made.id
+    owned = platform.ledger.get_app(app.id).addons
+    assert owned == [str(taken.id), str(again.id), str(made.id)]
+
+
 def test_config_vars_of_an_add_on_cannot_be_overwritten(platform, actor):
     app = platform.ledger.create_app(actor, "shop")
     provisioned(platform, actor, app)

@@ -339,6 +339,11 @@ class Ledger(Application[UUID]):
             return made
         if name is None:
             return self._create_with_generated_name(actor, region, stack, team)
+        return self._create_named_app(actor, name, region, stack, team)
+
+    def _create_named_app(
+        self, actor: Actor, name: str, region: str, stack: str, team: str | None
+    ) -> App:
         rules.check_app_name(name)
         if team is None:
             app = App.create(
@@ -363,7 +368,7 @@ class Ledger(Application[UUID]):
                 f"{secrets.randbelow(90000) + 10000}"
             )
             try:
-                return self.create_app(actor, name, region, stack, team)
+                return self._create_named_app(actor, name, region, stack, team)
             except NameTaken:
                 continue
         raise Conflict("Could not find a free app name; please choose one.")
@@ -772,8 +777,19 @@ class Ledger(Application[UUID]):
                 raise Conflict(f"{app.name} already has an add-on attached as {attachment_name}.")
         if name is None:
             return self._create_addon_with_generated_name(
-                actor, app_id, service, chosen, attachment_name
+                actor, app, service, chosen, attachment_name
             )
+        return self._create_named_addon(actor, app, service, chosen, name, attachment_name)
+
+    def _create_named_addon(
+        self,
+        actor: Actor,
+        app: App,
+        service: Service,
+        chosen: Plan,
+        name: str,
+        attachment_name: str | None,
+    ) -> Addon:
         rules.check_addon_name(name)
         addon = Addon(
             name=name,
@@ -791,7 +807,7 @@ class Ledger(Application[UUID]):
     def _create_addon_with_generated_name(
         self,
         actor: Actor,
-        app_id: UUID,
+        app: App,
         service: Service,
         plan: Plan,
         attachment_name: str | None,
@@ -802,11 +818,9 @@ class Ledger(Application[UUID]):
                 f"{secrets.randbelow(90000) + 10000}"
             )
             try:
-                return self.create_addon(
-                    actor, app_id, f"{service.name}:{plan.name}", name, attachment_name
-                )
-            except NameTaken:
-                continue
+                return self._create_named_addon(actor, app, service, plan, name, attachment_name)
+            except NameTaken:  # the app took the add-on before the save failed: load it again
+                app = self._live_app(app.id, actor)
         raise Conflict("Could not find a free add-on name; please choose one.")
 
     @retry_on_conflict
