@@ -1,4 +1,4 @@
-"""The one compiled module: the router's scan of its commonest HTTP heads (see
+"""The one compiled module: the router's scan of its commonest HTTP heads and messages (see
 waka/router/_heads.c). Optional: without a C compiler waka installs and runs the same,
 with the router parsing every head in Python."""
 

@@ -9,7 +9,7 @@ for any proxy written this way.
 
     python bench/router_inprocess.py             # the time per request, best of 7 rounds
     python bench/router_inprocess.py --profile   # and where it goes (cProfile, by own time)
-    python bench/router_inprocess.py --heads python  # with the regexes, not the C scan
+    python bench/router_inprocess.py --heads python  # in Python only, not waka/router/_heads.c
 """
 
 from __future__ import annotations
@@ -137,13 +137,15 @@ def main() -> int:
         "--heads",
         choices=("c", "python"),
         default="c",
-        help="the commonest heads scanned in C (waka/router/_heads.c, when built) or by regex",
+        help="the commonest heads and messages taken in C (waka/router/_heads.c, when built) "
+        "or in Python",
     )
     args = parser.parse_args()
     if args.heads == "python":
-        from waka.router import http
+        from waka.router import http, proxy
 
         http.simple_request, http.simple_response = http.simple_request_re, http.simple_response_re
+        proxy.take_request, proxy.relay_response = http.take_request_py, http.relay_response_py
     else:
         import waka.router._heads  # noqa: F401  (fails clearly when it was not built)
     print(f"router callbacks: {run(args.n, REQUEST, RESPONSE, args.profile):.2f} µs per request")

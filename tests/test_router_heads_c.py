@@ -2,7 +2,9 @@
 regexes it stands in for: on the heads the router meets, on heads broken at each byte, and
 on many random ones built from the pieces that matter (the names the router acts on in any
 case, blanks, CR, LF, NUL, long numbers). Then parse_request/parse_response give the same
-Request, Response or error with either.
+Request, Response or error with either. Its take_request and relay_response, which take a
+whole message out of a connection's buffer, answer and leave the buffer as their Python
+references do, and those as the full parse does.
 
 Skipped when the module was not built (no C compiler at install), except under CI, where it
 fails: the router's figures in docs/performance.md are taken with it."""
@@ -15,7 +17,16 @@ import random
 import pytest
 
 from waka.router import http
-from waka.router.http import BadMessage, simple_request_re, simple_response_re
+from waka.router.http import (
+    BadMessage,
+    Request,
+    parse_request,
+    parse_response,
+    relay_response_py,
+    simple_request_re,
+    simple_response_re,
+    take_request_py,
+)
 
 try:
     from waka.router import _heads
@@ -185,5 +196,112 @@ def test_parsing_gives_the_same_requests_and_responses_either_way(monkeypatch) -
 def test_the_router_uses_the_c_scan() -> None:
     assert http.simple_request is _heads.simple_request
     assert http.simple_response is _heads.simple_response
+    assert http.take_request is _heads.take_request
+    assert http.relay_response is _heads.relay_response
     with pytest.raises(TypeError):
         _heads.simple_request("GET / HTTP/1.1\r\n")  # type: ignore[arg-type]
+
+
+# --- whole messages out of a connection's buffer ------------------------------------------------
+
+
+def both(c_function, py_function, buf: bytes, *args):  # type: ignore[no-untyped-def]
+    """Each function's answer (or error) on its own copy of `buf`, and that copy after."""
+    answers = []
+    for function in (c_function, py_function):
+        copy = bytearray(buf)
+        try:
+            answer = function(copy, *args)
+        except Exception as error:  # compared, not hidden
+            answer = type(error).__name__
+        answers.append((answer, bytes(copy)))
+    return answers
+
+
+def request_buffers(rng: random.Random):  # type: ignore[no-untyped-def]
+    """Buffers as a client connection holds them: a head (ended, cut or broken), maybe more."""
+    for head in REQUESTS:
+        yield head + b"\r\n"
+        yield head + b"\r\nGET / HTTP/1.1\r\nHost: next\r\n\r\n"
+        yield head
+        yield b"\r\n" + head + b"\r\n"
+    for _ in range(CASES // 4):
+        head = random_request(rng) if rng.random() < 0.8 else rng.choice(REQUESTS)
+        yield head + rng.choice([b"\r\n", b"\r\n", b"", b"\n"]) + random_lines(rng)
+
+
+def response_buffers(rng: random.Random):  # type: ignore[no-untyped-def]
+    """Buffers as a dyno connection holds them: a head, maybe part or all of a body, more."""
+    for head in RESPONSES:
+        for body in (b"", b"x" * 12, b"x" * 128, b"x" * 1300):
+            yield head + b"\r\n" + body
+    for _ in range(CASES // 4):
+        head = random_response(rng) if rng.random() < 0.8 else rng.choice(RESPONSES)
+        head += rng.choice([b"\r\n", b"\r\n", b""])
+        yield head + b"y" * rng.choice([0, 1, 11, 12, 13, 128, 200])
+
+
+def test_take_request_answers_as_its_python_reference() -> None:
+    rng = random.Random(SEED + 2)
+    taken = 0
+    for buf in request_buffers(rng):
+        for scanned in {0, 1, len(buf) // 2, max(0, len(buf) - 3), len(buf), len(buf) + 5}:
+            for limit in (8192, len(buf) - 3, len(buf) - 2, 10):
+                c, py = both(_heads.take_request, take_request_py, buf, scanned, limit)
+                assert c == py, (SEED, buf, scanned, limit)
+                taken += isinstance(py[0], tuple)
+    assert taken > 500, (SEED, taken)  # not only refusals
+
+
+def test_relay_response_answers_as_its_python_reference() -> None:
+    rng = random.Random(SEED + 3)
+    relayed = 0
+    for buf in response_buffers(rng):
+        for head_request in (False, True):
+            for keep in (True, False):
+                for limit in (256 * 1024, len(buf), len(buf) - 1):
+                    c, py = both(
+                        _heads.relay_response, relay_response_py, buf, head_request, keep, limit
+                    )
+                    assert c == py, (SEED, buf, head_request, keep, limit)
+                    relayed += isinstance(py[0], tuple)
+    assert relayed > 500, (SEED, relayed)  # not only refusals
+
+
+def test_the_references_answer_as_the_full_parse() -> None:
+    """What take_request/relay_response hand the router is what parse_request/parse_response
+    make of the same head, and the response goes out as the router's full path sends it."""
+    rng = random.Random(SEED + 4)
+    for buf in request_buffers(rng):
+        answer = take_request_py(bytearray(buf), 0, 8192)
+        if isinstance(answer, tuple):
+            head = buf[: buf.find(b"\r\n\r\n") + 2]
+            assert Request(*answer) == parse_request(head), (SEED, buf)
+    for buf in response_buffers(rng):
+        for method, keep in ((b"GET", True), (b"HEAD", False)):
+            answer = relay_response_py(bytearray(buf), method == b"HEAD", keep, 256 * 1024)
+            if answer is None:
+                continue
+            end = buf.find(b"\r\n\r\n")
+            resp = parse_response(buf[: end + 2], method)
+            body = buf[end + 4 : end + 4 + resp.body]
+            ending = b"\r\n" if keep else b"Connection: close\r\n\r\n"
+            want = (resp.status, resp.status_line + resp.fields + ending + body, resp.keep_alive)
+            assert answer == want, (SEED, buf)
+
+
+def test_take_request_and_relay_response_refuse_what_is_not_theirs() -> None:
+    with pytest.raises(TypeError):
+        _heads.take_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0, 8192)
+    with pytest.raises(ValueError):
+        _heads.take_request(bytearray(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), -1, 8192)
+    with pytest.raises(TypeError):
+        _heads.relay_response(bytearray(), False, True)
+    # A buffer that cannot be resized (a view of it is held) is left whole, as `del` would.
+    buf = bytearray(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    with memoryview(buf):
+        with pytest.raises(BufferError):
+            _heads.take_request(buf, 0, 8192)
+        with pytest.raises(BufferError):
+            take_request_py(buf, 0, 8192)
+    assert buf == b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"

@@ -210,10 +210,66 @@ def simple_response_re(head: bytes) -> tuple[int, bool, int, int, int, int, int]
     return simple.end(1), minor == b"1", int(code), int(number or -1), at, end, keep
 
 
+def take_request_py(
+    buf: bytearray, scanned: int, limit: int
+) -> tuple[bytes, bytes, bool, bytes, bytes, int, bool] | bool | None:
+    """The commonest request out of a client connection's buffer, as the router's callbacks
+    serve it: False when no head has ended in `buf` (searched from `scanned`); None when the
+    head that has is longer than `limit` or not _SIMPLE_REQUEST's (`buf` untouched: the full
+    path reads it); else Request's first fields (method, target, http10, host, fields, body,
+    keep_alive), the head taken from `buf`."""
+    end = buf.find(b"\r\n\r\n", scanned)
+    if end < 0:
+        return False
+    if end + 2 > limit:
+        return None
+    head = bytes(buf[: end + 2])
+    simple = simple_request_re(head)
+    if simple is None:
+        return None
+    method, target, http10, host, start, at, after, option = simple
+    del buf[: end + 4]
+    if at < 0:
+        return method, target, http10, host, head[start:], 0, not http10
+    return method, target, http10, host, head[start:at] + head[after:], 0, option == 1
+
+
+def relay_response_py(
+    buf: bytearray, head_request: bool, keep: bool, limit: int
+) -> tuple[int, bytes, bool] | None:
+    """A whole common response out of a dyno connection's buffer, as the router's callbacks
+    relay it to an HTTP/1.1 client: None unless `buf` (at most `limit` bytes) holds a
+    _SIMPLE_RESPONSE head of a final status (2xx-5xx) and all of its body by Content-Length
+    (`buf` then untouched: the full path reads it); else (status, what the client gets, may
+    the dyno connection be reused), the response taken from `buf`. `keep`: the client's
+    connection goes on (else the router adds Connection: close)."""
+    if len(buf) > limit:
+        return None
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[: end + 2])
+    simple = simple_response_re(head)
+    if simple is None or simple[2] < 200:
+        return None
+    start, http11, status, length, at, after, option = simple
+    if head_request or status in (204, 304):
+        length = 0
+    elif length < 0 or len(buf) - end - 4 < length:
+        return None  # ended by the dyno's close, or not all here yet: streamed
+    fields = head[start:] if at < 0 else head[start:at] + head[after:]
+    out = head[:start] if http11 else b"HTTP/1.1" + head[8:start]
+    out += fields + (b"\r\n" if keep else b"Connection: close\r\n\r\n")
+    out += buf[end + 4 : end + 4 + length]
+    del buf[: end + 4 + length]
+    return status, out, http11 if at < 0 else option == 1
+
+
 try:  # the same answers from one scan in C (waka/router/_heads.c), when it was built
-    from waka.router._heads import simple_request, simple_response
+    from waka.router._heads import relay_response, simple_request, simple_response, take_request
 except ImportError:  # no C compiler at install time: the regexes
     simple_request, simple_response = simple_request_re, simple_response_re
+    take_request, relay_response = take_request_py, relay_response_py
 
 
 def parse_request(head: bytes) -> Request:

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from waka.router import pages, stream
-from waka.router.conn import ClientGone, Closed, Conn
+from waka.router.conn import HIGH_WATER, ClientGone, Closed, Conn
 from waka.router.http import (
     CHUNKED,
     MAX_HEAD,
@@ -46,6 +46,8 @@ from waka.router.http import (
     oversized,
     parse_request,
     parse_response,
+    relay_response,
+    take_request,
     valid_host,
 )
 from waka.router.logline import (
@@ -360,8 +362,9 @@ class Router:
             buf = client.buf
             # Searched from where the last search stopped: a head that trickles in a byte at
             # a time (slowloris) must not cost a scan of all of it per byte.
-            end = buf.find(b"\r\n\r\n", client.scanned)  # type: ignore[attr-defined]
-            if end < 0:
+            scanned = client.scanned  # type: ignore[attr-defined]
+            simple = take_request(buf, scanned, MAX_REQUEST_LINE)
+            if simple is False:  # no head has ended yet
                 if len(buf) > MAX_REQUEST_LINE and (status := oversized(buf, complete=False)):
                     self._reject(client, status)
                     return
@@ -373,22 +376,28 @@ class Router:
                 client.consumed()
                 return
             client.scanned = client.head_since = 0  # type: ignore[attr-defined]
-            head = bytes(buf[: end + 2])  # each line with its CRLF, without the blank line
-            del buf[: end + 4]
-            if head[0] == 13:  # "\r": RFC 9112 2.2, empty lines before a request are ignored
-                head = head.lstrip(b"\r\n")
-                if not head:
-                    continue
-            if len(head) > MAX_REQUEST_LINE and (status := oversized(head)):
-                self._reject(client, status)  # never forwarded, however it arrived
-                return
-            client.idle_since = None
-            started = monotonic()
-            try:
-                req = parse_request(head)
-            except BadMessage as error:
-                self._reject(client, error.status)
-                return
+            if simple is not None:  # the commonest head, taken from the buffer
+                client.idle_since = None
+                started = monotonic()
+                req = Request(*simple)
+            else:
+                end = buf.find(b"\r\n\r\n", scanned)
+                head = bytes(buf[: end + 2])  # each line with its CRLF, without the blank line
+                del buf[: end + 4]
+                if head[0] == 13:  # "\r": RFC 9112 2.2, empty lines before a request are ignored
+                    head = head.lstrip(b"\r\n")
+                    if not head:
+                        continue
+                if len(head) > MAX_REQUEST_LINE and (status := oversized(head)):
+                    self._reject(client, status)  # never forwarded, however it arrived
+                    return
+                client.idle_since = None
+                started = monotonic()
+                try:
+                    req = parse_request(head)
+                except BadMessage as error:
+                    self._reject(client, error.status)
+                    return
             if self.challenges is not None and req.target.startswith(ACME_CHALLENGE):
                 answer = self.challenges.answer(req.target)
                 if answer is not None:
@@ -446,70 +455,85 @@ class Router:
         x = conn.exchange
         if x is None:  # idle in the pool (Pool.get drops it), or a coroutine reads it
             return
-        buf = conn.buf
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._fast_fail(x, H17)
-                return
-            head = bytes(buf[: end + 2])
-            del buf[: end + 4]
-            if head[9:10] != b"1" or head[9:12] == b"101":
-                break  # other 1xx are skipped (none is expected: no Expect, no Upgrade here)
-        conn.deadline = 0.0
         req = x.req
-        try:
-            resp = parse_response(head, req.method)
-        except BadMessage:
-            self._fast_fail(x, H17)
-            return
-        if resp.status == 101:  # switching protocols that nobody asked for
-            self._fast_fail(x, H17)
-            return
-        client = x.client
-        length = resp.body
-        if length >= 0 and len(conn.buf) >= length:  # the whole response is here: relay it
+        keep = req.keep_alive
+        # The commonest response, whole, taken from the buffer ready for the client. Only
+        # below HIGH_WATER: then reading from the dyno was not paused (see Conn.take).
+        relayed = (
+            None
+            if req.http10
+            else relay_response(conn.buf, req.method == b"HEAD", keep, HIGH_WATER)
+        )
+        if relayed is not None:
+            status, out, dyno_keep = relayed
+            conn.deadline = 0.0
+        else:
+            buf = conn.buf
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEAD:
+                        self._fast_fail(x, H17)
+                    return
+                head = bytes(buf[: end + 2])
+                del buf[: end + 4]
+                if head[9:10] != b"1" or head[9:12] == b"101":
+                    break  # other 1xx are skipped (none is expected: no Expect, no Upgrade here)
+            conn.deadline = 0.0
+            try:
+                resp = parse_response(head, req.method)
+            except BadMessage:
+                self._fast_fail(x, H17)
+                return
+            if resp.status == 101:  # switching protocols that nobody asked for
+                self._fast_fail(x, H17)
+                return
+            length = resp.body
+            if length < 0 or len(conn.buf) < length:  # the rest is streamed by a coroutine
+                out, keep, rechunk = _response_head_out(req, resp, None)
+                x.client.transport.write(out)
+                x.sent = len(out)
+                conn.exchange = x.client.exchange = None
+                x.client.task = self._loop.create_task(
+                    self._stream_rest(x, conn, resp, keep, rechunk)
+                )
+                return
             if req.http10:
                 out, keep, _ = _response_head_out(req, resp, None)
             else:
-                keep = req.keep_alive
                 out = resp.status_line + resp.fields
                 out += b"\r\n" if keep else b"Connection: close\r\n\r\n"
-            data = conn.take(length) if length else b""
-            client.transport.write(out + data)
-            x.sent = sent = len(out) + len(data)
-            now = monotonic()
-            batch = self._batches.get(x.route.app_id)
-            if batch is None:
-                batch = self._batch(x.route.app_id)
-            batch.rows += (  # its info line, made with the batch's (see _emit)
-                req.method,
-                req.target,
-                req.host,
-                x.request_id,
-                x.fwd,
-                x.dyno.encode(),
-                0.5,  # connect: 0 ms, the connection was there
-                (now - x.sent_at) * 1000 + 0.5,
-                resp.status,
-                sent,
-            )
-            conn.exchange = client.exchange = client.peer = None
-            if resp.keep_alive and not conn.buf:
-                self._pool.put(x.key, conn, now)
-            else:
-                conn.abort()
-            if keep and not client.buf and not client.eof:
-                client.idle_since = now  # the usual: nothing more yet, wait for it
-            else:
-                self._finish(client, keep, req)
-            return
-        out, keep, rechunk = _response_head_out(req, resp, None)
-        client.transport.write(out)  # the rest is streamed by a coroutine
-        x.sent = len(out)
-        conn.exchange = client.exchange = None
-        client.task = self._loop.create_task(self._stream_rest(x, conn, resp, keep, rechunk))
+            if length:
+                out += conn.take(length)
+            status, dyno_keep = resp.status, resp.keep_alive
+        client = x.client
+        client.transport.write(out)
+        x.sent = sent = len(out)
+        now = monotonic()
+        batch = self._batches.get(x.route.app_id)
+        if batch is None:
+            batch = self._batch(x.route.app_id)
+        batch.rows += (  # its info line, made with the batch's (see _emit)
+            req.method,
+            req.target,
+            req.host,
+            x.request_id,
+            x.fwd,
+            x.dyno.encode(),
+            0.5,  # connect: 0 ms, the connection was there
+            (now - x.sent_at) * 1000 + 0.5,
+            status,
+            sent,
+        )
+        conn.exchange = client.exchange = client.peer = None
+        if dyno_keep and not conn.buf:
+            self._pool.put(x.key, conn, now)
+        else:
+            conn.abort()
+        if keep and not client.buf and not client.eof:
+            client.idle_since = now  # the usual: nothing more yet, wait for it
+        else:
+            self._finish(client, keep, req)
 
     def _dyno_lost(self, conn: Conn) -> None:
         """A dyno connection closed (its on_lost): fails the request callbacks serve on it."""
