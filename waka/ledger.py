@@ -331,7 +331,7 @@ class Ledger(Application[UUID]):
         """`team`: made in (and owned by) that team, by one of its admins or members."""
         region = rules.check_region(region or rules.DEFAULT_REGION)
         stack = rules.check_stack(stack or rules.DEFAULT_STACK)
-        made = self._made_by_request(App, actor)
+        made = self.made_by(App, actor)
         if made is not None:  # this request again: answered with the app it made
             asked = (name or made.name, region, stack)
             if made.destroyed or asked != (made.name, made.region, made.stack):
@@ -373,7 +373,7 @@ class Ledger(Application[UUID]):
                 continue
         raise Conflict("Could not find a free app name; please choose one.")
 
-    def _made_by_request(self, kind: type[T], actor: Actor) -> T | None:
+    def made_by(self, kind: type[T], actor: Actor) -> T | None:
         """What this actor's request made already, if it is a request sent again (its id is
         derived from the request's: `made_by_request`)."""
         if not actor.get("request_id"):
@@ -547,8 +547,9 @@ class Ledger(Application[UUID]):
     @retry_on_conflict
     def add_domain(self, actor: Actor, app_id: UUID, hostname: str) -> str:
         app = self._live_app(app_id, actor)
-        hostname = app.add_domain(hostname, actor)
-        self.save(app, self._claim(DomainName, hostname, app.id, actor))
+        hostname, added = app.add_domain(hostname, actor)
+        if added:  # (else this request sent again: the name is claimed already)
+            self.save(app, self._claim(DomainName, hostname, app.id, actor))
         return hostname
 
     @retry_on_conflict
@@ -565,10 +566,9 @@ class Ledger(Application[UUID]):
     @retry_on_conflict
     def add_drain(self, actor: Actor, app_id: UUID, url: str) -> dict[str, str]:
         drain = {"id": str(uuid4()), "url": url, "token": f"d.{uuid4()}"}
-        self._command(
+        return self._command(
             app_id, actor, lambda app: app.add_drain(drain["id"], url, drain["token"], actor)
-        )
-        return drain
+        )[1]
 
     @retry_on_conflict
     def remove_drain(self, actor: Actor, app_id: UUID, id_or_url: str) -> dict[str, str]:
@@ -765,7 +765,7 @@ class Ledger(Application[UUID]):
         """Ask for an add-on; the add-on reactor makes its resource and attaches it."""
         service, chosen = resolve_plan(plan)
         app = self._live_app(app_id, actor)
-        made = self._made_by_request(Addon, actor)
+        made = self.made_by(Addon, actor)
         if made is not None:  # this request again: answered with the add-on it made
             asked = (name or made.name, service.name, chosen.name, str(app.id))
             if not made.live or asked != (made.name, made.service, made.plan, made.app_id):
@@ -881,6 +881,9 @@ class Ledger(Application[UUID]):
         attachment's id. The app gets the add-on's config vars in a new release."""
         addon, _ = self._live_addon(addon_id, actor)
         app = self._live_app(app_id, actor)
+        again = addon.attached_by(actor, str(app.id))
+        if again is not None:  # this request sent again: answered with what it attached
+            return again
         addon.check_attachable()  # before naming the attachment: the clearer error first
         service = find_service(addon.service)
         assert service is not None

@@ -8,7 +8,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from waka.domain.actors import Actor
-from waka.domain.errors import NotFound
+from waka.domain.errors import Conflict, NotFound
 from waka.domain.webhook import (
     AppWebhook,
     check_include,
@@ -46,6 +46,11 @@ def add_webhook(ledger: Any, actor: Actor, app_id: UUID, body: dict[str, Any]) -
     secret = check_optional_text("secret", body.get("secret")) or new_secret()
     authorization = check_optional_text("authorization", body.get("authorization"))
     _check_app(ledger, actor, app_id)
+    made = ledger.made_by(AppWebhook, actor)
+    if made is not None:  # this request sent again: answered with the webhook it made
+        if made.removed or (made.app_id, made.url) != (app_id, url):
+            raise Conflict("This Request-Id was used to create another webhook.")
+        return made
     webhook = AppWebhook(
         app_id=app_id,
         url=url,

@@ -2,10 +2,11 @@
 (@heroku/http-call retries on ECONNRESET, with the same Request-Id). An API process killed
 after saving a change and before answering does just that to it, as the fault suite found:
 `heroku config:set` then made two releases. Here a proxy between the CLI and `waka up` lets
-the first request of one kind through (a PATCH of the config vars, a POST making an app or
-an add-on), waits for waka's answer, and resets the CLI's connection instead of passing it
-on; the CLI sends the request again through the proxy, and waka sees its Request-Id again:
-one change, one release, one app, one add-on, and the CLI says it is done."""
+the first request of one kind through (a PATCH of the config vars, a POST making an app, an
+add-on, a domain, a drain, an attachment or a webhook), waits for waka's answer, and resets
+the CLI's connection instead of passing it on; the CLI sends the request again through the
+proxy, and waka sees its Request-Id again: one change, one release, one of each thing, and
+the CLI says it is done, not that what it asked for once was "already added"."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import WakaServer, unique_name
+from .conftest import WakaServer, unique_name, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -157,4 +158,69 @@ def test_addons_create_sent_again_by_the_cli_is_one_addon(server: WakaServer, cu
     assert addons[0]["name"] in done.stdout + done.stderr, done
     releases = server.heroku("releases", "-a", app).stdout
     assert len([line for line in releases.splitlines() if "Attach" in line]) == 1, releases
+    server.heroku("apps:destroy", app, "--confirm", app)
+
+
+def test_domains_and_drains_added_and_sent_again(server: WakaServer, cutting) -> None:
+    app = unique_name("retried")
+    server.heroku("apps:create", app)
+    proxy = cutting(b"POST", rb"/apps/[^/ ]+/domains")
+    done = server.heroku("domains:add", f"www.{app}.example.com", "-a", app, env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    assert f"www.{app}.example.com" in done.stdout + done.stderr, done
+    listed = json.loads(server.heroku("domains", "-a", app, "--json").stdout)
+    assert [d["hostname"] for d in listed if d["kind"] == "custom"] == [f"www.{app}.example.com"], (
+        listed
+    )
+
+    proxy = cutting(b"POST", rb"/apps/[^/ ]+/log-drains")
+    url = "https://logs.example.com/retried"
+    done = server.heroku("drains:add", url, "-a", app, env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    assert url in done.stdout + done.stderr, done
+    drains = json.loads(server.heroku("drains", "-a", app, "--json").stdout)
+    assert [d["url"] for d in drains] == [url], drains
+    server.heroku("apps:destroy", app, "--confirm", app)
+
+
+def test_addons_attach_sent_again_is_one_attachment(server: WakaServer, cutting) -> None:
+    """Without --as, the attach sent again took a colour name: a second attachment and a
+    second release."""
+    app, other = unique_name("retried"), unique_name("other")
+    server.heroku("apps:create", app)
+    server.heroku("apps:create", other)
+    server.heroku("addons:create", "heroku-redis", "-a", app)
+
+    def provisioned() -> dict | None:
+        (addon,) = json.loads(server.heroku("addons", "-a", app, "--json").stdout)
+        return addon if addon["state"] == "provisioned" else None
+
+    addon = wait_for(provisioned, what="the add-on provisioned")
+    proxy = cutting(b"POST", rb"/addon-attachments")
+    done = server.heroku("addons:attach", addon["name"], "-a", other, env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    assert "REDIS" in done.stdout + done.stderr, done
+    listed = json.loads(server.heroku("addons", "-a", other, "--json").stdout)
+    names = [a["name"] for item in listed for a in item["attachments"] if a["app"]["name"] == other]
+    assert names == ["REDIS"], listed
+    releases = server.heroku("releases", "-a", other).stdout
+    assert len([line for line in releases.splitlines() if "Attach" in line]) == 1, releases
+    server.heroku("apps:destroy", other, "--confirm", other)
+    server.heroku("apps:destroy", app, "--confirm", app)
+
+
+def test_webhooks_add_sent_again_is_one_webhook(server: WakaServer, cutting) -> None:
+    app = unique_name("retried")
+    server.heroku("apps:create", app)
+    proxy = cutting(b"POST", rb"/apps/[^/ ]+/webhooks")
+    url = "https://hooks.example.com/retried"
+    done = server.heroku(
+        "webhooks:add", "-i", "api:release", "-l", "notify", "-u", url, "-a", app,
+        env=through(proxy),
+    )  # fmt: skip
+    sent_twice_as_one_request(proxy)
+    assert "Webhooks Signing Secret" in done.stdout, done  # not an error: it was added
+    assert re.search(r"(?m)^[0-9a-f]{60}$", done.stdout), done
+    listed = server.heroku("webhooks", "-a", app).stdout
+    assert listed.count(url) == 1, listed
     server.heroku("apps:destroy", app, "--confirm", app)

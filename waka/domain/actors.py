@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 Actor = dict[str, str]  # {"id": account id, "email": ...}; "request_id" when a request made it
@@ -25,3 +26,15 @@ def made_by_request(kind: str, actor: Actor) -> UUID:
     if not request:
         return uuid4()
     return uuid5(_MADE_BY_REQUEST, f"{kind}\n{actor['id']}\n{request}")
+
+
+def request_of(actor: Actor, what: Any) -> list[Any]:
+    """What a write remembers of the request that made it: its id, who sent it, and what."""
+    return [actor.get("request_id"), actor.get("id"), what]
+
+
+def sent_again(last: list[Any] | None, actor: Actor, what: Any) -> bool:
+    """Whether this is the request behind `last` (a request_of) sent again: a client retrying
+    one whose answer it lost (the Heroku CLI does, with the same Request-Id, when its
+    connection breaks). It was applied: it is answered as things stand, not applied twice."""
+    return bool(actor.get("request_id")) and last == request_of(actor, what)

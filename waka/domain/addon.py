@@ -14,7 +14,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from waka.domain.actors import Actor, made_by_request
+from waka.domain.actors import Actor, made_by_request, request_of, sent_again
 from waka.domain.errors import Conflict, InvalidParams, NotFound
 
 PROVISIONING = "provisioning"
@@ -109,6 +109,14 @@ class Addon(Aggregate):
     @event("Attached")
     def _attach(self, attachment_id: str, app_id: str, name: str, actor: Actor) -> None:
         self.attachments[attachment_id] = {"app_id": app_id, "name": name}
+        self.last_attached = [request_of(actor, app_id), attachment_id]
+
+    def attached_by(self, actor: Actor, app_id: str) -> str | None:
+        """The attachment to that app this request made, when it is sent again; else None."""
+        last = getattr(self, "last_attached", None)
+        if last is None or not sent_again(last[0], actor, app_id):
+            return None
+        return last[1] if last[1] in self.attachments else None
 
     def detach(self, attachment_id: str, actor: Actor) -> None:
         if attachment_id not in self.attachments:

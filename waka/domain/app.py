@@ -14,7 +14,7 @@ from eventsourcing.domain import Aggregate, event
 
 from waka.domain import access as policy
 from waka.domain import rules
-from waka.domain.actors import Actor, made_by_request
+from waka.domain.actors import Actor, made_by_request, request_of, sent_again
 from waka.domain.errors import Conflict, InvalidParams, NotFound
 
 
@@ -43,18 +43,6 @@ def describe_config_change(changes: dict[str, str | None]) -> str:
 def _deploy_description(slug: dict[str, Any]) -> str:
     commit = str(slug.get("commit") or "")
     return f"Deploy {commit[:8]}" if commit else "Deploy"
-
-
-def _request(actor: Actor, what: Any) -> list[Any]:
-    """What a write remembers of the request that made it: its id, who sent it, and what."""
-    return [actor.get("request_id"), actor.get("id"), what]
-
-
-def _sent_again(last: list[Any] | None, actor: Actor, what: Any) -> bool:
-    """Whether this is the request behind `last` sent again: a client retrying one whose
-    answer it lost (the Heroku CLI does, with the same Request-Id, when its connection
-    breaks). It was applied: the app answers as it stands, with no second release."""
-    return bool(actor.get("request_id")) and last == _request(actor, what)
 
 
 class App(Aggregate):
@@ -276,7 +264,7 @@ class App(Aggregate):
             )
         if not changes:
             return self.current_release
-        if _sent_again(getattr(self, "last_config_change", None), actor, changes):
+        if sent_again(getattr(self, "last_config_change", None), actor, changes):
             return self.current_release
         merged = {k: v for k, v in self.config.items() if changes.get(k, v) is not None}
         merged.update({k: v for k, v in changes.items() if v is not None})
@@ -291,7 +279,7 @@ class App(Aggregate):
                 self.config.pop(key, None)
             else:
                 self.config[key] = value
-        self.last_config_change = _request(actor, dict(changes))
+        self.last_config_change = request_of(actor, dict(changes))
 
     def aggregate_version_of(self, release_version: int) -> int:
         if not 1 <= release_version <= len(self.release_positions):
@@ -302,7 +290,7 @@ class App(Aggregate):
         """Make a new release with the slug and config vars of `target`, this app as it stood
         at release `target_version` (a replay of the ledger)."""
         self._check_live()
-        if _sent_again(getattr(self, "last_rollback", None), actor, target_version):
+        if sent_again(getattr(self, "last_rollback", None), actor, target_version):
             return self.current_release
         if self.is_failed_release(target_version):
             raise InvalidParams(
@@ -341,7 +329,7 @@ class App(Aggregate):
         self.slug_id = slug_id
         self.process_types = process_types
         self.config = config
-        self.last_rollback = _request(actor, target_version)
+        self.last_rollback = request_of(actor, target_version)
 
     # --- add-ons --------------------------------------------------------------------------
 
@@ -566,17 +554,22 @@ class App(Aggregate):
 
     # --- custom domains -------------------------------------------------------------------
 
-    def add_domain(self, hostname: str, actor: Actor) -> str:
+    def add_domain(self, hostname: str, actor: Actor) -> tuple[str, bool]:
+        """-> (the hostname as kept, whether it was added now: not when this is the request
+        that added it, sent again)."""
         self._check_live()
         hostname = rules.check_hostname(hostname)
         if hostname in self.domains:
+            if sent_again(getattr(self, "last_domain_added", None), actor, hostname):
+                return hostname, False
             raise Conflict(f"{hostname} is already added to {self.name}.")
         self._add_domain(hostname=hostname, actor=actor)
-        return hostname
+        return hostname, True
 
     @event("DomainAdded")
     def _add_domain(self, hostname: str, actor: Actor) -> None:
         self.domains.append(hostname)
+        self.last_domain_added = request_of(actor, hostname)
 
     def remove_domain(self, hostname: str, actor: Actor) -> str:
         self._check_live()
@@ -592,16 +585,22 @@ class App(Aggregate):
 
     # --- log drains -----------------------------------------------------------------------
 
-    def add_drain(self, drain_id: str, url: str, token: str, actor: Actor) -> None:
+    def add_drain(self, drain_id: str, url: str, token: str, actor: Actor) -> dict[str, str]:
+        """-> the drain added; the one it added when this request is sent again."""
         self._check_live()
         rules.check_drain_url(url)
-        if any(d["url"] == url for d in self.drains):
-            raise Conflict(f"Drain {url} is already added to {self.name}.")
+        for drain in self.drains:
+            if drain["url"] == url:
+                if sent_again(getattr(self, "last_drain_added", None), actor, url):
+                    return drain
+                raise Conflict(f"Drain {url} is already added to {self.name}.")
         self._add_drain(drain_id=drain_id, url=url, token=token, actor=actor)
+        return self.drains[-1]
 
     @event("DrainAdded")
     def _add_drain(self, drain_id: str, url: str, token: str, actor: Actor) -> None:
         self.drains.append({"id": drain_id, "url": url, "token": token})
+        self.last_drain_added = request_of(actor, url)
 
     def remove_drain(self, id_or_url: str, actor: Actor) -> dict[str, str]:
         self._check_live()

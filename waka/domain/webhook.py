@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from waka.domain.actors import Actor
+from waka.domain.actors import Actor, made_by_request
 from waka.domain.errors import InvalidParams, NotFound
 
 # The entities waka publishes: what Heroku calls them in `include`.
@@ -87,6 +87,10 @@ class AppWebhook(Aggregate):
         self.secret = secret
         self.authorization = authorization
         self.removed = False
+
+    @staticmethod
+    def create_id(actor: Actor) -> UUID:
+        return made_by_request("webhook", actor)
 
     def check_live(self, app_id: UUID) -> None:
         if self.removed or self.app_id != app_id:

@@ -77,7 +77,11 @@ def create_attachment(ctx: Ctx) -> Reply:
     if name is not None and not isinstance(name, str):
         raise ApiError(422, "invalid_params", "name must be a string.")
     attachment_id = ctx.command(
-        ctx.platform.ledger.attach_addon, ctx.actor, uuid_of(addon), uuid_of(app), name
+        ctx.platform.ledger.attach_addon,
+        ctx.actor_of_request,  # the same request again is not a second attachment
+        uuid_of(addon),
+        uuid_of(app),
+        name,
     )
     row = find_attachment(ctx.platform.store, attachment_id)
     assert row is not None

@@ -84,7 +84,12 @@ def add_domain(ctx: Ctx) -> Reply:
     hostname = ctx.object_body().get("hostname")
     if not isinstance(hostname, str):
         raise ApiError(422, "invalid_params", "hostname is required: the domain to add.")
-    added = ctx.command(ctx.platform.ledger.add_domain, ctx.actor, ctx.app_id(app), hostname)
+    added = ctx.command(
+        ctx.platform.ledger.add_domain,
+        ctx.actor_of_request,  # the same request again is not refused as a second add
+        ctx.app_id(app),
+        hostname,
+    )
     return Reply(next(d for d in _all(ctx, app) if d["hostname"] == added), 201)
 
 

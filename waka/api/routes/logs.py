@@ -126,7 +126,12 @@ def routes(
         url = ctx.object_body().get("url")
         if not isinstance(url, str) or not url.strip():
             raise invalid("url is required: the drain's https:// or syslog+tls:// URL.")
-        added = ctx.command(platform.ledger.add_drain, ctx.actor, ctx.app_id(row), url.strip())
+        added = ctx.command(
+            platform.ledger.add_drain,
+            ctx.actor_of_request,  # the same request again is not refused as a second add
+            ctx.app_id(row),
+            url.strip(),
+        )
         drain = find_drain(platform.store, row["id"], added["id"])
         assert drain is not None
         return Reply(render_drain(drain, row), 201)

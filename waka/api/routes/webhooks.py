@@ -82,7 +82,11 @@ def list_webhooks(ctx: Ctx) -> Reply:
 def create_webhook(ctx: Ctx) -> Reply:
     app = ctx.app()
     made = ctx.command(
-        add_webhook, ctx.platform.ledger, ctx.actor, ctx.app_id(app), ctx.object_body()
+        add_webhook,
+        ctx.platform.ledger,
+        ctx.actor_of_request,  # the same request again is not a second webhook
+        ctx.app_id(app),
+        ctx.object_body(),
     )
     webhook = find_webhook(ctx.platform.store, str(made.id))
     assert webhook is not None
