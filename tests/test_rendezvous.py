@@ -529,6 +529,25 @@ def test_run_detached_and_process_types(run_api: Any) -> None:
     assert spec.command == "python work.py --fast" and not spec.attach and not spec.tty
 
 
+def test_run_detached_sent_again_runs_once(run_api: Any) -> None:
+    """`heroku run:detached` sent again by the CLI (its connection broke before the answer):
+    the command ran; it is answered with the dyno it runs in, not run a second time."""
+    client, one_offs, _ = run_api
+    sent = {"Request-Id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"}
+    first = client.post("/apps/shop/dynos", json={"command": "rake once"}, headers=sent)
+    again = client.post("/apps/shop/dynos", json={"command": "rake once"}, headers=sent)
+    assert first.status_code == again.status_code == 201, again.text
+    assert (again.json()["name"], again.json()["id"]) == (first.json()["name"], first.json()["id"])
+    assert [spec.command for spec in one_offs.detached] == ["rake once"]
+    # Another request runs it again, as does the same id for another command.
+    other = {"Request-Id": "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"}
+    again = client.post("/apps/shop/dynos", json={"command": "rake once"}, headers=other)
+    assert again.status_code == 201 and again.json()["id"] != first.json()["id"]
+    other_command = {"command": "rake twice"}
+    assert client.post("/apps/shop/dynos", json=other_command, headers=sent).status_code == 201
+    assert [spec.command for spec in one_offs.detached] == ["rake once"] * 2 + ["rake twice"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "text"),
     [

@@ -76,6 +76,8 @@ def describe(event: Any) -> str | None:
             return "Clear build cache"
         case App.DynosRestarted():
             return f"Restart {event.target or 'all dynos'}"
+        case App.OneOffStarted():
+            return f"Run {event.name} (detached)"  # not its command: it may hold a secret
         case App.DomainAdded():
             return f"Add domain {event.hostname}"
         case App.DomainRemoved():

@@ -542,6 +542,16 @@ class Ledger(Application[UUID]):
         operate = access.OPERATE
         return self._command(app_id, actor, lambda app: app.restart(target, actor), operate)[0]
 
+    # --- one-off dynos --------------------------------------------------------------------
+
+    def one_off_started_by(self, actor: Actor, app_id: UUID, command: str) -> str | None:
+        """The name of the detached one-off this request started, if it is sent again."""
+        return self._live_app(app_id, actor).one_off_started_by(actor, command)
+
+    @retry_on_conflict
+    def record_one_off(self, actor: Actor, app_id: UUID, name: str, command: str) -> None:
+        self._command(app_id, actor, lambda app: app.record_one_off(name, command, actor))
+
     # --- custom domains -------------------------------------------------------------------
 
     @retry_on_conflict

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import CLI_TIMEOUT, Api, WakaServer, app_repo, git_url, wait_for
+from .test_cli_retry import cutting, sent_twice_as_one_request, through  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_image")]
 
@@ -254,6 +255,40 @@ def test_run_detached_logs_to_the_app_s_log(server: WakaServer, api: Api, app: s
         for line in lines
     ), lines
     wait_for(lambda: one_off_containers(api, app) == [], what="the detached container removed")
+
+
+def test_run_detached_sent_again_by_the_cli_runs_once(
+    server: WakaServer,
+    api: Api,
+    app: str,
+    cutting,  # noqa: F811
+) -> None:
+    """The CLI sends `POST /apps/:app/dynos` again when its connection breaks before the
+    answer (tests/e2e/test_cli_retry.py): the command runs once, and the CLI names its dyno."""
+    proxy = cutting(b"POST", rb"/apps/[^/ ]+/dynos")
+    marker = f"ran-once-{time.time_ns()}"
+    started = server.heroku("run:detached", "-a", app, "--", f"echo {marker}", env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    match = re.search(r"--dyno (run\.\d{4})", started.stdout + started.stderr)
+    assert match, started
+    dyno = match.group(1)
+
+    def lines() -> list[str]:
+        printed = server.heroku("logs", "-a", app, "-n", "500", check=False).stdout
+        return [line.split(" ", 1)[1] for line in printed.splitlines() if " " in line]
+
+    done = wait_for(
+        lambda: (
+            (found := lines())
+            and f"heroku[{dyno}]: Process exited with status 0" in found
+            and found
+        ),
+        what=f"{dyno} exited",
+    )
+    assert [line for line in done if line.endswith(f": {marker}")] == [f"app[{dyno}]: {marker}"]
+    asked = [line for line in done if f"Starting process with command `echo {marker}`" in line]
+    assert len(asked) == 2, asked  # app[api]'s line, and heroku[run.N]'s: one dyno
+    assert all(line.startswith(("app[api]", f"heroku[{dyno}]")) for line in asked), asked
 
 
 def test_an_app_without_code_cannot_run(server: WakaServer, api: Api, tmp_path: Path) -> None:

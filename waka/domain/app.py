@@ -552,6 +552,25 @@ class App(Aggregate):
         process_type = dyno.split(".", 1)[0]
         return sum(self.restarts.get(key, 0) for key in ("", process_type, dyno))
 
+    # --- one-off dynos --------------------------------------------------------------------
+
+    def one_off_started_by(self, actor: Actor, command: str) -> str | None:
+        """The detached one-off dyno this request started, when it is sent again; else None."""
+        last = getattr(self, "last_one_off", None)
+        if last is None or not sent_again(last[0], actor, command):
+            return None
+        return str(last[1])
+
+    def record_one_off(self, name: str, command: str, actor: Actor) -> None:
+        """A detached one-off dyno started (`heroku run:detached`): in the audit log, and
+        known when its request comes again. (Attached ones end with their user's session.)"""
+        self._check_live()
+        self._start_one_off(name=name, command=command, actor=actor)
+
+    @event("OneOffStarted")
+    def _start_one_off(self, name: str, command: str, actor: Actor) -> None:
+        self.last_one_off = [request_of(actor, command), name]
+
     # --- custom domains -------------------------------------------------------------------
 
     def add_domain(self, hostname: str, actor: Actor) -> tuple[str, bool]:

@@ -11,10 +11,9 @@ import logging
 import re
 import secrets
 import threading
-import uuid
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import orjson
 from starlette.routing import Route
@@ -25,6 +24,7 @@ from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError
 from waka.bootstrap import Platform
 from waka.domain import rules
+from waka.domain.actors import Actor, made_by_request
 from waka.domain.app import release_id
 from waka.features import metadata_env
 from waka.projections.base import iso
@@ -92,6 +92,12 @@ def routes(
             raise ApiError(503, "unavailable", "This waka runs no rendezvous server for `run`.")
         if not app["slug_id"]:
             raise invalid(f"{app['name']} has no release with code yet: push some first.")
+        actor = ctx.actor_of_request  # the same request again does not run the command twice
+        ledger = ctx.platform.ledger
+        if not attach:
+            started = ledger.one_off_started_by(actor, ctx.app_id(app), command)
+            if started is not None:
+                return Reply(_render(started, command, size, kind, app, None, actor), 201)
         try:
             slug_path = ctx.platform.slugs.get(app["slug_id"]).path
         except SlugNotFound:
@@ -127,6 +133,7 @@ def routes(
                 attach_url = rendezvous.attach_url(rendezvous.sessions.add(one_offs.create(spec)))
             else:
                 one_offs.run_detached(spec)
+                ctx.command(ledger.record_one_off, actor, ctx.app_id(app), spec.name, command)
         except ApiError:
             raise
         except Exception as error:  # the engine, the Swarm or its registry failed
@@ -143,7 +150,7 @@ def routes(
                 f"Could not start {spec.name}: the dyno runtime failed ({type(error).__name__}). "
                 "Try again; waka's log says more.",
             ) from None
-        return Reply(_render(spec, kind, app, attach_url), 201)
+        return Reply(_render(spec.name, command, size, kind, app, attach_url, actor), 201)
 
     return [Route("/apps/{app}/dynos", endpoint(platform, create), methods=["POST"])]
 
@@ -195,20 +202,20 @@ def _free_name(in_use: set[str]) -> str:
     raise ApiError(409, "conflict", "Too many one-off dynos are running for this app.")
 
 
-def _render(spec: OneOffSpec, kind: str, app: Row, attach_url: str | None) -> dict[str, Any]:
+def _render(
+    name: str, command: str, size: str, kind: str, app: Row, attach_url: str | None, actor: Actor
+) -> dict[str, Any]:
     now = iso(datetime.now(UTC))
+    release = int(app["current_release"])
     return {
         "attach_url": attach_url,
-        "command": spec.command,
+        "command": command,
         "created_at": now,
-        "id": str(uuid.uuid4()),
-        "name": spec.name,
-        "release": {
-            "id": str(release_id(UUID(app["id"]), spec.release)),
-            "version": spec.release,
-        },
+        "id": str(uuid5(made_by_request("one-off", actor), name)),  # the same when sent again
+        "name": name,
+        "release": {"id": str(release_id(UUID(app["id"]), release)), "version": release},
         "app": {"id": app["id"], "name": app["name"]},
-        "size": spec.size,
+        "size": size,
         "state": "starting",
         "type": kind,
         "updated_at": now,
