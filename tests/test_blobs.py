@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,18 @@ def test_a_blob_is_written_read_listed_and_deleted(store: BlobStore) -> None:
     assert store.stat("sources/abc.tgz") is None
     with pytest.raises(BlobNotFound), store.read("sources/abc.tgz"):
         pass
+
+
+def test_old_blobs_are_listed_by_age_under_a_prefix(store: BlobStore) -> None:
+    blobs.put(store, "sources/old.tgz", [b"old"])
+    blobs.put(store, "slugs/old.tgz", [b"old"])
+    time.sleep(1.2)
+    blobs.put(store, "sources/new.tgz", [b"new"])
+    assert store.older_than("sources/", 1.0) == ["sources/old.tgz"]
+    assert store.older_than("", 1.0) == ["slugs/old.tgz", "sources/old.tgz"]
+    assert store.older_than("sources/", 60.0) == []
+    blobs.put(store, "sources/old.tgz", [b"written again"])  # a blob's age is its last write
+    assert store.older_than("sources/", 1.0) == []
 
 
 def test_a_key_is_replaced_whole(store: BlobStore) -> None:

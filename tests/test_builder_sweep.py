@@ -1,5 +1,7 @@
-"""A destroyed app's git repository and build cache are removed; nothing else is."""
+"""A destroyed app's git repository and build cache are removed; nothing else is. Source
+blobs are collected once old, but never one a pending build still needs."""
 
+import time
 import uuid
 
 from waka.config import Settings
@@ -27,3 +29,30 @@ def test_sweep_removes_only_destroyed_apps_files(make_platform, tmp_path):
         assert (repos / f"{app_id}.git").is_dir() and builder.cache_dir(app_id).is_dir()
     assert (repos / "notes.git").is_dir()
     assert builder.sweep_destroyed() == []
+
+
+def test_old_sources_go_unless_a_pending_build_needs_them(make_platform, tmp_path):
+    settings = Settings(home=tmp_path / "waka", runtime="process", source_ttl=1.0)
+    platform = make_platform(settings)
+    owner = platform.ledger.register_user("owner@example.com")[0].as_actor()
+    app = platform.ledger.create_app(owner, "shop")
+    sources = platform.sources
+    tokens = {}
+    for name in ("built", "pending", "uploaded"):
+        tokens[name] = sources.new_token()
+        with sources.upload(tokens[name]) as out:
+            out.write(b"a tarball " + name.encode())
+    url = f"{settings.api_url}/sources/{tokens['pending']}"
+    build_id = platform.ledger.request_build(owner, app.id, url)  # no builder runs it here
+    builder = platform.builder
+    assert builder.sweep_sources() == []  # all younger than a second
+    time.sleep(1.2)
+    fresh = sources.new_token()
+    with sources.upload(fresh) as out:
+        out.write(b"just now")
+    assert sorted(builder.sweep_sources()) == sorted([tokens["built"], tokens["uploaded"]])
+    assert sources.exists(tokens["pending"]) and sources.exists(fresh)
+    platform.ledger.fail_build(app.id, build_id, "gave up", owner)
+    assert builder.sweep_sources() == [tokens["pending"]]  # its build is over
+    assert builder.sweep_sources() == []
+    assert sources.exists(fresh)

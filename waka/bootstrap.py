@@ -146,6 +146,7 @@ class Platform:
                 cache_root=home / "cache",
                 memory_mb=self.settings.build_memory_mb,
                 web_url=self.settings.web_url,
+                source_ttl=self.settings.source_ttl,
             ),
             leases=self.leases,
         )

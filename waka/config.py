@@ -58,6 +58,9 @@ class Settings:
     redis_url: str | None = None
     # With shared storage, each home's cache of slugs is trimmed to this (least used first).
     slug_cache_mb: int = 10240
+    # Seconds a source blob is kept once no pending build needs it (Heroku's source URLs are
+    # good for an hour).
+    source_ttl: float = 3600.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -94,6 +97,7 @@ class Settings:
             else None,
             redis_url=env.get("WAKA_REDIS_URL") or None,
             slug_cache_mb=int(env.get("WAKA_SLUG_CACHE_MB") or 10240),
+            source_ttl=float(env.get("WAKA_SOURCE_TTL") or 3600),
         )
 
     @property

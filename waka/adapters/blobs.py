@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,10 @@ class BlobStore(Protocol):
     def delete(self, key: str) -> bool: ...
 
     def keys(self, prefix: str = "") -> list[str]: ...
+
+    def older_than(self, prefix: str, seconds: float) -> list[str]:
+        """The keys under `prefix` of blobs published more than `seconds` ago."""
+        ...
 
     def close(self) -> None: ...
 
@@ -190,11 +195,25 @@ class LocalBlobStore:
                 found.append(key)
         return sorted(found)
 
+    def older_than(self, prefix: str, seconds: float) -> list[str]:
+        before = time.time() - seconds
+        old = []
+        for key in self.keys(prefix):
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                if self.path(key).stat().st_mtime < before:  # (renamed into place whole)
+                    old.append(key)
+        return old
+
     def close(self) -> None:
         pass
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _like(prefix: str) -> str:
+    """A LIKE pattern for the keys that start with `prefix`."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class PostgresBlobStore:
@@ -384,11 +403,23 @@ class PostgresBlobStore:
     def keys(self, prefix: str = "") -> list[str]:
         from psycopg import sql
 
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self._connection() as conn:
             rows = conn.execute(
                 sql.SQL("SELECT key FROM {} WHERE key LIKE %s ORDER BY key").format(self._blobs),
-                (pattern,),
+                (_like(prefix),),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def older_than(self, prefix: str, seconds: float) -> list[str]:
+        from psycopg import sql
+
+        with self._connection() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT key FROM {} WHERE key LIKE %s"
+                    " AND created_at < now() - make_interval(secs => %s) ORDER BY key"
+                ).format(self._blobs),
+                (_like(prefix), seconds),
             ).fetchall()
         return [row[0] for row in rows]
 

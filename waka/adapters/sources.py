@@ -1,5 +1,6 @@
 """Source blobs: tarballs uploaded to waka itself (`POST /sources` gives a put/get URL pair) or
-exported from a git push, kept until their build has read them.
+exported from a git push, kept while a pending build needs them and for an hour at least (as
+Heroku's source URLs are good for an hour), then collected by the builder (`collect`).
 
 They are blobs (waka/adapters/blobs.py): files under `$WAKA_HOME/sources` on the embedded
 platform, PostgreSQL where processes share it, so a source uploaded to one API process is
@@ -24,6 +25,7 @@ from waka.redaction import redact_url
 
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{40,64}$")
 DEFAULT_LIMIT = 1024 * 1024 * 1024  # 1 GiB of compressed source
+TTL = 3600.0  # seconds a source is kept when no pending build needs it
 
 
 class SourceError(Exception):
@@ -81,16 +83,31 @@ class SourceStore:
         with self.blobs.read(self.key(token)) as chunks:
             yield from chunks
 
+    def token_of(self, url: str) -> str | None:
+        """The token of a URL of one of ours (`.../sources/<token>`), else None."""
+        match = re.fullmatch(r"/sources/([A-Za-z0-9_-]+)", urlparse(url).path)
+        return match[1] if match and TOKEN.fullmatch(match[1]) else None
+
+    def collect(self, needed: set[str], ttl: float = TTL) -> list[str]:
+        """Delete the sources older than `ttl` seconds but those whose tokens are `needed`
+        (by pending builds); -> the tokens deleted. Idempotent: several workers may run it."""
+        deleted = []
+        for key in self.blobs.older_than(self.prefix, ttl):
+            token = key[len(self.prefix) :].removesuffix(".tgz")
+            if token not in needed and self.blobs.delete(key):
+                deleted.append(token)
+        return deleted
+
     def fetch(self, url: str, dest: Path) -> None:
         """Copy the blob at `url` to `dest`: ours from the blob store, others over HTTP(S)."""
         parsed = urlparse(url)
-        match = re.fullmatch(r"/sources/([A-Za-z0-9_-]+)", parsed.path)
-        if match and TOKEN.fullmatch(match[1]):
+        token = self.token_of(url)
+        if token is not None:
             try:
-                get_file(self.blobs, self.key(match[1]), dest)
+                get_file(self.blobs, self.key(token), dest)
                 return
             except BlobNotFound:
-                pass  # not one of ours after all: ask whoever serves the URL
+                pass  # not one of ours after all (or collected): ask whoever serves the URL
         if parsed.scheme not in ("http", "https"):
             scheme = repr(parsed.scheme) if parsed.scheme else "a URL without a scheme"
             raise SourceError(f"Source URL must be http or https, not {scheme}.")

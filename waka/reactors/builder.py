@@ -61,9 +61,10 @@ class BuilderConfig:
     memory_mb: int = 2048
     release_timeout: float = 600.0
     web_url: Callable[[str], str] = lambda name: ""
+    source_ttl: float = 3600.0  # seconds a source no pending build needs is kept
 
 
-SWEEP_EVERY = 30.0  # seconds between looks for destroyed apps' repositories and caches
+SWEEP_EVERY = 30.0  # seconds between looks for destroyed apps' leftovers and old sources
 SETTLE_EVERY = 2.0  # seconds between looks for pushes whose hook is gone
 
 
@@ -154,6 +155,7 @@ class Builder:
             self.settle_pushes()
         if time.monotonic() - self._last_sweep >= SWEEP_EVERY:
             self.sweep_destroyed()
+            self.sweep_sources()
         return done
 
     def sweep_leftovers(self) -> None:
@@ -209,6 +211,18 @@ class Builder:
             (self.config.cache_root / f"{app_id}.generation").unlink(missing_ok=True)
             removed.append(app_id)
         return removed
+
+    def sweep_sources(self) -> list[str]:
+        """Collect the source blobs no pending build needs, once an hour old (the builds that
+        read them are over, or none came); -> their tokens. Level-triggered, idempotent."""
+        self.platform.projector.catch_up()  # a build requested just now is seen as pending
+        needed = {
+            self.sources.token_of(b["source_url"]) for b in pending_builds(self.platform.store)
+        }
+        deleted = self.sources.collect({t for t in needed if t}, self.config.source_ttl)
+        if deleted:
+            log.info("collected %d source blob(s) of finished builds", len(deleted))
+        return deleted
 
     def _destroyed(self, app_id: str) -> bool:
         try:
