@@ -133,7 +133,6 @@ def routes(
                 attach_url = rendezvous.attach_url(rendezvous.sessions.add(one_offs.create(spec)))
             else:
                 one_offs.run_detached(spec)
-                ctx.command(ledger.record_one_off, actor, ctx.app_id(app), spec.name, command)
         except ApiError:
             raise
         except Exception as error:  # the engine, the Swarm or its registry failed
@@ -150,6 +149,8 @@ def routes(
                 f"Could not start {spec.name}: the dyno runtime failed ({type(error).__name__}). "
                 "Try again; waka's log says more.",
             ) from None
+        if not attach:  # started: recorded (after, so that a failed start is not taken for a run)
+            ctx.command(ledger.record_one_off, actor, ctx.app_id(app), spec.name, command)
         return Reply(_render(spec.name, command, size, kind, app, attach_url, actor), 201)
 
     return [Route("/apps/{app}/dynos", endpoint(platform, create), methods=["POST"])]
