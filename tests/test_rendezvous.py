@@ -22,6 +22,7 @@ from cryptography import x509
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from waka import audit
 from waka.adapters.one_off import FrameDecoder, OneOffSpec
 from waka.api.app import RequestIdMiddleware
 from waka.api.routes import run
@@ -529,7 +530,7 @@ def test_run_detached_and_process_types(run_api: Any) -> None:
     assert spec.command == "python work.py --fast" and not spec.attach and not spec.tty
 
 
-def test_run_detached_sent_again_runs_once(run_api: Any) -> None:
+def test_run_detached_sent_again_runs_once(run_api: Any, platform: Platform) -> None:
     """`heroku run:detached` sent again by the CLI (its connection broke before the answer):
     the command ran; it is answered with the dyno it runs in, not run a second time."""
     client, one_offs, _ = run_api
@@ -546,6 +547,9 @@ def test_run_detached_sent_again_runs_once(run_api: Any) -> None:
     other_command = {"command": "rake twice"}
     assert client.post("/apps/shop/dynos", json=other_command, headers=sent).status_code == 201
     assert [spec.command for spec in one_offs.detached] == ["rake once"] * 2 + ["rake twice"]
+    ran = [e.action for e in audit.query(platform.ledger, app="shop") if e.action.startswith("Run")]
+    names = [spec.name for spec in one_offs.detached]
+    assert ran == [f"Run {name} (detached)" for name in names]  # never the command
 
 
 @pytest.mark.parametrize(
