@@ -90,6 +90,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -814,10 +815,37 @@ class SwarmCluster:
     def revive(self, name: str, timeout: float = 60) -> SwarmNode:
         """Starts a killed node again; it rejoins as the same Swarm node (its engine's state is
         kept in its volume, its address is fixed). Returns it once Swarm marks it Ready."""
+        self._start_node(name, timeout)
+        return self.wait_for_node(name, "ready", timeout=timeout)
+
+    def _start_node(self, name: str, timeout: float) -> None:
+        if name == self.manager_name:
+            self._manager = None  # a client of the engine before: its connections are dead
         self.host.containers.get(name).start()
         wait_until(f"dockerd on {name}", self.node_client(name).ping, timeout=timeout)
         self._keep_apps_apart(name)  # a new network namespace: its rules are gone
-        return self.wait_for_node(name, "ready", timeout=timeout)
+
+    def heal(self, timeout: float = 120) -> list[str]:
+        """Every node's container running and every node Ready, as a test expects to find them.
+
+        A node whose dockerd died of itself is started again, as systemd restarts a host's
+        dockerd (Debian's 20.10 swarmkit can panic on a manager just back from a loss, seen once
+        in CI), and gets its firewall rules back (`revive`). Returns the names it revived, so
+        the caller can say so: one crashed engine must not fail every later test on the Swarm.
+        """
+        revived = []
+        for name in self.all_names():
+            if self.host.containers.get(name).status != "running":
+                self._start_node(name, timeout)
+                revived.append(name)
+        # A manager that restarted marks the workers down until each reports again; Swarm
+        # places tasks on Ready nodes only and never moves them back afterwards.
+        wait_until(
+            "every Swarm node Ready",
+            lambda: all(node.state == "ready" for node in self.nodes()),
+            timeout=timeout,
+        )
+        return revived
 
     def _keep_apps_apart(self, name: str) -> None:
         """README's "Keeping apps apart" rules on the node: a port a dyno publishes answers
@@ -920,6 +948,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             report.sections.append(("swarm nodes", cluster.containers_report()))
         except Exception as exc:  # the report must not hide the failure
             report.sections.append(("swarm nodes", f"no report: {exc!r}"))
+
+
+@pytest.fixture(autouse=True)
+def _swarm_nodes_up(request: pytest.FixtureRequest) -> None:
+    """Before each test on the test Swarm: its nodes up and Ready (`SwarmCluster.heal`). A node
+    that had to be revived is said in the test's output and as a warning, never hidden."""
+    if "swarm_cluster" not in request.fixturenames:
+        return
+    cluster: SwarmCluster = request.getfixturevalue("swarm_cluster")
+    if revived := cluster.heal():
+        message = f"the Swarm nodes {revived} had stopped of themselves: started again"
+        print(message)
+        warnings.warn(message, stacklevel=1)
 
 
 @pytest.fixture(scope="session")

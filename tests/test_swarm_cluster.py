@@ -6,7 +6,8 @@ manager and two workers: every node Ready; replicas spread over the nodes from t
 stack image, on an overlay network in dnsrr mode, reaching each other across nodes; a port
 published in host mode answering HTTP from the host at each node's address; a killed worker's
 tasks started on the others; the worker back, Ready, and given tasks again. The times it
-measures are printed (pytest -s) and in the failure messages.
+measures are printed (pytest -s) and in the failure messages. A second test shows `heal`, run
+before every test on the Swarm, starting again a node whose engine died of itself.
 """
 
 from __future__ import annotations
@@ -247,3 +248,20 @@ def test_a_cluster_whose_process_is_gone_is_swept() -> None:
     finally:
         for name in names:
             remove_cluster(host, name)
+
+
+def test_a_node_whose_engine_died_is_started_again_before_the_next_test(
+    swarm_cluster: SwarmCluster,
+) -> None:
+    """`heal` (what runs before every test on the Swarm): a node container that stopped of
+    itself, as when its dockerd panics, runs again, Ready, with its firewall rules back."""
+    cluster = swarm_cluster
+    assert cluster.heal() == []  # nothing down: nothing revived
+    crashed = cluster.worker_names[-1]
+    cluster.host.containers.get(crashed).kill()  # not `cluster.kill`: nobody meant it
+    cluster.wait_for_node(crashed, "down", timeout=30)
+    assert cluster.heal() == [crashed]
+    assert all(node.state == "ready" for node in cluster.nodes()), cluster.nodes()
+    rules = cluster.host.containers.get(crashed).exec_run(["iptables", "-S", "DOCKER-USER"])
+    assert rules.exit_code == 0 and b"-j DROP" in rules.output, rules.output
+    assert f"-s {cluster.gateway}/32".encode() in rules.output, rules.output

@@ -18,6 +18,8 @@ import orjson
 import psycopg
 import pytest
 
+from tests.redis_servers import RedisServer, logplex_redis  # noqa: F401
+
 from .conftest import OWNER_EMAIL, Api, WakaServer, app_repo, git_url
 from .roles import Role, heroku_cli_for
 from .test_git_push import deployed
@@ -165,18 +167,32 @@ def test_split_roles_deploy_serve_and_survive_the_loss_of_a_worker(
 
 
 def test_a_request_to_the_router_process_wakes_a_sleeping_app(
-    make_roles: Callable[..., dict[str, Role]], heroku_cli: Path, tmp_path: Path
+    make_roles: Callable[..., dict[str, Role]],
+    heroku_cli: Path,
+    tmp_path: Path,
+    logplex_redis: RedisServer,  # noqa: F811 - the workers' "Idling" lines reach `heroku logs`
 ) -> None:
-    roles = make_roles(WAKA_SLEEP_AFTER="3")
+    roles = make_roles(WAKA_SLEEP_AFTER="3", WAKA_REDIS_URL=logplex_redis.url)
     api_role, router = roles["api"], roles["router"]
     api = Api(api_role)  # type: ignore[arg-type]
     heroku = heroku_cli_for(api_role, heroku_cli, tmp_path / "cli-home").heroku
     app = api.create_app("sleepy")
     deployed(app_repo("shell-app", tmp_path / "app").push(git_url(api_role, app)), 2)  # type: ignore[arg-type]
     assert "web at 1:Eco" in heroku("ps:scale", "web=1:eco", "-a", app).stderr
+    # The size changes by a new dyno: no dyno at all for a moment, which is not sleep.
+    eco_up = [("Eco", "up")]
+    wait(
+        lambda: [(d["size"], d["state"]) for d in api.get(f"/apps/{app}/dynos")] == eco_up,
+        60,
+        "an eco dyno",
+    )
+    wait(
+        lambda: "Idling" in heroku("logs", "-n", "100", "-a", app).stdout, 60, "the eco app idling"
+    )
     wait(lambda: api.get(f"/apps/{app}/dynos") == [], 60, "the eco app asleep")
     began = time.monotonic()
     woke = get(router, app, timeout=0)  # held by the router process while a worker wakes it
     assert woke.status_code == 200 and woke.text.strip() == "Hello from shell-app"
     assert time.monotonic() - began < 30
     wait(lambda: up_dynos(api, app) == ["web.1"], 10, "web.1 up again")
+    wait(lambda: "Unidling" in heroku("logs", "-n", "100", "-a", app).stdout, 10, "woken")

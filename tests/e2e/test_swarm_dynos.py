@@ -321,6 +321,13 @@ def test_restart_size_crash_and_sleep_work_as_with_local_dynos(
 
     # An eco app sleeps (no service left on the Swarm) and a request wakes it.
     swarm_server.heroku("ps:scale", "web=1:eco", "--app", app)
+    # The size changes by a new dyno: no dyno at all for a moment, which is not sleep.
+    wait_for(
+        lambda: [(d["size"], d["state"]) for d in dynos(swarm_api, app)] == [("Eco", "up")],
+        timeout=120,
+        what="an eco web dyno up",
+    )
+    wait_for(lambda: "Idling" in logs(swarm_server, app), timeout=120, what="the eco app idling")
     wait_for(lambda: dynos(swarm_api, app) == [], timeout=120, what="the eco app asleep")
     wait_for(lambda: app_services(swarm_cluster, app) == [], timeout=30, what="no service")
     began = time.monotonic()
