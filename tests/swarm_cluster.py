@@ -833,18 +833,18 @@ class SwarmCluster:
         in CI), and gets its firewall rules back (`revive`). Returns the names it revived, so
         the caller can say so: one crashed engine must not fail every later test on the Swarm.
         """
-        revived = []
-        for name in self.all_names():
-            if self.host.containers.get(name).status != "running":
-                self._start_node(name, timeout)
-                revived.append(name)
-        # A manager that restarted marks the workers down until each reports again; Swarm
-        # places tasks on Ready nodes only and never moves them back afterwards.
-        wait_until(
-            "every Swarm node Ready",
-            lambda: all(node.state == "ready" for node in self.nodes()),
-            timeout=timeout,
-        )
+        revived: list[str] = []
+
+        def up() -> bool:
+            for name in self.all_names():
+                if self.host.containers.get(name).status != "running":
+                    self._start_node(name, timeout)
+                    revived.append(name)
+            # A manager that restarted marks the workers down until each reports again; Swarm
+            # places tasks on Ready nodes only and never moves them back afterwards.
+            return all(node.state == "ready" for node in self.nodes())
+
+        wait_until("every Swarm node running and Ready", up, timeout=timeout)
         return revived
 
     def _keep_apps_apart(self, name: str) -> None:

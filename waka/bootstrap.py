@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("waka")
 
+# Seconds `heroku ps` waits for a Swarm manager's list of one-off dynos: a lost manager's
+# pooled connections answer nothing, and the manager client's own timeout is 60 s.
+PS_MANAGER_TIMEOUT = 5.0
+
 
 @dataclass
 class Platform:
@@ -202,11 +206,7 @@ class Platform:
                 "Swarm node pulls dyno images from"
             )
         try:
-            manager = (
-                docker.DockerClient(base_url=self.settings.swarm_manager, timeout=60)
-                if self.settings.swarm_manager
-                else docker.from_env(timeout=60)
-            )
+            manager = self._swarm_manager_client(timeout=60)
         except docker.errors.DockerException as error:  # asks the engine's version at once
             raise SwarmUnavailable(
                 f"WAKA_RUNTIME=swarm, but no Docker engine answers at WAKA_SWARM_MANAGER "
@@ -214,6 +214,16 @@ class Platform:
             ) from error
         images = ReleaseImages(manager, self.settings.swarm_registry, local=docker_client())
         return SwarmDynos(manager, images, self.settings.platform_id)
+
+    def _swarm_manager_client(self, timeout: float, version: str | None = None) -> Any:
+        """A client of the Swarm manager's engine; without a version it asks the engine's."""
+        import docker
+
+        if self.settings.swarm_manager:
+            return docker.DockerClient(
+                base_url=self.settings.swarm_manager, timeout=timeout, version=version
+            )
+        return docker.from_env(timeout=timeout, version=version)
 
     @cached_property
     def addons_host(self) -> str:
@@ -349,6 +359,10 @@ class Platform:
                 self.emit_log,
                 self.settings.instance_id,
                 self.settings.run_callback_port,
+                # `heroku ps` waits this long at most for the manager's list of one-offs.
+                lister=self._swarm_manager_client(
+                    PS_MANAGER_TIMEOUT, self.swarm_dynos.client.api.api_version
+                ),
             )
         return docker_one_offs(self.settings.platform_id, self.emit_log, self.settings.instance_id)
 

@@ -31,11 +31,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waka.adapters.dynos import DynoSpec, dyno_command, dyno_env
 from waka.adapters.one_off import LABEL, LogFn, OneOffSpec, one_off_labels, spec_from_labels
 from waka.adapters.swarm_dynos import ALIVE, SwarmDynos
+
+if TYPE_CHECKING:
+    import docker
 
 log = logging.getLogger("waka.one_off")
 
@@ -337,9 +340,14 @@ class SwarmOneOffDynos:
         log_line: LogFn,
         instance: str = "",
         callback_port: int = 0,
+        lister: docker.DockerClient | None = None,
     ) -> None:
         self.dynos = dynos  # the formation's runtime: its manager client, images and networks
         self.client = dynos.client
+        # `heroku ps` asks the manager for one-offs through a client of its own with a short
+        # timeout: a manager lost (its pooled connections answer nothing) or swamped must not
+        # hold the answer for the main client's 60 s; ps then shows the formation's dynos.
+        self.lister = lister or dynos.client
         self.callback_host = callback_host  # this host's address towards the Swarm's nodes
         self.callback_port = callback_port
         self.platform_id = platform_id
@@ -443,14 +451,14 @@ class SwarmOneOffDynos:
             return []
 
     def _shown(self, app_id: str) -> list[dict[str, Any]]:
-        services = self._mine(app_id)
+        services = self._mine(app_id, self.lister)
         if not services:
             return []
         by_service: dict[str, list[dict[str, Any]]] = {}
-        for task in self.client.api.tasks(filters={"service": [s["ID"] for s in services]}):
+        for task in self.lister.api.tasks(filters={"service": [s["ID"] for s in services]}):
             by_service.setdefault(task.get("ServiceID", ""), []).append(task)
         newest = {service_id: _newest(tasks) for service_id, tasks in by_service.items()}
-        nodes = {n["ID"]: n for n in self.client.api.nodes()}
+        nodes = {n["ID"]: n for n in self.lister.api.nodes()}
         shown = []
         for service in services:
             labels = service["Spec"].get("Labels") or {}
@@ -516,11 +524,13 @@ class SwarmOneOffDynos:
 
         threading.Thread(target=watch, name=f"one-off-{spec.name}", daemon=True).start()
 
-    def _mine(self, app_id: str | None = None) -> list[dict[str, Any]]:
+    def _mine(
+        self, app_id: str | None = None, client: docker.DockerClient | None = None
+    ) -> list[dict[str, Any]]:
         labels = [LABEL, f"waka.platform={self.platform_id}"]
         if app_id is not None:
             labels.append(f"waka.app={app_id}")
-        return list(self.client.api.services(filters={"label": labels}))
+        return list((client or self.client).api.services(filters={"label": labels}))
 
 
 def _newest(tasks: list[dict[str, Any]]) -> dict[str, Any]:
