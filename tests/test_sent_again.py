@@ -1,10 +1,10 @@
 """Requests the Heroku CLI sends again: when its connection breaks before the answer,
 @heroku/http-call sends the same request with the same Request-Id. What the first one added
 (a domain, a log drain, an add-on's attachment, a webhook) is the answer to the second, not
-a second one nor an "already added" error for what the user asked once. The same Request-Id
-on another request is not taken for the first. (Config changes, rollbacks, apps and add-ons
-sent again: tests/test_api.py, tests/test_addons_api.py; with the real CLI:
-tests/e2e/test_cli_retry.py.)"""
+a second one nor an "already added" error for what the user asked once; what it removed (a
+domain, a log drain, an app) is the answer, not a 404. The same Request-Id on another
+request is not taken for the first. (Config changes, rollbacks, apps and add-ons sent again:
+tests/test_api.py, tests/test_addons_api.py; with the real CLI: tests/e2e/test_cli_retry.py.)"""
 
 from __future__ import annotations
 
@@ -76,3 +76,44 @@ def test_a_webhook_sent_again_is_one_webhook(api: Api) -> None:  # noqa: F811
     assert error_of(api.post("/apps/shop/webhooks", json=elsewhere, headers=SENT))[0] == 409
     assert api.post("/apps/shop/webhooks", json=body, headers=OTHER).status_code == 201
     assert len(api.get("/apps/shop/webhooks").json()) == 2
+
+
+def test_a_domain_removed_and_sent_again_is_answered(api: Api) -> None:  # noqa: F811
+    """The first removal's answer lost, the CLI's retry found the domain gone: a 404 told the
+    user it had failed when it had not."""
+    api.post("/apps", json={"name": "shop"})
+    api.post("/apps/shop/domains", json={"hostname": "www.example.com"})
+    first = api.delete("/apps/shop/domains/www.example.com", headers=SENT)
+    again = api.delete("/apps/shop/domains/www.example.com", headers=SENT)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["hostname"] == first.json()["hostname"] == "www.example.com"
+    assert again.json()["id"] == first.json()["id"]
+    assert [d["kind"] for d in api.get("/apps/shop/domains").json()] == ["heroku"]
+    # Another request for it is told it is not there; the name is free to add again.
+    status, _, message = error_of(api.delete("/apps/shop/domains/www.example.com", headers=OTHER))
+    assert status == 404 and "Couldn't find that domain" in message
+    assert api.post("/apps/shop/domains", json={"hostname": "www.example.com"}).status_code == 201
+
+
+def test_a_drain_removed_and_sent_again_is_answered(api: Api) -> None:  # noqa: F811
+    api.post("/apps", json={"name": "shop"})
+    url = "https://logs.example.com/drain"
+    made = api.post("/apps/shop/log-drains", json={"url": url}).json()
+    first = api.delete(f"/apps/shop/log-drains/{made['id']}", headers=SENT)
+    again = api.delete(f"/apps/shop/log-drains/{made['id']}", headers=SENT)
+    assert first.status_code == again.status_code == 200, again.text
+    assert (again.json()["id"], again.json()["url"]) == (made["id"], url)  # drains:remove says it
+    assert api.get("/apps/shop/log-drains").json() == []
+    status, _, message = error_of(api.delete(f"/apps/shop/log-drains/{made['id']}", headers=OTHER))
+    assert status == 404 and message == "Couldn't find that log drain."
+
+
+def test_an_app_destroyed_and_sent_again_is_answered(api: Api) -> None:  # noqa: F811
+    shop = api.post("/apps", json={"name": "shop"}).json()
+    first = api.delete("/apps/shop", headers=SENT)
+    again = api.delete("/apps/shop", headers=SENT)
+    assert first.status_code == again.status_code == 200, again.text
+    assert (again.json()["id"], again.json()["name"]) == (shop["id"], "shop")
+    assert api.delete(f"/apps/{shop['id']}", headers=SENT).status_code == 200  # by its id too
+    assert error_of(api.delete("/apps/shop", headers=OTHER))[0] == 404
+    assert error_of(api.get("/apps/shop"))[0] == 404

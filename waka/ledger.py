@@ -565,10 +565,11 @@ class Ledger(Application[UUID]):
     @retry_on_conflict
     def remove_domain(self, actor: Actor, app_id: UUID, hostname: str) -> str:
         app = self._live_app(app_id, actor)
-        hostname = app.remove_domain(hostname, actor)
-        claim: DomainName = self.repository.get(DomainName.id_for(hostname))
-        claim.free(actor)
-        self.save(app, claim)
+        hostname, removed = app.remove_domain(hostname, actor)
+        if removed:  # (else this request sent again: the name is free already)
+            claim: DomainName = self.repository.get(DomainName.id_for(hostname))
+            claim.free(actor)
+            self.save(app, claim)
         return hostname
 
     # --- log drains -----------------------------------------------------------------------
@@ -583,6 +584,27 @@ class Ledger(Application[UUID]):
     @retry_on_conflict
     def remove_drain(self, actor: Actor, app_id: UUID, id_or_url: str) -> dict[str, str]:
         return self._command(app_id, actor, lambda app: app.remove_drain(id_or_url, actor))[1]
+
+    def destroyed_by(self, actor: Actor, id_or_name: str) -> App | None:
+        """The app this actor's request destroyed, when this is that request sent again (the
+        CLI's retry of a destroy whose answer it lost): it is answered, not refused as gone."""
+        if not actor.get("request_id"):
+            return None
+        try:
+            app_id: UUID | None = UUID(id_or_name)
+        except ValueError:
+            try:
+                index: AppName = self.repository.get(AppName.id_for(id_or_name))
+            except AggregateNotFoundError:
+                return None
+            app_id = getattr(index, "freed_from", None) if index.app_id is None else None
+        if app_id is None:
+            return None
+        try:
+            app = self.get_app(app_id)
+        except NotFound:
+            return None
+        return app if app.destroyed_by_request(actor) else None
 
     def config_at_release(self, app_id: UUID, release_version: int) -> dict[str, str]:
         app = self.get_app(app_id)

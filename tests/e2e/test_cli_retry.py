@@ -6,7 +6,8 @@ the first request of one kind through (a PATCH of the config vars, a POST making
 add-on, a domain, a drain, an attachment or a webhook), waits for waka's answer, and resets
 the CLI's connection instead of passing it on; the CLI sends the request again through the
 proxy, and waka sees its Request-Id again: one change, one release, one of each thing, and
-the CLI says it is done, not that what it asked for once was "already added"."""
+the CLI says it is done, not that what it asked for once was "already added" (nor, for a
+removal, that it is not found)."""
 
 from __future__ import annotations
 
@@ -224,3 +225,30 @@ def test_webhooks_add_sent_again_is_one_webhook(server: WakaServer, cutting) -> 
     listed = server.heroku("webhooks", "-a", app).stdout
     assert listed.count(url) == 1, listed
     server.heroku("apps:destroy", app, "--confirm", app)
+
+
+def test_removals_sent_again_say_done(server: WakaServer, cutting) -> None:
+    """The removal made, its answer lost, the retry found the thing gone: the CLI said
+    "Couldn't find that ..." and failed, for a removal that had worked."""
+    app = unique_name("retried")
+    server.heroku("apps:create", app)
+    host, url = f"www.{app}.example.com", "https://logs.example.com/removed"
+    server.heroku("domains:add", host, "-a", app)
+    server.heroku("drains:add", url, "-a", app)
+
+    proxy = cutting(b"DELETE", rb"/apps/[^/ ]+/domains/[^/ ]+")
+    server.heroku("domains:remove", host, "-a", app, env=through(proxy))  # fails if not 2xx
+    sent_twice_as_one_request(proxy)
+    listed = json.loads(server.heroku("domains", "-a", app, "--json").stdout)
+    assert [d["kind"] for d in listed] == ["heroku"], listed
+
+    proxy = cutting(b"DELETE", rb"/apps/[^/ ]+/log-drains/[^ ]+")
+    done = server.heroku("drains:remove", url, "-a", app, env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    assert url in done.stdout + done.stderr, done  # "Successfully removed drain <url>"
+    assert json.loads(server.heroku("drains", "-a", app, "--json").stdout) == []
+
+    proxy = cutting(b"DELETE", rb"/apps/[^/ ]+")
+    server.heroku("apps:destroy", app, "--confirm", app, env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    assert app not in names(server.heroku("apps", "--json").stdout)

@@ -590,17 +590,23 @@ class App(Aggregate):
         self.domains.append(hostname)
         self.last_domain_added = request_of(actor, hostname)
 
-    def remove_domain(self, hostname: str, actor: Actor) -> str:
+    def remove_domain(self, hostname: str, actor: Actor) -> tuple[str, bool]:
+        """-> (the hostname, whether it was removed now: not when this is the request that
+        removed it, sent again, whatever it named the domain by)."""
         self._check_live()
         hostname = hostname.lower().rstrip(".")
         if hostname not in self.domains:
+            last = getattr(self, "last_domain_removed", None)
+            if last is not None and sent_again(last[0], actor, "domain"):
+                return last[1], False
             raise NotFound(f"Couldn't find that domain ({hostname}).")
         self._remove_domain(hostname=hostname, actor=actor)
-        return hostname
+        return hostname, True
 
     @event("DomainRemoved")
     def _remove_domain(self, hostname: str, actor: Actor) -> None:
         self.domains.remove(hostname)
+        self.last_domain_removed = [request_of(actor, "domain"), hostname]
 
     # --- log drains -----------------------------------------------------------------------
 
@@ -622,16 +628,22 @@ class App(Aggregate):
         self.last_drain_added = request_of(actor, url)
 
     def remove_drain(self, id_or_url: str, actor: Actor) -> dict[str, str]:
+        """-> the drain removed; the one it removed when this request is sent again."""
         self._check_live()
         for drain in self.drains:
             if id_or_url in (drain["id"], drain["url"], drain["token"]):
                 self._remove_drain(drain_id=drain["id"], actor=actor)
                 return drain
+        last = getattr(self, "last_drain_removed", None)
+        if last is not None and sent_again(last[0], actor, "drain"):
+            return dict(last[1])
         raise NotFound("Couldn't find that log drain.")
 
     @event("DrainRemoved")
     def _remove_drain(self, drain_id: str, actor: Actor) -> None:
+        removed = next(d for d in self.drains if d["id"] == drain_id)
         self.drains = [d for d in self.drains if d["id"] != drain_id]
+        self.last_drain_removed = [request_of(actor, "drain"), removed]
 
     # --- formation ------------------------------------------------------------------------
 
@@ -724,6 +736,11 @@ class App(Aggregate):
     @event("Destroyed")
     def _destroy(self, name: str, actor: Actor) -> None:
         self.destroyed = True
+        self.destroyed_by = request_of(actor, "destroy")
+
+    def destroyed_by_request(self, actor: Actor) -> bool:
+        """Whether this actor's request destroyed the app, and this is it sent again."""
+        return self.destroyed and sent_again(getattr(self, "destroyed_by", None), actor, "destroy")
 
     # --- access (the decision is waka/domain/access.py's) ----------------------------------
 

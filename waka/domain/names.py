@@ -41,6 +41,7 @@ class AppName(Aggregate):
 
     @event("Freed")
     def free(self, actor: Actor) -> None:
+        self.freed_from = self.app_id  # who held it last: a destroy sent again names it so
         self.app_id = None
 
 

@@ -12,8 +12,10 @@ from waka.api.errors import ApiError, not_found
 from waka.api.ranges import paginate
 from waka.bootstrap import Platform
 from waka.domain import access
+from waka.domain.app import App
 from waka.projections.acm import acm_enabled
 from waka.projections.apps import find_app
+from waka.projections.base import iso
 from waka.projections.builds import find_slug
 from waka.projections.collaborators import apps_of_user
 from waka.projections.store import Row
@@ -102,9 +104,31 @@ def update_app(ctx: Ctx) -> Reply:
     return Reply(_app(ctx, updated))
 
 
+def destroyed_row(app: App) -> Row:
+    """A destroyed app, gone from the read model, as its row was: what a destroy sent again
+    answers (the CLI reads nothing of it)."""
+    return {
+        "id": str(app.id),
+        "name": app.name,
+        "owner_email": app.owner["email"],
+        "owner_id": app.owner["id"],
+        "region": app.region,
+        "stack": app.stack,
+        "maintenance": app.maintenance,
+        "created_at": iso(app.created_on),
+        "updated_at": iso(app.modified_on),
+        "released_at": None,
+    }
+
+
 def delete_app(ctx: Ctx) -> Reply:
+    ident, ledger = ctx.param("app"), ctx.platform.ledger
+    if find_app(ctx.platform.store, ident) is None:
+        destroyed = ledger.destroyed_by(ctx.actor_of_request, ident)
+        if destroyed is not None:  # this request sent again: the app as it was
+            return Reply(render.app(destroyed_row(destroyed), ctx.platform.settings))
     row = ctx.app()
-    ctx.command(ctx.platform.ledger.destroy_app, ctx.actor, ctx.app_id(row))
+    ctx.command(ledger.destroy_app, ctx.actor_of_request, ctx.app_id(row))
     return Reply(_app(ctx, row))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -11,6 +12,7 @@ from waka.api.endpoint import Ctx, Reply, endpoint
 from waka.api.errors import ApiError, not_found
 from waka.bootstrap import Platform
 from waka.projections.acm import acm_domains, acm_enabled
+from waka.projections.base import iso
 from waka.projections.domains import domain_id, domains_of
 from waka.projections.sni_endpoints import endpoint_domains, endpoints_of
 from waka.projections.store import Row
@@ -97,9 +99,17 @@ def remove_domain(ctx: Ctx) -> Reply:
     app = ctx.app()
     wanted = ctx.param("domain").lower()
     domain = next((d for d in _all(ctx, app) if wanted in (d["hostname"], d["id"])), None)
-    if domain is None or domain["kind"] != "custom":
+    if domain is not None and domain["kind"] != "custom":
         raise not_found("Couldn't find that domain.")
-    ctx.command(ctx.platform.ledger.remove_domain, ctx.actor, ctx.app_id(app), domain["hostname"])
+    removed = ctx.command(
+        ctx.platform.ledger.remove_domain,
+        ctx.actor_of_request,  # the same request again is answered, not refused as gone
+        ctx.app_id(app),
+        domain["hostname"] if domain else wanted,
+    )
+    if domain is None:  # this request sent again: the domain as it was, timed now
+        now = iso(datetime.now(UTC))
+        domain = _render(app, removed, "custom", now, ctx.platform.settings)
     return Reply(domain)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -148,8 +149,16 @@ def routes(
 
     def delete_drain(ctx: Ctx) -> Reply:
         row = ctx.app()
-        drain = _drain(ctx, row)
-        ctx.command(platform.ledger.remove_drain, ctx.actor, ctx.app_id(row), drain["id"])
+        drain = find_drain(platform.store, row["id"], ctx.param("drain"))
+        removed = ctx.command(
+            platform.ledger.remove_drain,
+            ctx.actor_of_request,  # the same request again is answered, not refused as gone
+            ctx.app_id(row),
+            drain["id"] if drain else ctx.param("drain"),
+        )
+        if drain is None:  # this request sent again: the drain as it was, timed now
+            now = iso(datetime.now(UTC))
+            drain = {**removed, "created_at": now, "updated_at": now}
         return Reply(render_drain(drain, row))
 
     async def log_stream(request: Request) -> Response:
