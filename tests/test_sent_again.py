@@ -117,3 +117,20 @@ def test_an_app_destroyed_and_sent_again_is_answered(api: Api) -> None:  # noqa:
     assert api.delete(f"/apps/{shop['id']}", headers=SENT).status_code == 200  # by its id too
     assert error_of(api.delete("/apps/shop", headers=OTHER))[0] == 404
     assert error_of(api.get("/apps/shop"))[0] == 404
+
+
+def test_an_addon_destroyed_and_sent_again_is_answered(api: Api) -> None:  # noqa: F811
+    api.post("/apps", json={"name": "shop"})
+    addon = create(api, "shop", "heroku-redis")
+    settle(api)
+    first = api.delete(f"/apps/shop/addons/{addon['id']}", headers=SENT)
+    again = api.delete(f"/apps/shop/addons/{addon['id']}", headers=SENT)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["state"] == "deprovisioned"  # what addons:destroy reads
+    assert (again.json()["id"], again.json()["name"]) == (addon["id"], addon["name"])
+    settle(api)  # removed: still the answer to that request
+    assert api.delete(f"/apps/shop/addons/{addon['id']}", headers=SENT).status_code == 200
+    assert error_of(api.delete(f"/apps/shop/addons/{addon['id']}", headers=OTHER))[0] == 404
+    assert api.get("/apps/shop/addons").json() == []
+    releases = [r["description"] for r in api.get("/apps/shop/releases").json()]
+    assert len([d for d in releases if d.startswith("Detach")]) == 1, releases

@@ -778,6 +778,16 @@ class Ledger(Application[UUID]):
             raise NotFound("Couldn't find that add-on.")
         return addon
 
+    def addon_destroyed_by(self, actor: Actor, addon_id: UUID) -> Addon | None:
+        """The add-on this actor's request destroyed, when this is that request sent again."""
+        if not actor.get("request_id"):
+            return None
+        try:
+            addon = self.get_addon(addon_id)
+        except NotFound:
+            return None
+        return addon if addon.destroyed_by_request(actor) else None
+
     def _live_addon(self, addon_id: UUID, actor: Actor) -> tuple[Addon, App]:
         """The add-on and its billing app, if the actor may act on them."""
         addon = self.get_addon(addon_id)

@@ -229,7 +229,8 @@ def test_webhooks_add_sent_again_is_one_webhook(server: WakaServer, cutting) -> 
 
 def test_removals_sent_again_say_done(server: WakaServer, cutting) -> None:
     """The removal made, its answer lost, the retry found the thing gone: the CLI said
-    "Couldn't find that ..." and failed, for a removal that had worked."""
+    "Couldn't find that ..." (or that the add-on "was unable to be destroyed") and failed,
+    for a removal that had worked."""
     app = unique_name("retried")
     server.heroku("apps:create", app)
     host, url = f"www.{app}.example.com", "https://logs.example.com/removed"
@@ -247,6 +248,15 @@ def test_removals_sent_again_say_done(server: WakaServer, cutting) -> None:
     sent_twice_as_one_request(proxy)
     assert url in done.stdout + done.stderr, done  # "Successfully removed drain <url>"
     assert json.loads(server.heroku("drains", "-a", app, "--json").stdout) == []
+
+    server.heroku("addons:create", "heroku-redis", "-a", app)
+    (addon,) = json.loads(server.heroku("addons", "-a", app, "--json").stdout)
+    proxy = cutting(b"DELETE", rb"/apps/[^/ ]+/addons/[^/ ]+")
+    name = addon["name"]
+    done = server.heroku("addons:destroy", name, "-a", app, "--confirm", app, env=through(proxy))
+    sent_twice_as_one_request(proxy)
+    assert name in done.stdout + done.stderr, done
+    assert json.loads(server.heroku("addons", "-a", app, "--json").stdout) == []
 
     proxy = cutting(b"DELETE", rb"/apps/[^/ ]+")
     server.heroku("apps:destroy", app, "--confirm", app, env=through(proxy))

@@ -194,6 +194,11 @@ class Addon(Aggregate):
     @event("DeprovisionRequested")
     def _request_deprovision(self, actor: Actor) -> None:
         self.state = DEPROVISIONING
+        self.destroyed_by = request_of(actor, "destroy")
+
+    def destroyed_by_request(self, actor: Actor) -> bool:
+        """Whether this actor's request destroyed the add-on, and this is it sent again."""
+        return not self.live and sent_again(getattr(self, "destroyed_by", None), actor, "destroy")
 
     def deprovisioned(self, actor: Actor) -> bool:
         if self.state != DEPROVISIONING:

@@ -30,6 +30,7 @@ from waka.projections.addons import (
     find_attachment,
 )
 from waka.projections.apps import find_app
+from waka.projections.base import iso
 from waka.projections.store import Row
 
 CREATE_WAIT = 20.0  # seconds a create waits for the provider before answering 202
@@ -261,10 +262,40 @@ def update_addon(ctx: Ctx) -> Reply:
 
 
 def destroy_addon(ctx: Ctx) -> Reply:
-    row = visible_addon(ctx, ctx.param("addon"), ctx.app())
-    rendered = render_addon(ctx.platform, row)
-    ctx.command(ctx.platform.ledger.destroy_addon, ctx.actor, uuid_of(row))
+    app = ctx.app()
+    try:
+        row = visible_addon(ctx, ctx.param("addon"), app)
+    except ApiError:
+        gone = _destroyed_by(ctx, ctx.param("addon"))
+        if gone is None:
+            raise
+        return Reply(render_addon(ctx.platform, gone))  # this request sent again
+    rendered = render_addon(ctx.platform, row)  # with its config vars, before it is detached
+    ctx.command(ctx.platform.ledger.destroy_addon, ctx.actor_of_request, uuid_of(row))
     return Reply({**rendered, "state": "deprovisioned"})
+
+
+def _destroyed_by(ctx: Ctx, ident: str) -> Row | None:
+    """The add-on (by id) this request destroyed, when it is sent again, as its row was."""
+    try:
+        addon_id = UUID(ident)
+    except ValueError:
+        return None
+    addon = ctx.platform.ledger.addon_destroyed_by(ctx.actor_of_request, addon_id)
+    if addon is None:
+        return None
+    return {
+        "id": str(addon.id),
+        "name": addon.name,
+        "service": addon.service,
+        "plan": addon.plan,
+        "app_id": addon.app_id,
+        "config_keys": "[]",  # detached everywhere: no config var left
+        "message": "",
+        "state": "deprovisioned",
+        "created_at": iso(addon.created_on),
+        "updated_at": iso(addon.modified_on),
+    }
 
 
 # --- resolve actions (the CLI's way of finding an add-on from what the user typed) ----------
