@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("waka")
 
-# Seconds `heroku ps` waits for a Swarm manager's list of one-off dynos: a lost manager's
-# pooled connections answer nothing, and the manager client's own timeout is 60 s.
+# Seconds `heroku ps` waits for a Swarm manager's list of one-off dynos: a lost manager
+# answers nothing (connecting fails only once ARP gives up), and the runtime's timeout is 60 s.
 PS_MANAGER_TIMEOUT = 5.0
 
 

@@ -345,7 +345,7 @@ class SwarmOneOffDynos:
         self.dynos = dynos  # the formation's runtime: its manager client, images and networks
         self.client = dynos.client
         # `heroku ps` asks the manager for one-offs through a client of its own with a short
-        # timeout: a manager lost (its pooled connections answer nothing) or swamped must not
+        # timeout: a manager lost (connecting fails only once ARP gives up) or swamped must not
         # hold the answer for the main client's 60 s; ps then shows the formation's dynos.
         self.lister = lister or dynos.client
         self.callback_host = callback_host  # this host's address towards the Swarm's nodes
