@@ -588,8 +588,6 @@ class Ledger(Application[UUID]):
     def destroyed_by(self, actor: Actor, id_or_name: str) -> App | None:
         """The app this actor's request destroyed, when this is that request sent again (the
         CLI's retry of a destroy whose answer it lost): it is answered, not refused as gone."""
-        if not actor.get("request_id"):
-            return None
         try:
             app_id: UUID | None = UUID(id_or_name)
         except ValueError:
@@ -780,8 +778,6 @@ class Ledger(Application[UUID]):
 
     def addon_destroyed_by(self, actor: Actor, addon_id: UUID) -> Addon | None:
         """The add-on this actor's request destroyed, when this is that request sent again."""
-        if not actor.get("request_id"):
-            return None
         try:
             addon = self.get_addon(addon_id)
         except NotFound:

@@ -410,11 +410,6 @@ def test_a_dyno_cannot_reach_another_apps_dynos(
 ) -> None:
     app = deploy(swarm_server, swarm_api, tmp_path, "swarm-prober")
     other = deploy(swarm_server, swarm_api, tmp_path, "swarm-target")
-    # Every node Ready first: a fault test sharing the cluster may have just restarted the
-    # manager, which marks the workers down until they report again, and Swarm places the
-    # six on the Ready nodes only (it never moves them afterwards).
-    for node in swarm_cluster.nodes():
-        swarm_cluster.wait_for_node(node.name, "ready", timeout=60)
     swarm_server.heroku("ps:scale", "web=6", "--app", other)
     up = wait_for(lambda: web_up(swarm_api, other, 6), timeout=120, what="6 web dynos up")
     targets = sorted({f"{d['extended']['ip']}:{d['extended']['port']}" for d in up})
